@@ -1,0 +1,195 @@
+//! `zergling-demo`: the demo application used by the README, the tests and the
+//! benchmarks. Its endpoints are stable (tests and acceptance checks rely on them):
+//!
+//! * `GET /` → `200 text/plain`, exactly `Hello, world!`
+//! * `GET /pid` → the process id
+//! * `GET /sleep?ms=N` → waits N ms, then `200`
+//! * `POST /echo` → the request body back
+//! * `GET /whoami` → JSON: method, path, scheme, client, listener, kind, protocol,
+//!   host, zergling id, pid
+//!
+//! Options: `--attach PATH` (default `$ZERGPOOL_SOCKET`), `--capacity N`,
+//! `--listen ADDR` (serve directly, without a pool: the benchmarks' baseline), and
+//! `--fault-exit-before-ack` (tests only: exit on the first connection before
+//! acknowledging it).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+use zergpool::proto::{ConnId, ListenerKind, ZerglingId};
+use zergpool::zergling::{self, ConnInfo, Fault, ZerglingConfig};
+
+const USAGE: &str = "usage: zergling-demo [--attach PATH] [--capacity N] [--listen ADDR] [--fault-exit-before-ack]";
+
+type Resp = Response<Full<Bytes>>;
+
+async fn app(req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_owned();
+    Ok(match (req.method().clone(), path.as_str()) {
+        (Method::GET | Method::HEAD, "/") => text(StatusCode::OK, "Hello, world!"),
+        (Method::GET, "/pid") => text(StatusCode::OK, &std::process::id().to_string()),
+        (Method::GET, "/sleep") => {
+            let ms = query_param(&req, "ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0).min(600_000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text(StatusCode::OK, &format!("slept {ms} ms"))
+        }
+        (Method::POST, "/echo") => match req.into_body().collect().await {
+            Ok(body) => Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(body.to_bytes()))
+                .unwrap_or_default(),
+            Err(_) => text(StatusCode::BAD_REQUEST, "could not read the body"),
+        },
+        (Method::GET, "/whoami") => whoami(&req),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    })
+}
+
+fn text(status: StatusCode, body: &str) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap_or_default()
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
+fn whoami(req: &Request<Incoming>) -> Resp {
+    let info = req.extensions().get::<Arc<ConnInfo>>();
+    let protocol = match (info.map(|i| i.kind), req.version()) {
+        (Some(ListenerKind::Uwsgi), _) => "uwsgi",
+        (_, hyper::Version::HTTP_2) => "h2",
+        (_, hyper::Version::HTTP_10) => "http/1.0",
+        _ => "http/1.1",
+    };
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().host().map(str::to_owned));
+    let body = serde_json::json!({
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query(),
+        "scheme": info.map(|i| i.scheme.as_str()).unwrap_or("http"),
+        "client": info.map(|i| i.peer.as_str()),
+        "local": info.map(|i| i.local.as_str()),
+        "listener": info.map(|i| i.listener.as_str()),
+        "kind": info.map(|i| i.kind.as_str()),
+        "protocol": protocol,
+        "host": host,
+        "sni": info.and_then(|i| i.sni.as_deref()),
+        "alpn": info.and_then(|i| i.alpn.as_deref()),
+        "tls_version": info.and_then(|i| i.tls_version.as_deref()),
+        "zergling": info.map(|i| i.zergling.0),
+        "pid": std::process::id(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_default()
+}
+
+/// Serves the app directly on `addr`, without a pool.
+async fn listen_directly(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("zergling-demo: listening directly on {}", listener.local_addr()?);
+    let never = CancellationToken::new();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo {
+            zergling: ZerglingId(0),
+            conn: ConnId(0),
+            listener: "direct".into(),
+            kind: ListenerKind::Http,
+            scheme: "http".into(),
+            peer: peer.to_string(),
+            local: addr.to_string(),
+            sni: None,
+            alpn: None,
+            tls_version: None,
+        });
+        tokio::spawn(zergling::serve_http1(stream, info, hyper::service::service_fn(app), never.clone()));
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_target(false).init();
+    let mut attach = std::env::var_os("ZERGPOOL_SOCKET").map(std::path::PathBuf::from);
+    let mut capacity = 1024u32;
+    let mut listen: Option<SocketAddr> = None;
+    let mut fault = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let r: Result<(), String> = match a.as_str() {
+            "--attach" => value("--attach").map(|v| attach = Some(v.into())),
+            "--capacity" => value("--capacity").and_then(|v| {
+                v.parse().ok().filter(|n| *n > 0).map(|n| capacity = n).ok_or_else(|| format!("--capacity {v}: expected a number ≥ 1"))
+            }),
+            "--listen" => value("--listen").and_then(|v| {
+                zergpool::config::parse_addr_str(&v).map(|a| listen = Some(a)).ok_or_else(|| format!("--listen {v}: expected HOST:PORT"))
+            }),
+            "--fault-exit-before-ack" => {
+                fault = Some(Fault::ExitBeforeAck);
+                Ok(())
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => Err(format!("unknown argument {other}")),
+        };
+        if let Err(e) = r {
+            eprintln!("zergling-demo: {e}\n{USAGE}");
+            return ExitCode::from(64);
+        }
+    }
+    if let Some(addr) = listen {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("zergling-demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(listen_directly(addr)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zergling-demo: cannot listen on {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(socket) = attach else {
+        eprintln!("zergling-demo: no pool socket: pass --attach PATH or set ZERGPOOL_SOCKET (or --listen ADDR to serve directly)\n{USAGE}");
+        return ExitCode::from(64);
+    };
+    let mut config = ZerglingConfig::new(socket);
+    config.capacity = capacity;
+    config.fault = fault;
+    config.tags.push("app=zergling-demo".into());
+    match zergling::serve_blocking(config, hyper::service::service_fn(app)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zergling-demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Classification: read the first request head of a connection, bounded in size
+//! and time, and say what to do with the connection.
+//!
+//! The pure parser lives in [`http`]; this file is the I/O half that owns the
+//! buffer. The result is a value with one variant per outcome, so later stages
+//! (static-map, redirects, uwsgi) slot in as new variants.
+
+pub mod http;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use http::{parse_head, HeadParse, RequestHead};
+
+/// What to do with a connection after its first head was looked at.
+#[derive(Debug)]
+pub enum Classification {
+    /// A request for the application: hand the connection to a zergling.
+    Dynamic(RequestHead),
+    /// The client closed (or reset) before sending a whole head: nothing to answer.
+    Gone,
+    /// Not HTTP: answer 400 and close.
+    Malformed(&'static str),
+    /// Head larger than `buffer-size`, or too many header lines: answer 431 and close.
+    TooLarge,
+    /// Head not complete within `http-timeout`: answer 408 and close.
+    Timeout,
+}
+
+/// Reads from `stream` into `buf` until a whole head is there, the head outgrows
+/// `max`, or `timeout` passes. `buf` keeps every byte read (the head and any bytes
+/// after it), so that they can travel with the connection.
+pub async fn read_http_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    timeout: Duration,
+) -> Classification {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf) {
+                HeadParse::Complete(head) => return Classification::Dynamic(head),
+                HeadParse::Partial if buf.len() >= max => return Classification::TooLarge,
+                HeadParse::Partial => {}
+                HeadParse::TooManyHeaders => return Classification::TooLarge,
+                HeadParse::Invalid(why) => return Classification::Malformed(why),
+            }
+        }
+        // Read at most up to the limit (plus one byte so "exactly full" is seen).
+        buf.reserve((max + 1).saturating_sub(buf.len()).min(16 * 1024));
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(buf)).await;
+        match read {
+            Err(_elapsed) => return Classification::Timeout,
+            Ok(Ok(0)) | Ok(Err(_)) => return Classification::Gone,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outcomes() {
+        let mut buf = BytesMut::new();
+        let mut input: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        let c = read_http_head(&mut input, &mut buf, 8192, Duration::from_secs(1)).await;
+        assert!(matches!(c, Classification::Dynamic(ref h) if h.len == 27));
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest");
+
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let mut input = big.as_bytes();
+        let c = read_http_head(&mut input, &mut BytesMut::new(), 8192, Duration::from_secs(1)).await;
+        assert!(matches!(c, Classification::TooLarge));
+
+        let mut input: &[u8] = b"GET / HT";
+        let c = read_http_head(&mut input, &mut BytesMut::new(), 8192, Duration::from_secs(1)).await;
+        assert!(matches!(c, Classification::Gone));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_head_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\n").await.unwrap();
+        let c = read_http_head(&mut server, &mut BytesMut::new(), 8192, Duration::from_secs(60)).await;
+        assert!(matches!(c, Classification::Timeout));
+    }
+}

@@ -1,0 +1,272 @@
+//! The attach socket (`zerg-server`) and the task that speaks to one zergling.
+//!
+//! The door is locked twice: the socket file's mode (0600 unless
+//! `chmod-zerg-server`), and an `SO_PEERCRED` check of every peer against root, the
+//! pool's own uid and `zerg-allow-uid`.
+//!
+//! Descriptor ownership in a zergling's task: a connection taken from the order
+//! channel is sent with CONN and kept in `unacked` until the zergling's ACK, which
+//! drops (closes) the pool's copy. When the channel ends for any reason, the task
+//! first unregisters (so nothing new arrives), then re-dispatches everything still
+//! unacknowledged and everything left in the order channel: nothing is lost.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{getsockopt, sockopt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{Dispatcher, Order, Pending};
+use crate::proto::{self, Channel, ChannelError, ConnId, Message, RecvBuf, SeqpacketListener, ZerglingId};
+
+/// How long an attaching peer has to send HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the attach socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// Another live process listens on the path.
+    #[error("{0}: another process is listening on this zerg-server socket; stop it or choose another path")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket.
+    #[error("{0}: exists and is not a socket; remove it or choose another zerg-server path")]
+    NotASocket(PathBuf),
+    /// A system call failed.
+    #[error("{path}: cannot set up the zerg-server socket")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The bound attach socket. Removing the file on drop is the owner's job
+/// ([`AttachSocket::remove_file`]), since only the pool that created it may do so.
+#[derive(Debug)]
+pub struct AttachSocket {
+    listener: SeqpacketListener,
+    path: PathBuf,
+}
+
+impl AttachSocket {
+    /// Binds `path` with file mode `mode`. A stale socket file (nobody listening)
+    /// is replaced; a live one is an error.
+    pub fn bind(path: &Path, mode: u32) -> Result<Self, AttachError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let io_err = |source| AttachError::Io { path: path.to_owned(), source };
+        match std::fs::symlink_metadata(path) {
+            Ok(md) if !md.file_type().is_socket() => return Err(AttachError::NotASocket(path.to_owned())),
+            Ok(_) if proto::someone_listens(path) => return Err(AttachError::InUse(path.to_owned())),
+            Ok(_) => {
+                warn!(path = %path.display(), "replacing a stale zerg-server socket file");
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        // Bind under a tight umask so the socket is never reachable with a looser
+        // mode, then set the requested mode.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = SeqpacketListener::bind(path, 128);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        Ok(AttachSocket { listener, path: path.to_owned() })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file, if it is still ours.
+    pub fn remove_file(&self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(path = %self.path.display(), error = %e, "could not remove the zerg-server socket");
+            }
+        }
+    }
+}
+
+/// Who may attach.
+#[derive(Debug, Clone)]
+pub struct AttachPolicy {
+    /// Uids allowed besides root and the pool's effective uid.
+    pub allow_uids: Vec<u32>,
+}
+
+impl AttachPolicy {
+    fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == nix::unistd::geteuid().as_raw() || self.allow_uids.contains(&uid)
+    }
+}
+
+/// Accepts zerglings until `stop` is cancelled.
+pub async fn serve(
+    socket: Arc<AttachSocket>,
+    dispatcher: Arc<Dispatcher>,
+    policy: AttachPolicy,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let chan = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.listener.accept() => r,
+        };
+        match chan {
+            Ok(chan) => {
+                let (d, p) = (dispatcher.clone(), policy.clone());
+                tracker.spawn(zergling_session(chan, d, p));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept on the zerg-server socket failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Handshake, then the life of one attached zergling.
+async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: AttachPolicy) {
+    let cred = match getsockopt(&chan.as_fd(), sockopt::PeerCredentials) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "SO_PEERCRED failed on an attaching peer; refused");
+            return;
+        }
+    };
+    if !policy.allows(cred.uid()) {
+        warn!(uid = cred.uid(), pid = cred.pid(), "attach refused: uid not allowed (add it with zerg-allow-uid)");
+        let reason = format!("uid {} is not allowed to attach to this pool (the pool's zerg-allow-uid option lists who is)", cred.uid());
+        let _ = chan.send(&Message::Refuse { reason }, None).await;
+        return;
+    }
+    let (pid, capacity, tags) = match chan.recv_timeout(HELLO_TIMEOUT).await {
+        Ok((Message::Hello { version, pid, capacity, tags }, _)) => {
+            if version != proto::VERSION {
+                let reason = format!("protocol version {version} is not supported; this pool speaks version {}", proto::VERSION);
+                warn!(pid, version, "attach refused: unsupported protocol version");
+                let _ = chan.send(&Message::Refuse { reason }, None).await;
+                return;
+            }
+            if capacity == 0 {
+                warn!(pid, "attach refused: capacity 0");
+                let _ = chan.send(&Message::Refuse { reason: "capacity must be at least 1".into() }, None).await;
+                return;
+            }
+            (pid, capacity, tags)
+        }
+        Ok((other, _)) => {
+            warn!(message = other.name(), "attach refused: first message was not HELLO");
+            return;
+        }
+        Err(e) => {
+            debug!(error = %e, "attaching peer went away before HELLO");
+            return;
+        }
+    };
+    let (id, orders) = dispatcher.register(pid, capacity);
+    if let Err(e) = chan.send(&Message::Welcome { version: proto::VERSION, id }, None).await {
+        warn!(%id, error = %e, "could not welcome zergling");
+        dispatcher.unregister(id);
+        recover(&dispatcher, id, orders, HashMap::new());
+        return;
+    }
+    info!(%id, pid, capacity, tags = tags.join(","), "zergling attached");
+    let (orders, unacked, why) = run_session(&chan, &dispatcher, id, orders).await;
+    dispatcher.unregister(id);
+    info!(%id, pid, reason = why, "zergling detached");
+    recover(&dispatcher, id, orders, unacked);
+}
+
+/// Sends orders and reads the zergling's messages until the channel ends.
+async fn run_session(
+    chan: &Channel,
+    dispatcher: &Dispatcher,
+    id: ZerglingId,
+    mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, String) {
+    let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
+    let mut buf = RecvBuf::new();
+    let why = loop {
+        tokio::select! {
+            order = orders.recv() => match order {
+                Some(Order::Conn(p)) => {
+                    let conn = p.meta.conn;
+                    let sent = chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd())).await;
+                    unacked.insert(conn, p);
+                    if let Err(e) = sent {
+                        break format!("sending CONN failed: {e}");
+                    }
+                }
+                Some(Order::Drain) => {
+                    if let Err(e) = chan.send(&Message::Drain, None).await {
+                        break format!("sending DRAIN failed: {e}");
+                    }
+                }
+                None => break "order channel closed".to_owned(),
+            },
+            msg = chan.recv_with(&mut buf) => match msg {
+                Ok((Message::Ack { conn }, _)) => {
+                    // Dropping the Pending closes the pool's copy of the descriptor.
+                    if unacked.remove(&conn).is_none() {
+                        debug!(%id, %conn, "ACK for a connection not waiting for one");
+                    }
+                }
+                Ok((Message::Closed { .. }, _)) => dispatcher.closed(id),
+                Ok((Message::Draining, _)) => {
+                    info!(%id, "zergling is draining");
+                    dispatcher.drain(id);
+                }
+                Ok((Message::HandBack(mut meta), Some(fd))) => {
+                    // An idle connection given back: a new connection for dispatch.
+                    dispatcher.closed(id);
+                    meta.conn = dispatcher.next_conn_id();
+                    debug!(%id, conn = %meta.conn, "connection handed back");
+                    crate::pool::dispatch_or_answer(dispatcher, Pending { fd, meta, arrived: Instant::now() });
+                }
+                Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
+                Err(ChannelError::Closed) => break "channel closed".to_owned(),
+                Err(e) => break format!("channel error: {e}"),
+            },
+        }
+    };
+    (orders, unacked, why)
+}
+
+/// Re-dispatches what a departed zergling had not acknowledged, and what was
+/// still on its way to it.
+fn recover(
+    dispatcher: &Dispatcher,
+    id: ZerglingId,
+    mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+    unacked: HashMap<ConnId, Pending>,
+) {
+    orders.close();
+    let mut again: Vec<Pending> = unacked.into_values().collect();
+    while let Ok(order) = orders.try_recv() {
+        if let Order::Conn(p) = order {
+            again.push(p);
+        }
+    }
+    if again.is_empty() {
+        return;
+    }
+    // Oldest first, and redispatch puts each at the front: go newest to oldest.
+    again.sort_by_key(|p| std::cmp::Reverse(p.meta.conn));
+    warn!(%id, count = again.len(), "recovering connections the zergling had not acknowledged");
+    for p in again {
+        dispatcher.redispatch(p);
+    }
+}

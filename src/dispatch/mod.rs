@@ -1,0 +1,372 @@
+//! Dispatch: the registry of attached zerglings, the choice of one for each
+//! connection, and the queue of connections waiting for one.
+//!
+//! Invariants defended here (DESIGN.md 2 and 3):
+//!
+//! * only a zergling in state [`SlotState::Ready`] with `outstanding < capacity`
+//!   is chosen, the least loaded (`outstanding / capacity`) first, ties in rotation;
+//! * with no such zergling a connection waits in a FIFO queue bounded in count
+//!   (`zerg-queue`) and age (`zerg-queue-timeout`); past either bound it is answered
+//!   `503` by the caller ([`Dispatcher::submit`] returns it, [`Dispatcher::expire`]
+//!   hands back the expired ones);
+//! * a connection handed to a zergling that vanished before acknowledging it comes
+//!   back through [`Dispatcher::redispatch`], ahead of newer arrivals.
+//!
+//! All state sits behind one short-held mutex; nothing awaits while holding it.
+//! The descriptor of a connection is owned by exactly one place at a time: the
+//! queue, a zergling's order channel, or its task's table of unacknowledged
+//! connections (see [`attach`]).
+
+pub mod attach;
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::proto::{ConnId, ConnMeta, ZerglingId};
+
+/// A connection on its way to a zergling: the pool's copy of the descriptor and
+/// everything needed to send it again.
+#[derive(Debug)]
+pub struct Pending {
+    /// The client connection (TCP, or a Unix stream for uwsgi or the TLS relay).
+    pub fd: OwnedFd,
+    /// What goes with it, the bytes already read included.
+    pub meta: ConnMeta,
+    /// When the pool accepted it (queue age is measured from here).
+    pub arrived: Instant,
+}
+
+/// What a zergling's task is told to do.
+#[derive(Debug)]
+pub enum Order {
+    /// Hand this connection over.
+    Conn(Pending),
+    /// Tell the zergling to drain (nothing more is sent after this).
+    Drain,
+}
+
+/// The state of an attached zergling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Takes new connections.
+    Ready,
+    /// Finishing what it has; gets nothing new.
+    Draining,
+}
+
+/// One attached zergling as the dispatcher sees it.
+#[derive(Debug)]
+struct Slot {
+    id: ZerglingId,
+    pid: u32,
+    capacity: u32,
+    outstanding: u32,
+    state: SlotState,
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+impl Slot {
+    fn can_take(&self) -> bool {
+        self.state == SlotState::Ready && self.outstanding < self.capacity
+    }
+}
+
+/// The result of [`Dispatcher::submit`].
+#[derive(Debug)]
+pub enum Submitted {
+    /// Sent to a zergling.
+    Dispatched(ZerglingId),
+    /// Waiting in the queue.
+    Queued,
+    /// The queue is full: answer 503.
+    Rejected(Pending),
+}
+
+/// A summary of one attached zergling (for logs, stats and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZerglingInfo {
+    /// Its id.
+    pub id: ZerglingId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its declared capacity.
+    pub capacity: u32,
+    /// Connections handed over and not yet reported closed.
+    pub outstanding: u32,
+    /// Ready or draining.
+    pub state: SlotState,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<Pending>,
+    rotation: usize,
+    next_zergling: u64,
+}
+
+/// The registry, the selection and the queue.
+#[derive(Debug)]
+pub struct Dispatcher {
+    state: Mutex<State>,
+    queue_limit: usize,
+    queue_timeout: Duration,
+    next_conn: AtomicU64,
+}
+
+impl Dispatcher {
+    /// A dispatcher with the queue bounds `zerg-queue` and `zerg-queue-timeout`.
+    pub fn new(queue_limit: usize, queue_timeout: Duration) -> Self {
+        Dispatcher {
+            state: Mutex::new(State::default()),
+            queue_limit,
+            queue_timeout,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug elsewhere; the state itself stays
+        // consistent (every mutation is a single step), so keep going.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends a new connection to a zergling, or queues it, or gives it back to be
+    /// answered 503 when the queue is full.
+    pub fn submit(&self, p: Pending) -> Submitted {
+        let mut st = self.lock();
+        // Keep arrival order: nothing overtakes connections already waiting.
+        if st.queue.is_empty() {
+            match try_send(&mut st, p) {
+                Ok(id) => return Submitted::Dispatched(id),
+                Err(back) => return self.enqueue(&mut st, back),
+            }
+        }
+        self.enqueue(&mut st, p)
+    }
+
+    fn enqueue(&self, st: &mut State, p: Pending) -> Submitted {
+        if st.queue.len() >= self.queue_limit {
+            return Submitted::Rejected(p);
+        }
+        st.queue.push_back(p);
+        Submitted::Queued
+    }
+
+    /// Sends again a connection whose zergling vanished before acknowledging it. It
+    /// goes ahead of the queue (it arrived earlier) and is never refused for size.
+    pub fn redispatch(&self, p: Pending) {
+        let mut st = self.lock();
+        if let Err(back) = try_send(&mut st, p) {
+            st.queue.push_front(back);
+        }
+    }
+
+    /// Registers a zergling that completed the handshake; returns its id and the
+    /// channel its task receives orders from.
+    pub fn register(&self, pid: u32, capacity: u32) -> (ZerglingId, mpsc::UnboundedReceiver<Order>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.lock();
+        st.next_zergling += 1;
+        let id = ZerglingId(st.next_zergling);
+        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx });
+        pump(&mut st);
+        (id, rx)
+    }
+
+    /// Forgets a zergling. After this returns nothing more is sent to its order
+    /// channel, so its task can drain the channel and re-dispatch what it finds.
+    pub fn unregister(&self, id: ZerglingId) {
+        let mut st = self.lock();
+        st.slots.retain(|s| s.id != id);
+    }
+
+    /// A connection handed to `id` was closed: one unit of capacity is free.
+    pub fn closed(&self, id: ZerglingId) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+            s.outstanding = s.outstanding.saturating_sub(1);
+        }
+        pump(&mut st);
+    }
+
+    /// Marks `id` draining and tells its task to send DRAIN. Returns false if no
+    /// such zergling is attached.
+    pub fn drain(&self, id: ZerglingId) -> bool {
+        let mut st = self.lock();
+        let Some(s) = st.slots.iter_mut().find(|s| s.id == id) else { return false };
+        if s.state == SlotState::Ready {
+            s.state = SlotState::Draining;
+            let _ = s.orders.send(Order::Drain);
+        }
+        true
+    }
+
+    /// Takes the queued connections older than `zerg-queue-timeout` at `now`.
+    pub fn expire(&self, now: Instant) -> Vec<Pending> {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        while st.queue.front().is_some_and(|p| now.duration_since(p.arrived) >= self.queue_timeout) {
+            out.extend(st.queue.pop_front());
+        }
+        out
+    }
+
+    /// Takes every queued connection (used when stopping).
+    pub fn take_queue(&self) -> Vec<Pending> {
+        self.lock().queue.drain(..).collect()
+    }
+
+    /// Connections waiting.
+    pub fn queue_len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// The attached zerglings.
+    pub fn zerglings(&self) -> Vec<ZerglingInfo> {
+        self.lock()
+            .slots
+            .iter()
+            .map(|s| ZerglingInfo { id: s.id, pid: s.pid, capacity: s.capacity, outstanding: s.outstanding, state: s.state })
+            .collect()
+    }
+}
+
+/// Hands queued connections to zerglings while any can take one.
+fn pump(st: &mut State) {
+    while let Some(p) = st.queue.pop_front() {
+        if let Err(back) = try_send(st, p) {
+            st.queue.push_front(back);
+            break;
+        }
+    }
+}
+
+/// Sends `p` to the best zergling, or gives it back if none can take it.
+fn try_send(st: &mut State, mut p: Pending) -> Result<ZerglingId, Pending> {
+    loop {
+        let Some(i) = select(&st.slots, st.rotation) else { return Err(p) };
+        st.rotation = st.rotation.wrapping_add(1);
+        let slot = &mut st.slots[i];
+        match slot.orders.send(Order::Conn(p)) {
+            Ok(()) => {
+                slot.outstanding += 1;
+                return Ok(slot.id);
+            }
+            Err(mpsc::error::SendError(order)) => {
+                // Its task is gone; it will unregister shortly. Do not use it again.
+                slot.state = SlotState::Draining;
+                let Order::Conn(back) = order else { unreachable!("we sent a Conn") };
+                p = back;
+            }
+        }
+    }
+}
+
+/// The index of the slot to use: among those that can take a connection, the
+/// lowest `outstanding / capacity`; ties go to the first at or after `rotation`.
+fn select(slots: &[Slot], rotation: usize) -> Option<usize> {
+    let n = slots.len();
+    let mut best: Option<usize> = None;
+    for k in 0..n {
+        let i = (rotation + k) % n;
+        let s = &slots[i];
+        if !s.can_take() {
+            continue;
+        }
+        best = match best {
+            None => Some(i),
+            Some(b) => {
+                let cur = &slots[b];
+                // s.o/s.c < cur.o/cur.c, compared without division.
+                if u64::from(s.outstanding) * u64::from(cur.capacity) < u64::from(cur.outstanding) * u64::from(s.capacity) {
+                    Some(i)
+                } else {
+                    Some(b)
+                }
+            }
+        };
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(id: u64, outstanding: u32, capacity: u32, state: SlotState) -> Slot {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::mem::forget(rx);
+        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx }
+    }
+
+    #[test]
+    fn least_loaded_wins_and_ties_rotate() {
+        let slots = vec![slot(1, 5, 10, SlotState::Ready), slot(2, 1, 10, SlotState::Ready), slot(3, 1, 10, SlotState::Ready)];
+        assert_eq!(select(&slots, 0), Some(1));
+        assert_eq!(select(&slots, 2), Some(2));
+        // Load is relative to capacity: 3/100 beats 1/10.
+        let slots = vec![slot(1, 1, 10, SlotState::Ready), slot(2, 3, 100, SlotState::Ready)];
+        assert_eq!(select(&slots, 0), Some(1));
+    }
+
+    #[test]
+    fn full_or_draining_gets_nothing() {
+        let slots = vec![slot(1, 10, 10, SlotState::Ready), slot(2, 0, 10, SlotState::Draining)];
+        assert_eq!(select(&slots, 0), None);
+        assert_eq!(select(&[], 0), None);
+    }
+
+    fn pending(d: &Dispatcher) -> Pending {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        Pending {
+            fd: a.into(),
+            meta: ConnMeta {
+                conn: d.next_conn_id(),
+                listener: "t".into(),
+                kind: crate::proto::ListenerKind::Http,
+                scheme: "http".into(),
+                peer: String::new(),
+                local: String::new(),
+                sni: None,
+                alpn: None,
+                tls_version: None,
+                prefix: bytes::Bytes::new(),
+            },
+            arrived: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn queue_bounds_and_order() {
+        let d = Dispatcher::new(2, Duration::from_secs(1));
+        assert!(matches!(d.submit(pending(&d)), Submitted::Queued));
+        assert!(matches!(d.submit(pending(&d)), Submitted::Queued));
+        assert!(matches!(d.submit(pending(&d)), Submitted::Rejected(_)));
+        assert!(d.expire(Instant::now()).is_empty());
+        assert_eq!(d.expire(Instant::now() + Duration::from_secs(2)).len(), 2);
+
+        // Arrival order survives a zergling attaching; capacity is respected.
+        let first = pending(&d);
+        let first_id = first.meta.conn;
+        d.submit(first);
+        d.submit(pending(&d));
+        let (_id, mut rx) = d.register(1, 1);
+        let Ok(Order::Conn(got)) = rx.try_recv() else { panic!() };
+        assert_eq!(got.meta.conn, first_id);
+        assert!(rx.try_recv().is_err(), "capacity 1 must hold the second back");
+        assert_eq!(d.queue_len(), 1);
+        d.closed(_id);
+        assert!(matches!(rx.try_recv(), Ok(Order::Conn(_))));
+    }
+}

@@ -1,0 +1,41 @@
+//! zergpool: a zero-downtime front-end for application servers, in the spirit of
+//! uWSGI's *Zerg mode*.
+//!
+//! One long-lived **pool** process owns the listening sockets. It accepts each
+//! connection, reads the first request head, and hands the connection (its file
+//! descriptor, with the bytes already read) to an attached **zergling**, an
+//! application process, over a Unix `SOCK_SEQPACKET` socket with `SCM_RIGHTS`.
+//! Zerglings come and go; the pool queues what arrives meanwhile.
+//!
+//! ```text
+//! listener.accept ─► classify (read the first request head, bounded, with a timeout)
+//!                      ├─ malformed / too large / too slow ─► 400 / 431 / 408, close
+//!                      └─ dynamic ─► dispatch: pick a ready zergling (or queue)
+//!                                      ─► send {meta, bytes already read} + fd ──SCM_RIGHTS──►
+//!                                      ◄─ ACK ─ pool closes its copy; zergling owns the connection
+//!                                      ◄─ CLOSED ─ one unit of capacity free again
+//! ```
+//!
+//! # Layout
+//!
+//! * [`config`]: option sources → one ordered option list → one typed [`config::Config`].
+//! * [`listener`]: binding (socket2) and the accept loops.
+//! * [`classify`]: pure parsers of a request head, and the bounded read that feeds them.
+//! * [`dispatch`]: the zergling registry, selection, the queue, the hand-off with ACK
+//!   and re-dispatch, and the attach socket.
+//! * [`proto`]: THE protocol shared with the zergling side (frames, limits, fd passing).
+//! * [`zergling`]: the public worker library: a hyper service becomes a zergling.
+//! * [`supervise`]: spawned zerglings, respawned with back-off.
+//! * [`pool`]: the pool's life: bind, run, stop; and the per-connection data path.
+
+#![deny(unsafe_code)]
+
+pub mod classify;
+pub mod config;
+pub mod dispatch;
+pub mod listener;
+pub mod pool;
+pub mod proto;
+pub mod reply;
+pub mod supervise;
+pub mod zergling;

@@ -1,0 +1,84 @@
+//! The `zergpool` binary: parse options, build the configuration, install
+//! tracing, bind, run, and map errors to exit codes (64 for a bad configuration,
+//! 1 for a failure to start or run). Nothing else lives here.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use zergpool::config::cli::{parse_args, CliRequest};
+use zergpool::config::{options, Config};
+use zergpool::pool::Pool;
+
+/// sysexits' EX_USAGE: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let list = match parse_args(std::env::args().skip(1)) {
+        Ok(CliRequest::Run(list)) => list,
+        Ok(CliRequest::Help) => {
+            print!("{}", options::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(CliRequest::Version) => {
+            println!("zergpool {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("zergpool: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match Config::from_options(&list) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zergpool: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zergpool: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let pool = match Pool::bind(config) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{}", error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        };
+        match pool.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_env("ZERGPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,466 @@
+//! The pure codec of the zergling protocol: [`Message`] values to bytes and back.
+//!
+//! No I/O happens here, so every function can be unit-tested and fuzzed on plain
+//! slices. The layout is described field by field in `docs/PROTOCOL.md`:
+//!
+//! ```text
+//! frame  = type:u8 field*
+//! field  = tag:u8 len:u32le value[len]
+//! ```
+//!
+//! Every length is checked against the bytes that are really there and against the
+//! limits in [`super`] before anything is allocated. Unknown tags are skipped, so a
+//! newer peer can add fields without breaking an older one.
+
+use bytes::Bytes;
+
+use super::{ConnId, ConnMeta, ListenerKind, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STRING, MAX_TAGS};
+
+/// Message types (the first byte of every frame).
+mod kind {
+    pub(super) const HELLO: u8 = 1;
+    pub(super) const WELCOME: u8 = 2;
+    pub(super) const REFUSE: u8 = 3;
+    pub(super) const CONN: u8 = 4;
+    pub(super) const ACK: u8 = 5;
+    pub(super) const CLOSED: u8 = 6;
+    pub(super) const DRAINING: u8 = 7;
+    pub(super) const DRAIN: u8 = 8;
+    pub(super) const HANDBACK: u8 = 9;
+}
+
+/// Field tags.
+mod tag {
+    pub(super) const VERSION: u8 = 1;
+    pub(super) const PID: u8 = 2;
+    pub(super) const CAPACITY: u8 = 3;
+    pub(super) const TAG: u8 = 4;
+    pub(super) const ZERGLING_ID: u8 = 5;
+    pub(super) const REASON: u8 = 6;
+    pub(super) const CONN_ID: u8 = 7;
+    pub(super) const LISTENER: u8 = 8;
+    pub(super) const KIND: u8 = 9;
+    pub(super) const SCHEME: u8 = 10;
+    pub(super) const PEER: u8 = 11;
+    pub(super) const LOCAL: u8 = 12;
+    pub(super) const SNI: u8 = 13;
+    pub(super) const ALPN: u8 = 14;
+    pub(super) const TLS_VERSION: u8 = 15;
+    pub(super) const PREFIX: u8 = 16;
+}
+
+/// One message of the protocol. Which ones carry a descriptor is said by
+/// [`Message::carries_fd`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// Zergling → pool, first message: who I am and how much I take.
+    Hello {
+        /// Protocol version the zergling speaks.
+        version: u16,
+        /// The zergling's process id (the pool cross-checks it with `SO_PEERCRED`).
+        pid: u32,
+        /// The most connections it serves at once.
+        capacity: u32,
+        /// Free-form `key=value` labels (shown in logs and stats).
+        tags: Vec<String>,
+    },
+    /// Pool → zergling: attached, here is your id.
+    Welcome {
+        /// Protocol version the pool speaks.
+        version: u16,
+        /// The id the pool gave this zergling.
+        id: ZerglingId,
+    },
+    /// Pool → zergling: not attached, and why. The pool closes the channel after it.
+    Refuse {
+        /// A sentence for the zergling's log.
+        reason: String,
+    },
+    /// Pool → zergling, with one descriptor: a connection to serve.
+    Conn(ConnMeta),
+    /// Zergling → pool: I own this connection now; close your copy.
+    Ack {
+        /// The connection acknowledged.
+        conn: ConnId,
+    },
+    /// Zergling → pool: this connection is finished (frees one unit of capacity).
+    Closed {
+        /// The connection closed.
+        conn: ConnId,
+    },
+    /// Zergling → pool: please stop sending me connections.
+    Draining,
+    /// Pool → zergling: nothing more will be dispatched to you after this message.
+    Drain,
+    /// Zergling → pool, with one descriptor: an idle connection given back, with
+    /// the metadata it came with and, as `prefix`, the bytes already read from it
+    /// and not yet answered. The pool dispatches it again like a new connection.
+    HandBack(ConnMeta),
+}
+
+impl Message {
+    /// Whether this message travels with exactly one descriptor (`SCM_RIGHTS`).
+    pub fn carries_fd(&self) -> bool {
+        matches!(self, Message::Conn(_) | Message::HandBack(_))
+    }
+
+    /// The name used in logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "HELLO",
+            Message::Welcome { .. } => "WELCOME",
+            Message::Refuse { .. } => "REFUSE",
+            Message::Conn(_) => "CONN",
+            Message::Ack { .. } => "ACK",
+            Message::Closed { .. } => "CLOSED",
+            Message::Draining => "DRAINING",
+            Message::Drain => "DRAIN",
+            Message::HandBack(_) => "HANDBACK",
+        }
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame has no type byte.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is larger than [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// The first byte names no known message.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// A field header or value runs past the end of the frame.
+    #[error("field {tag} runs past the end of the frame")]
+    Truncated {
+        /// The field's tag.
+        tag: u8,
+    },
+    /// A fixed-size field has the wrong length.
+    #[error("field {tag} has length {len}, expected {expected}")]
+    BadLength {
+        /// The field's tag.
+        tag: u8,
+        /// The length found.
+        len: usize,
+        /// The length required.
+        expected: usize,
+    },
+    /// A field over its own size limit.
+    #[error("field {tag} of {len} bytes is over its limit")]
+    FieldTooLarge {
+        /// The field's tag.
+        tag: u8,
+        /// Its length.
+        len: usize,
+    },
+    /// A text field that is not UTF-8.
+    #[error("field {tag} is not UTF-8")]
+    NotUtf8 {
+        /// The field's tag.
+        tag: u8,
+    },
+    /// A required field is absent.
+    #[error("{message} lacks its required field {tag}")]
+    Missing {
+        /// The message being decoded.
+        message: &'static str,
+        /// The missing field's tag.
+        tag: u8,
+    },
+    /// Too many repeated fields.
+    #[error("too many tags (limit {MAX_TAGS})")]
+    TooManyTags,
+    /// A listener kind that is not `http`, `https` or `uwsgi`.
+    #[error("unknown listener kind {0:?}")]
+    UnknownKind(String),
+}
+
+/// Encodes a message into one frame.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    match msg {
+        Message::Hello { version, pid, capacity, tags } => {
+            out.push(kind::HELLO);
+            put(&mut out, tag::VERSION, &version.to_le_bytes());
+            put(&mut out, tag::PID, &pid.to_le_bytes());
+            put(&mut out, tag::CAPACITY, &capacity.to_le_bytes());
+            for t in tags {
+                put(&mut out, tag::TAG, t.as_bytes());
+            }
+        }
+        Message::Welcome { version, id } => {
+            out.push(kind::WELCOME);
+            put(&mut out, tag::VERSION, &version.to_le_bytes());
+            put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
+        }
+        Message::Refuse { reason } => {
+            out.push(kind::REFUSE);
+            put(&mut out, tag::REASON, reason.as_bytes());
+        }
+        Message::Conn(meta) | Message::HandBack(meta) => {
+            out.reserve(96 + meta.prefix.len());
+            out.push(if matches!(msg, Message::Conn(_)) { kind::CONN } else { kind::HANDBACK });
+            put(&mut out, tag::CONN_ID, &meta.conn.0.to_le_bytes());
+            put(&mut out, tag::LISTENER, meta.listener.as_bytes());
+            put(&mut out, tag::KIND, meta.kind.as_str().as_bytes());
+            put(&mut out, tag::SCHEME, meta.scheme.as_bytes());
+            put(&mut out, tag::PEER, meta.peer.as_bytes());
+            put(&mut out, tag::LOCAL, meta.local.as_bytes());
+            for (t, v) in [
+                (tag::SNI, &meta.sni),
+                (tag::ALPN, &meta.alpn),
+                (tag::TLS_VERSION, &meta.tls_version),
+            ] {
+                if let Some(v) = v {
+                    put(&mut out, t, v.as_bytes());
+                }
+            }
+            put(&mut out, tag::PREFIX, &meta.prefix);
+        }
+        Message::Ack { conn } => {
+            out.push(kind::ACK);
+            put(&mut out, tag::CONN_ID, &conn.0.to_le_bytes());
+        }
+        Message::Closed { conn } => {
+            out.push(kind::CLOSED);
+            put(&mut out, tag::CONN_ID, &conn.0.to_le_bytes());
+        }
+        Message::Draining => out.push(kind::DRAINING),
+        Message::Drain => out.push(kind::DRAIN),
+    }
+    out
+}
+
+fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    // Values are bounded by MAX_FRAME, far below u32::MAX.
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+/// Decodes one frame. `frame` must be exactly one message as received.
+pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+    if frame.len() > MAX_FRAME {
+        return Err(DecodeError::TooLarge(frame.len()));
+    }
+    let (&ty, body) = frame.split_first().ok_or(DecodeError::Empty)?;
+    let mut f = Fields::default();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if rest.len() < 5 {
+            return Err(DecodeError::Truncated { tag: rest[0] });
+        }
+        let t = rest[0];
+        let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let value = rest.get(5..5usize.saturating_add(len)).ok_or(DecodeError::Truncated { tag: t })?;
+        rest = &rest[5 + len..];
+        f.take(t, value)?;
+    }
+    let name = match ty {
+        kind::HELLO => "HELLO",
+        kind::WELCOME => "WELCOME",
+        kind::REFUSE => "REFUSE",
+        kind::CONN => "CONN",
+        kind::ACK => "ACK",
+        kind::CLOSED => "CLOSED",
+        kind::HANDBACK => "HANDBACK",
+        _ => "",
+    };
+    let need = |v: Option<u64>, t: u8| v.ok_or(DecodeError::Missing { message: name, tag: t });
+    let need_s = |v: Option<String>, t: u8| v.ok_or(DecodeError::Missing { message: name, tag: t });
+    Ok(match ty {
+        kind::HELLO => Message::Hello {
+            version: need(f.version, tag::VERSION)? as u16,
+            pid: need(f.pid, tag::PID)? as u32,
+            capacity: need(f.capacity, tag::CAPACITY)? as u32,
+            tags: f.tags,
+        },
+        kind::WELCOME => Message::Welcome {
+            version: need(f.version, tag::VERSION)? as u16,
+            id: ZerglingId(need(f.zergling_id, tag::ZERGLING_ID)?),
+        },
+        kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
+        kind::CONN | kind::HANDBACK => {
+            let kind_s = need_s(f.kind, tag::KIND)?;
+            let kind = ListenerKind::parse(&kind_s).ok_or(DecodeError::UnknownKind(kind_s))?;
+            let meta = ConnMeta {
+                conn: ConnId(need(f.conn_id, tag::CONN_ID)?),
+                listener: need_s(f.listener, tag::LISTENER)?,
+                kind,
+                scheme: need_s(f.scheme, tag::SCHEME)?,
+                peer: need_s(f.peer, tag::PEER)?,
+                local: need_s(f.local, tag::LOCAL)?,
+                sni: f.sni,
+                alpn: f.alpn,
+                tls_version: f.tls_version,
+                prefix: f.prefix.unwrap_or_default(),
+            };
+            if ty == kind::CONN {
+                Message::Conn(meta)
+            } else {
+                Message::HandBack(meta)
+            }
+        }
+        kind::ACK => Message::Ack { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
+        kind::CLOSED => Message::Closed { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
+        kind::DRAINING => Message::Draining,
+        kind::DRAIN => Message::Drain,
+        other => return Err(DecodeError::UnknownType(other)),
+    })
+}
+
+/// The fields of one frame, each checked as it is read.
+#[derive(Default)]
+struct Fields {
+    version: Option<u64>,
+    pid: Option<u64>,
+    capacity: Option<u64>,
+    tags: Vec<String>,
+    zergling_id: Option<u64>,
+    reason: Option<String>,
+    conn_id: Option<u64>,
+    listener: Option<String>,
+    kind: Option<String>,
+    scheme: Option<String>,
+    peer: Option<String>,
+    local: Option<String>,
+    sni: Option<String>,
+    alpn: Option<String>,
+    tls_version: Option<String>,
+    prefix: Option<Bytes>,
+}
+
+impl Fields {
+    fn take(&mut self, t: u8, v: &[u8]) -> Result<(), DecodeError> {
+        match t {
+            tag::VERSION => self.version = Some(uint(t, v, 2)?),
+            tag::PID => self.pid = Some(uint(t, v, 4)?),
+            tag::CAPACITY => self.capacity = Some(uint(t, v, 4)?),
+            tag::ZERGLING_ID => self.zergling_id = Some(uint(t, v, 8)?),
+            tag::CONN_ID => self.conn_id = Some(uint(t, v, 8)?),
+            tag::TAG => {
+                if self.tags.len() >= MAX_TAGS {
+                    return Err(DecodeError::TooManyTags);
+                }
+                self.tags.push(text(t, v)?);
+            }
+            tag::REASON => self.reason = Some(text(t, v)?),
+            tag::LISTENER => self.listener = Some(text(t, v)?),
+            tag::KIND => self.kind = Some(text(t, v)?),
+            tag::SCHEME => self.scheme = Some(text(t, v)?),
+            tag::PEER => self.peer = Some(text(t, v)?),
+            tag::LOCAL => self.local = Some(text(t, v)?),
+            tag::SNI => self.sni = Some(text(t, v)?),
+            tag::ALPN => self.alpn = Some(text(t, v)?),
+            tag::TLS_VERSION => self.tls_version = Some(text(t, v)?),
+            tag::PREFIX => {
+                if v.len() > MAX_PREFIX {
+                    return Err(DecodeError::FieldTooLarge { tag: t, len: v.len() });
+                }
+                self.prefix = Some(Bytes::copy_from_slice(v));
+            }
+            _ => {} // unknown fields are skipped: forward compatibility
+        }
+        Ok(())
+    }
+}
+
+fn uint(tag: u8, v: &[u8], expected: usize) -> Result<u64, DecodeError> {
+    if v.len() != expected {
+        return Err(DecodeError::BadLength { tag, len: v.len(), expected });
+    }
+    let mut b = [0u8; 8];
+    b[..expected].copy_from_slice(v);
+    Ok(u64::from_le_bytes(b))
+}
+
+fn text(tag: u8, v: &[u8]) -> Result<String, DecodeError> {
+    if v.len() > MAX_STRING {
+        return Err(DecodeError::FieldTooLarge { tag, len: v.len() });
+    }
+    std::str::from_utf8(v).map(str::to_owned).map_err(|_| DecodeError::NotUtf8 { tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_conn() -> Message {
+        Message::Conn(ConnMeta {
+            conn: ConnId(42),
+            listener: "http0".into(),
+            kind: ListenerKind::Http,
+            scheme: "http".into(),
+            peer: "127.0.0.1:5555".into(),
+            local: "127.0.0.1:8080".into(),
+            sni: None,
+            alpn: Some("http/1.1".into()),
+            tls_version: None,
+            prefix: Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        })
+    }
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello { version: 1, pid: 77, capacity: 9, tags: vec!["app=demo".into()] },
+            Message::Welcome { version: 1, id: ZerglingId(3) },
+            Message::Refuse { reason: "no".into() },
+            sample_conn(),
+            Message::Ack { conn: ConnId(1) },
+            Message::Closed { conn: ConnId(u64::MAX) },
+            Message::Draining,
+            Message::Drain,
+            match sample_conn() {
+                Message::Conn(meta) => Message::HandBack(meta),
+                _ => unreachable!(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for m in samples() {
+            let bytes = encode(&m);
+            for cut in 0..bytes.len() {
+                // A cut frame either fails or (at a field boundary) lacks a field.
+                if let Ok(decoded) = decode(&bytes[..cut]) {
+                    assert_ne!(decoded, m, "cut at {cut} decoded to the same message");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut big = vec![kind::REFUSE, tag::REASON];
+        big.extend_from_slice(&((MAX_STRING + 1) as u32).to_le_bytes());
+        big.extend(std::iter::repeat_n(b'a', MAX_STRING + 1));
+        assert!(matches!(decode(&big), Err(DecodeError::FieldTooLarge { .. })));
+        let lying = [kind::ACK, tag::CONN_ID, 0xff, 0xff, 0xff, 0xff, 1];
+        assert!(matches!(decode(&lying), Err(DecodeError::Truncated { .. })));
+        let short_int = [kind::ACK, tag::CONN_ID, 2, 0, 0, 0, 1, 2];
+        assert!(matches!(decode(&short_int), Err(DecodeError::BadLength { .. })));
+        assert_eq!(decode(&[99]), Err(DecodeError::UnknownType(99)));
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert!(matches!(decode(&[kind::ACK]), Err(DecodeError::Missing { .. })));
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped() {
+        let mut f = encode(&Message::Ack { conn: ConnId(9) });
+        f.extend_from_slice(&[200, 3, 0, 0, 0, 1, 2, 3]);
+        assert_eq!(decode(&f).unwrap(), Message::Ack { conn: ConnId(9) });
+    }
+}

@@ -1,0 +1,112 @@
+//! THE protocol shared by the pool and the zergling library.
+//!
+//! Everything both sides must agree on lives here and nowhere else: the message
+//! types and their encoding ([`frame`]), the version, the size limits, and the
+//! passing of descriptors over the attach socket ([`sys`], the crate's only unsafe
+//! code). `docs/PROTOCOL.md` describes the same thing for other languages.
+//!
+//! The attach socket is a Unix `SOCK_SEQPACKET` socket: message boundaries are kept
+//! by the kernel, and a descriptor sent with `SCM_RIGHTS` arrives with the very
+//! message it belongs to.
+
+mod channel;
+pub mod frame;
+pub(crate) mod sys;
+
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use channel::{someone_listens, Channel, ChannelError, RecvBuf, SeqpacketListener};
+pub use frame::{decode, encode, DecodeError, Message};
+
+/// Protocol version spoken by this build (sent in HELLO and WELCOME).
+pub const VERSION: u16 = 1;
+/// Largest frame either side sends or accepts, in bytes.
+pub const MAX_FRAME: usize = 160 * 1024;
+/// Largest "bytes already read" prefix carried with a connection.
+pub const MAX_PREFIX: usize = 128 * 1024;
+/// Largest text field (names, addresses, reasons, tags).
+pub const MAX_STRING: usize = 4096;
+/// Most `TAG` fields in one HELLO.
+pub const MAX_TAGS: usize = 32;
+/// Descriptors a receiver makes room for; any message carrying more is an error.
+pub const MAX_FDS_PER_FRAME: usize = 1;
+
+/// The id the pool gives an attached zergling (unique for the pool's lifetime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ZerglingId(pub u64);
+
+impl fmt::Display for ZerglingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The id of one client connection (unique for the pool's lifetime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Plain HTTP/1.1 (`http`).
+    Http,
+    /// HTTP over TLS terminated by the pool (`https`).
+    Https,
+    /// The binary uwsgi protocol (`socket`, `uwsgi-socket`).
+    Uwsgi,
+}
+
+impl ListenerKind {
+    /// The name on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
+            ListenerKind::Uwsgi => "uwsgi",
+        }
+    }
+
+    /// The inverse of [`ListenerKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(ListenerKind::Http),
+            "https" => Some(ListenerKind::Https),
+            "uwsgi" => Some(ListenerKind::Uwsgi),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the pool tells a zergling about a connection it hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// The connection's id, echoed in ACK and CLOSED.
+    pub conn: ConnId,
+    /// The name of the listener that accepted it (`http0`, …).
+    pub listener: String,
+    /// What the listener speaks.
+    pub kind: ListenerKind,
+    /// `http` or `https` as the client sees it.
+    pub scheme: String,
+    /// The client's address (`127.0.0.1:5555`, `[::1]:5555`, or a Unix path).
+    pub peer: String,
+    /// The local address the client connected to.
+    pub local: String,
+    /// TLS server name indication, when TLS was terminated.
+    pub sni: Option<String>,
+    /// Negotiated ALPN protocol, when TLS was terminated.
+    pub alpn: Option<String>,
+    /// Negotiated TLS version, when TLS was terminated.
+    pub tls_version: Option<String>,
+    /// Bytes the pool already read from the client; the zergling must process them
+    /// before reading from the descriptor.
+    pub prefix: Bytes,
+}

@@ -1,0 +1,149 @@
+//! The I/O types a zergling serves on: the received descriptor as an async stream
+//! ([`ConnStream`]), and the bytes the pool already read replayed in front of it
+//! ([`Prefixed`], linkerd's `PrefixedIo` habit).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connection received from the pool: a TCP socket (plain HTTP) or a Unix stream
+/// (uwsgi over a Unix listener, or the pool's TLS relay).
+#[derive(Debug)]
+pub enum ConnStream {
+    /// The client's own TCP socket.
+    Tcp(TcpStream),
+    /// A Unix stream socket.
+    Unix(UnixStream),
+}
+
+impl ConnStream {
+    /// Adopts a received descriptor, choosing the type from its address family.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(io::Error::from)?;
+        match addr.family() {
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let s = std::net::TcpStream::from(fd);
+                s.set_nonblocking(true)?;
+                Ok(ConnStream::Tcp(TcpStream::from_std(s)?))
+            }
+            Some(AddressFamily::Unix) => {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                s.set_nonblocking(true)?;
+                Ok(ConnStream::Unix(UnixStream::from_std(s)?))
+            }
+            other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("received a socket of unexpected family {other:?}"))),
+        }
+    }
+
+    /// Turns the stream back into a descriptor (for a hand-back to the pool).
+    pub fn into_fd(self) -> io::Result<OwnedFd> {
+        Ok(match self {
+            ConnStream::Tcp(s) => s.into_std()?.into(),
+            ConnStream::Unix(s) => s.into_std()?.into(),
+        })
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ConnStream::Tcp($s) => $e,
+            ConnStream::Unix($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for ConnStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ConnStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// A stream whose first reads return `prefix`, then the stream's own bytes.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// Replays `prefix` before reading from `inner`.
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+
+    /// The stream and the part of the prefix not read yet.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn prefix_comes_first() {
+        let inner: &[u8] = b" world";
+        let mut p = Prefixed::new(Bytes::from_static(b"hello"), inner);
+        let mut out = String::new();
+        p.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+}
