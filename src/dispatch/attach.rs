@@ -139,19 +139,6 @@ pub async fn serve(
 
 /// Handshake, then the life of one attached zergling.
 async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: AttachPolicy) {
-    let cred = match getsockopt(&chan.as_fd(), sockopt::PeerCredentials) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "SO_PEERCRED failed on an attaching peer; refused");
-            return;
-        }
-    };
-    if !policy.allows(cred.uid()) {
-        warn!(uid = cred.uid(), pid = cred.pid(), "attach refused: uid not allowed (add it with zerg-allow-uid)");
-        let reason = format!("uid {} is not allowed to attach to this pool (the pool's zerg-allow-uid option lists who is)", cred.uid());
-        let _ = chan.send(&Message::Refuse { reason }, None).await;
-        return;
-    }
     let (pid, capacity, tags) = match chan.recv_timeout(HELLO_TIMEOUT).await {
         Ok((Message::Hello { version, pid, capacity, tags }, _)) => {
             if version != proto::VERSION {
@@ -176,6 +163,20 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
             return;
         }
     };
+    let cred = match getsockopt(&chan.as_fd(), sockopt::PeerCredentials) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "SO_PEERCRED failed on an attaching peer; refused");
+            return;
+        }
+    };
+    // Checked after HELLO, so that the refusal is the answer to it.
+    if !policy.allows(cred.uid()) {
+        warn!(uid = cred.uid(), pid = cred.pid(), "attach refused: uid not allowed (add it with zerg-allow-uid)");
+        let reason = format!("uid {} is not allowed to attach to this pool (the pool's zerg-allow-uid option lists who is)", cred.uid());
+        let _ = chan.send(&Message::Refuse { reason }, None).await;
+        return;
+    }
     let (id, orders) = dispatcher.register(pid, capacity);
     if let Err(e) = chan.send(&Message::Welcome { version: proto::VERSION, id }, None).await {
         warn!(%id, error = %e, "could not welcome zergling");

@@ -209,10 +209,12 @@ where
     }
     follow_parent_if_spawned(&worker.drain);
     let mut delay = REATTACH_MIN;
+    let mut failures: u64 = 0;
     while !worker.drain.is_cancelled() {
         match attach(&worker.config).await {
             Ok((chan, id)) => {
                 delay = REATTACH_MIN;
+                failures = 0;
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
                 if !worker.drain.is_cancelled() {
@@ -221,7 +223,11 @@ where
             }
             Err(AttachFailure::Refused(reason)) => return Err(ZerglingError::Refused(reason)),
             Err(AttachFailure::Other(e)) => {
-                debug!(error = %e, retry_ms = delay.as_millis() as u64, "cannot attach yet");
+                // Said loudly once (a wrong path or permission shows at once), then rarely.
+                if failures % 20 == 0 {
+                    warn!(socket = %worker.config.socket.display(), error = %e, retry_ms = delay.as_millis() as u64, "cannot attach to the pool yet; retrying");
+                }
+                failures += 1;
                 tokio::select! {
                     _ = worker.drain.cancelled() => {}
                     _ = tokio::time::sleep(delay) => {}
@@ -291,7 +297,8 @@ where
 {
     let mut buf = RecvBuf::new();
     let mut draining_sent = false;
-    let confirm_deadline = tokio::time::sleep(Duration::MAX.min(Duration::from_secs(86_400 * 365)));
+    // Armed when DRAINING is sent; until then it never fires.
+    let confirm_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(confirm_deadline);
     loop {
         tokio::select! {

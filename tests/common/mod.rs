@@ -1,0 +1,282 @@
+//! The one helper integration tests start real processes through.
+//!
+//! Every process is started on port 0 with its sockets in a fresh temporary
+//! directory, its output collected line by line for assertions, and killed by
+//! process group when the handle drops (so zerglings the pool spawned go too).
+//! Readiness is awaited by polling a condition, never by sleeping a fixed time.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const POOL: &str = env!("CARGO_BIN_EXE_zergpool");
+pub const DEMO: &str = env!("CARGO_BIN_EXE_zergling-demo");
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A running process with its output lines.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    group: bool,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, own_group: bool) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        if own_group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().expect("spawn test process");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for out in [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)].into_iter().flatten() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if std::env::var_os("TEST_ECHO").is_some() {
+                        eprintln!("{line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, lines, group: own_group }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn wait_log(&self, needle: &str, n: usize, limit: Duration) -> bool {
+        wait_until(limit, || self.count(needle) >= n)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("signal");
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Open descriptors of the process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.pid() as i32;
+        let target = if self.group { -pid } else { pid };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A pool started on 127.0.0.1:0 with its attach socket in a temporary directory.
+pub struct Pool {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub sock: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Pool {
+    pub fn start(extra: &[&str]) -> Pool {
+        Self::start_with(extra, &[])
+    }
+
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Pool {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("zerg.sock");
+        let mut cmd = Command::new(POOL);
+        cmd.args(["--http", "127.0.0.1:0", "--zerg-server"]).arg(&sock).args(extra);
+        cmd.env("ZERGPOOL_LOG", "info,zergpool=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(cmd, true);
+        assert!(proc.wait_log("listening", 1, Duration::from_secs(10)), "pool did not start:\n{}", proc.log());
+        let addr = listening_addr(&proc.log(), "http0").expect("address in the log");
+        assert!(proc.wait_log("zerg-server ready", 1, Duration::from_secs(10)), "no zerg-server:\n{}", proc.log());
+        Pool { proc, addr, sock, dir }
+    }
+
+    pub fn attached(&self) -> usize {
+        self.proc.count("zergling attached")
+    }
+
+    pub fn wait_attached(&self, n: usize) {
+        assert!(self.proc.wait_log("zergling attached", n, Duration::from_secs(15)), "zerglings did not attach:\n{}", self.proc.log());
+    }
+
+    /// Starts a zergling-demo attached to this pool, outside the pool's supervision.
+    pub fn zergling(&self, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(DEMO);
+        cmd.arg("--attach").arg(&self.sock).args(args);
+        Proc::spawn(cmd, false)
+    }
+}
+
+/// Finds `addr=IP:PORT` on the pool's "listening" line for `name`.
+pub fn listening_addr(log: &str, name: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains("listening") && l.contains(&format!("listener={name} ")))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.parse().ok()))
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// A minimal HTTP/1.1 client over one TCP connection (keep-alive capable).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, extra_headers: &str, body: &[u8]) -> std::io::Result<Response> {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra_headers}Content-Length: {}\r\n\r\n", body.len());
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        self.stream.write_all(&req)?;
+        self.read_response()
+    }
+
+    pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        self.request("GET", path, "", b"")
+    }
+
+    pub fn read_response(&mut self) -> std::io::Result<Response> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(&head))?;
+        let mut headers = HashMap::new();
+        for l in lines {
+            if let Some((k, v)) = l.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        self.buf.drain(..head_end);
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while self.buf.len() < len {
+            self.fill()?;
+        }
+        let body = self.buf.drain(..len).collect();
+        Ok(Response { status, headers, body })
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// True if the server closed the connection (EOF) within `limit`.
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+fn bad(head: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad response head: {head:?}"))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a fresh connection, with `Connection: close`.
+pub fn get_once(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    Client::connect(addr).request("GET", path, "Connection: close\r\n", b"")
+}
+
+/// Whether a program is on PATH; in CI a missing program is a failure.
+pub fn require_program(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is required in CI but is not installed (.ci/run installs it)");
+        }
+        eprintln!("SKIP: {name} is not installed");
+    }
+    found
+}
+
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

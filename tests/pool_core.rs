@@ -1,0 +1,168 @@
+//! The core issue's behaviour through the real binaries: hand-off, balancing,
+//! re-dispatch of unacknowledged connections, the queue and its 503s, bad heads,
+//! the attach door, descriptor hygiene, and the graceful stop.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use common::{get_once, wait_until, Client, Pool};
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn keep_alive_and_new_connections_reach_both_zerglings() {
+    let pool = Pool::start(&["--zergling", common::DEMO, "--zergling", common::DEMO]);
+    pool.wait_attached(2);
+    let mut c = Client::connect(pool.addr);
+    for _ in 0..20 {
+        let r = c.get("/").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "Hello, world!");
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+    }
+    let mut pids = HashSet::new();
+    for _ in 0..50 {
+        let r = get_once(pool.addr, "/pid").unwrap();
+        assert_eq!(r.status, 200);
+        pids.insert(r.text());
+    }
+    assert_eq!(pids.len(), 2, "both zerglings should answer over 50 connections: {pids:?}");
+    let r = Client::connect(pool.addr).request("POST", "/echo", "", b"some body bytes").unwrap();
+    assert_eq!(r.text(), "some body bytes");
+}
+
+#[test]
+fn a_zergling_dying_before_ack_loses_nothing() {
+    let pool = Pool::start(&[]);
+    let mut faulty = pool.zergling(&["--fault-exit-before-ack"]);
+    pool.wait_attached(1);
+    let addr = pool.addr;
+    let req = std::thread::spawn(move || get_once(addr, "/pid"));
+    let status = faulty.wait_exit(T).expect("the faulty zergling should exit on its first connection");
+    assert_eq!(status.code(), Some(3));
+    assert!(pool.proc.wait_log("recovering connections", 1, T), "{}", pool.proc.log());
+    let good = pool.zergling(&[]);
+    let r = req.join().unwrap().expect("the request must be answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), good.pid().to_string(), "answered by the second zergling");
+}
+
+#[test]
+fn without_zerglings_a_request_waits_then_completes() {
+    let pool = Pool::start(&[]);
+    let addr = pool.addr;
+    let req = std::thread::spawn(move || get_once(addr, "/"));
+    assert!(pool.proc.wait_log("queued", 1, T), "{}", pool.proc.log());
+    let _z = pool.zergling(&[]);
+    let r = req.join().unwrap().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+}
+
+#[test]
+fn queue_timeout_and_full_queue_give_503() {
+    let pool = Pool::start(&["--zerg-queue-timeout", "1", "--zerg-queue", "1"]);
+    let addr = pool.addr;
+    let waiting = std::thread::spawn(move || get_once(addr, "/"));
+    assert!(pool.proc.wait_log("queued", 1, T), "{}", pool.proc.log());
+    // The queue holds one: the next connection is refused at once.
+    let full = get_once(pool.addr, "/").unwrap();
+    assert_eq!(full.status, 503);
+    assert!(full.header("retry-after").is_some());
+    assert!(pool.proc.log().contains("queue full"));
+    // The waiting one times out after a second.
+    let timed_out = waiting.join().unwrap().unwrap();
+    assert_eq!(timed_out.status, 503);
+    assert_eq!(timed_out.header("retry-after"), Some("5"));
+    assert_eq!(timed_out.header("connection"), Some("close"));
+    assert!(pool.proc.log().contains("no zergling took the connection in time"));
+}
+
+#[test]
+fn bad_heads_get_400_431_408_and_others_are_served_meanwhile() {
+    let pool = Pool::start(&["--http-timeout", "2", "--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    // A slow client holds a connection open with half a head.
+    let mut slow = Client::connect(pool.addr);
+    slow.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+
+    let mut bad = Client::connect(pool.addr);
+    bad.send_raw(b"GET / HTTP/1.1\r\nHost x\r\n\r\n").unwrap();
+    let r = bad.read_response().unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+
+    let mut big = Client::connect(pool.addr);
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let _ = big.send_raw(head.as_bytes());
+    assert_eq!(big.read_response().unwrap().status, 431);
+
+    // Served while the slow one is still waiting.
+    assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
+    let r = slow.read_response().unwrap();
+    assert_eq!(r.status, 408);
+    assert!(slow.closed_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn an_attach_from_a_uid_not_allowed_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root to run a zergling as another user");
+        return;
+    }
+    let pool = Pool::start(&["--chmod-zerg-server", "666"]);
+    std::fs::set_permissions(pool.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new(common::DEMO);
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    cmd.arg("--attach").arg(&pool.sock);
+    let mut z = common::Proc::spawn(cmd, false);
+    let status = z.wait_exit(T).expect("refused zergling exits");
+    assert!(!status.success());
+    assert!(z.log().contains("not allowed"), "{}", z.log());
+    assert!(pool.proc.wait_log("attach refused", 1, T), "{}", pool.proc.log());
+    assert_eq!(pool.attached(), 0);
+}
+
+#[test]
+fn descriptors_return_to_baseline_after_1000_connections() {
+    let pool = Pool::start_with(&["--zergling", common::DEMO], &[("ZERGPOOL_LOG", "info")]);
+    pool.wait_attached(1);
+    assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
+    let baseline = pool.proc.fd_count();
+    for i in 0..1000 {
+        let r = get_once(pool.addr, "/").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.status, 200);
+    }
+    // A few keep-alive connections closed by the client too.
+    for _ in 0..10 {
+        let mut c = Client::connect(pool.addr);
+        c.get("/").unwrap();
+    }
+    assert!(
+        wait_until(T, || pool.proc.fd_count() <= baseline),
+        "descriptors: baseline {baseline}, now {}",
+        pool.proc.fd_count()
+    );
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_complete_then_exits_0() {
+    let mut pool = Pool::start(&["--zergling", common::DEMO, "--zergling", common::DEMO]);
+    pool.wait_attached(2);
+    let addr = pool.addr;
+    let reqs: Vec<_> = (0..4).map(|_| std::thread::spawn(move || get_once(addr, "/sleep?ms=500"))).collect();
+    assert!(pool.proc.wait_log("dispatched", 4, T), "{}", pool.proc.log());
+    pool.proc.signal(Signal::SIGTERM);
+    for r in reqs {
+        let r = r.join().unwrap().expect("in-flight request completes");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "slept 500 ms");
+    }
+    let status = pool.proc.wait_exit(T).expect("pool exits");
+    assert_eq!(status.code(), Some(0), "{}", pool.proc.log());
+    assert!(!pool.sock.exists(), "the attach socket file is removed on exit");
+    let _ = std::io::stderr().flush();
+}
