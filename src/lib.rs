@@ -34,6 +34,7 @@ pub mod classify;
 pub mod config;
 pub mod dispatch;
 pub mod listener;
+pub mod offload;
 pub mod pool;
 pub mod proto;
 pub mod reply;

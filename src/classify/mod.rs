@@ -6,6 +6,7 @@
 //! (static-map, redirects, uwsgi) slot in as new variants.
 
 pub mod http;
+pub mod uwsgi;
 
 use std::time::Duration;
 

@@ -6,6 +6,8 @@
 //! task, `EMFILE`/`ENFILE` make the loop back off instead of spinning, and every
 //! other accept error is logged and skipped.
 
+pub mod tls;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -34,6 +34,7 @@
 //! client's address, the scheme, and the zergling's id.
 
 mod io;
+pub mod uwsgi;
 
 use std::error::Error as StdError;
 use std::os::fd::OwnedFd;

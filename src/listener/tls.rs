@@ -1,0 +1,1 @@
+//! TLS: certificates, SNI, client authentication and reload, for the https listeners.

@@ -1,0 +1,1 @@
+//! Static-map offload: the pool (and the zergling library) serve mapped files themselves.
