@@ -85,7 +85,11 @@ impl Pool {
         let mut listeners = Vec::new();
         for (i, addr) in config.http.iter().enumerate() {
             let name = format!("http{i}");
-            let l = listener::bind_tcp(*addr, backlog).map_err(|source| PoolError::Bind { name: name.clone(), addr: *addr, source })?;
+            let l = listener::bind_tcp(*addr, backlog).map_err(|source| PoolError::Bind {
+                name: name.clone(),
+                addr: *addr,
+                source,
+            })?;
             let local = l.local_addr().map_err(|source| PoolError::Bind { name: name.clone(), addr: *addr, source })?;
             listeners.push((Arc::new(ListenerInfo { name, kind: ListenerKind::Http, local }), l));
         }
@@ -136,9 +140,13 @@ impl Pool {
                 }
             };
             let c = ctx.clone();
-            background.spawn(listener::accept_loop(l, info, stop_accept.clone(), conns.clone(), move |info, s, peer| {
-                handle_connection(c.clone(), info, s, peer)
-            }));
+            background.spawn(listener::accept_loop(
+                l,
+                info,
+                stop_accept.clone(),
+                conns.clone(),
+                move |info, s, peer| handle_connection(c.clone(), info, s, peer),
+            ));
         }
         let stop_attach = CancellationToken::new();
         let sessions = TaskTracker::new();

@@ -80,7 +80,9 @@ impl AsyncRead for FdStream {
         loop {
             let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()), unfilled).map_err(io::Error::from)) {
+            match guard.try_io(|fd| {
+                nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()), unfilled).map_err(io::Error::from)
+            }) {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return std::task::Poll::Ready(Ok(()));
@@ -101,8 +103,12 @@ impl AsyncWrite for FdStream {
         loop {
             let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
             match guard.try_io(|fd| {
-                nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()), buf, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
-                    .map_err(io::Error::from)
+                nix::sys::socket::send(
+                    std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()),
+                    buf,
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                )
+                .map_err(io::Error::from)
             }) {
                 Ok(r) => return std::task::Poll::Ready(r),
                 Err(_would_block) => continue,
@@ -114,8 +120,14 @@ impl AsyncWrite for FdStream {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        let r = nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(self.0.get_ref()), nix::sys::socket::Shutdown::Write);
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let r = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(self.0.get_ref()),
+            nix::sys::socket::Shutdown::Write,
+        );
         std::task::Poll::Ready(r.map_err(io::Error::from))
     }
 }

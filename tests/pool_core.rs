@@ -166,3 +166,17 @@ fn sigterm_lets_requests_in_flight_complete_then_exits_0() {
     assert!(!pool.sock.exists(), "the attach socket file is removed on exit");
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn a_spawned_zergling_that_dies_is_respawned_and_its_output_is_logged() {
+    let pool = Pool::start(&["--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    let first = get_once(pool.addr, "/pid").unwrap().text();
+    assert!(pool.proc.wait_log(&format!("[zergling0 pid {first}]"), 1, T), "output is prefixed: {}", pool.proc.log());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.parse().unwrap()), Signal::SIGKILL).unwrap();
+    assert!(pool.proc.wait_log("exited; respawning", 1, T), "{}", pool.proc.log());
+    pool.wait_attached(2);
+    let second = get_once(pool.addr, "/pid").unwrap();
+    assert_eq!(second.status, 200);
+    assert_ne!(second.text(), first);
+}

@@ -141,10 +141,16 @@ fn main() -> ExitCode {
         let r: Result<(), String> = match a.as_str() {
             "--attach" => value("--attach").map(|v| attach = Some(v.into())),
             "--capacity" => value("--capacity").and_then(|v| {
-                v.parse().ok().filter(|n| *n > 0).map(|n| capacity = n).ok_or_else(|| format!("--capacity {v}: expected a number ≥ 1"))
+                v.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|n| capacity = n)
+                    .ok_or_else(|| format!("--capacity {v}: expected a number ≥ 1"))
             }),
             "--listen" => value("--listen").and_then(|v| {
-                zergpool::config::parse_addr_str(&v).map(|a| listen = Some(a)).ok_or_else(|| format!("--listen {v}: expected HOST:PORT"))
+                zergpool::config::parse_addr_str(&v)
+                    .map(|a| listen = Some(a))
+                    .ok_or_else(|| format!("--listen {v}: expected HOST:PORT"))
             }),
             "--fault-exit-before-ack" => {
                 fault = Some(Fault::ExitBeforeAck);

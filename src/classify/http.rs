@@ -86,7 +86,8 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
 mod tests {
     use super::*;
 
-    const CURL: &[u8] = b"GET /pid?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+    const CURL: &[u8] =
+        b"GET /pid?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
 
     #[test]
     fn complete_head() {

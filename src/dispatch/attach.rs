@@ -142,7 +142,8 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
     let (pid, capacity, tags) = match chan.recv_timeout(HELLO_TIMEOUT).await {
         Ok((Message::Hello { version, pid, capacity, tags }, _)) => {
             if version != proto::VERSION {
-                let reason = format!("protocol version {version} is not supported; this pool speaks version {}", proto::VERSION);
+                let reason =
+                    format!("protocol version {version} is not supported; this pool speaks version {}", proto::VERSION);
                 warn!(pid, version, "attach refused: unsupported protocol version");
                 let _ = chan.send(&Message::Refuse { reason }, None).await;
                 return;
@@ -173,7 +174,10 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
     // Checked after HELLO, so that the refusal is the answer to it.
     if !policy.allows(cred.uid()) {
         warn!(uid = cred.uid(), pid = cred.pid(), "attach refused: uid not allowed (add it with zerg-allow-uid)");
-        let reason = format!("uid {} is not allowed to attach to this pool (the pool's zerg-allow-uid option lists who is)", cred.uid());
+        let reason = format!(
+            "uid {} is not allowed to attach to this pool (the pool's zerg-allow-uid option lists who is)",
+            cred.uid()
+        );
         let _ = chan.send(&Message::Refuse { reason }, None).await;
         return;
     }

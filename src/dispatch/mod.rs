@@ -122,12 +122,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher with the queue bounds `zerg-queue` and `zerg-queue-timeout`.
     pub fn new(queue_limit: usize, queue_timeout: Duration) -> Self {
-        Dispatcher {
-            state: Mutex::new(State::default()),
-            queue_limit,
-            queue_timeout,
-            next_conn: AtomicU64::new(1),
-        }
+        Dispatcher { state: Mutex::new(State::default()), queue_limit, queue_timeout, next_conn: AtomicU64::new(1) }
     }
 
     /// A fresh connection id.
@@ -237,7 +232,13 @@ impl Dispatcher {
         self.lock()
             .slots
             .iter()
-            .map(|s| ZerglingInfo { id: s.id, pid: s.pid, capacity: s.capacity, outstanding: s.outstanding, state: s.state })
+            .map(|s| ZerglingInfo {
+                id: s.id,
+                pid: s.pid,
+                capacity: s.capacity,
+                outstanding: s.outstanding,
+                state: s.state,
+            })
             .collect()
     }
 }
@@ -289,7 +290,9 @@ fn select(slots: &[Slot], rotation: usize) -> Option<usize> {
             Some(b) => {
                 let cur = &slots[b];
                 // s.o/s.c < cur.o/cur.c, compared without division.
-                if u64::from(s.outstanding) * u64::from(cur.capacity) < u64::from(cur.outstanding) * u64::from(s.capacity) {
+                if u64::from(s.outstanding) * u64::from(cur.capacity)
+                    < u64::from(cur.outstanding) * u64::from(s.capacity)
+                {
                     Some(i)
                 } else {
                     Some(b)
@@ -312,7 +315,8 @@ mod tests {
 
     #[test]
     fn least_loaded_wins_and_ties_rotate() {
-        let slots = vec![slot(1, 5, 10, SlotState::Ready), slot(2, 1, 10, SlotState::Ready), slot(3, 1, 10, SlotState::Ready)];
+        let slots =
+            vec![slot(1, 5, 10, SlotState::Ready), slot(2, 1, 10, SlotState::Ready), slot(3, 1, 10, SlotState::Ready)];
         assert_eq!(select(&slots, 0), Some(1));
         assert_eq!(select(&slots, 2), Some(2));
         // Load is relative to capacity: 3/100 beats 1/10.

@@ -42,7 +42,11 @@ pub fn somaxconn() -> Option<u32> {
 pub fn effective_backlog(requested: u32) -> u32 {
     match somaxconn() {
         Some(max) if requested > max => {
-            warn!(requested, somaxconn = max, "listen backlog is larger than net.core.somaxconn; using somaxconn (raise the sysctl to go higher)");
+            warn!(
+                requested,
+                somaxconn = max,
+                "listen backlog is larger than net.core.somaxconn; using somaxconn (raise the sysctl to go higher)"
+            );
             max
         }
         _ => requested,

@@ -222,8 +222,5 @@ pub fn someone_listens(path: &Path) -> bool {
     let Ok(fd) = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None) else {
         return true;
     };
-    !matches!(
-        socket::connect(fd.as_raw_fd(), &addr),
-        Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT)
-    )
+    !matches!(socket::connect(fd.as_raw_fd(), &addr), Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT))
 }

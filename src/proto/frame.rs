@@ -211,11 +211,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::SCHEME, meta.scheme.as_bytes());
             put(&mut out, tag::PEER, meta.peer.as_bytes());
             put(&mut out, tag::LOCAL, meta.local.as_bytes());
-            for (t, v) in [
-                (tag::SNI, &meta.sni),
-                (tag::ALPN, &meta.alpn),
-                (tag::TLS_VERSION, &meta.tls_version),
-            ] {
+            for (t, v) in [(tag::SNI, &meta.sni), (tag::ALPN, &meta.alpn), (tag::TLS_VERSION, &meta.tls_version)] {
                 if let Some(v) = v {
                     put(&mut out, t, v.as_bytes());
                 }

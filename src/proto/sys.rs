@@ -10,9 +10,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    accept4, recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, UnixAddr,
-};
+use nix::sys::socket::{accept4, recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, UnixAddr};
 
 use super::MAX_FDS_PER_FRAME;
 
@@ -41,8 +39,9 @@ pub(crate) fn send_frame(sock: BorrowedFd<'_>, frame: &[u8], fd: Option<Borrowed
         }
         None => Vec::new(),
     };
-    let sent = sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None)
-        .map_err(io::Error::from)?;
+    let sent =
+        sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None)
+            .map_err(io::Error::from)?;
     if sent != frame.len() {
         // SOCK_SEQPACKET sends whole records or fails; a short send would be a kernel bug.
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short send on a SOCK_SEQPACKET socket"));
@@ -83,7 +82,8 @@ pub(crate) fn recv_frame(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Rec
 
 /// Accepts one connection on a listening socket, non-blocking and close-on-exec.
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let raw = accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
+    let raw =
+        accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
     // SAFETY: accept4 returned a fresh descriptor that no one else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

@@ -66,7 +66,9 @@ const REATTACH_MAX: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum ZerglingError {
     /// No socket path was given.
-    #[error("no pool socket: set ZERGPOOL_SOCKET (the pool sets it for zerglings it spawns) or pass the path explicitly")]
+    #[error(
+        "no pool socket: set ZERGPOOL_SOCKET (the pool sets it for zerglings it spawns) or pass the path explicitly"
+    )]
     NoSocket,
     /// The pool refused the attach.
     #[error("the pool refused to attach this zergling: {0}")]
@@ -168,7 +170,11 @@ impl ConnInfo {
 
 /// The bounds a service must meet to be served.
 pub trait ZerglingService<B>:
-    Service<Request<Incoming>, Response = Response<B>, Error = Self::Err, Future = Self::Fut> + Clone + Send + Sync + 'static
+    Service<Request<Incoming>, Response = Response<B>, Error = Self::Err, Future = Self::Fut>
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
     /// The service's error.
     type Err: Into<Box<dyn StdError + Send + Sync>>;

@@ -45,7 +45,13 @@ impl Proc {
         }
         let mut child = cmd.spawn().expect("spawn test process");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)].into_iter().flatten() {
+        for out in [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -141,7 +147,11 @@ impl Pool {
     }
 
     pub fn wait_attached(&self, n: usize) {
-        assert!(self.proc.wait_log("zergling attached", n, Duration::from_secs(15)), "zerglings did not attach:\n{}", self.proc.log());
+        assert!(
+            self.proc.wait_log("zergling attached", n, Duration::from_secs(15)),
+            "zerglings did not attach:\n{}",
+            self.proc.log()
+        );
     }
 
     /// Starts a zergling-demo attached to this pool, outside the pool's supervision.
@@ -195,7 +205,8 @@ impl Client {
     }
 
     pub fn request(&mut self, method: &str, path: &str, extra_headers: &str, body: &[u8]) -> std::io::Result<Response> {
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra_headers}Content-Length: {}\r\n\r\n", body.len());
+        let head =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra_headers}Content-Length: {}\r\n\r\n", body.len());
         let mut req = head.into_bytes();
         req.extend_from_slice(body);
         self.stream.write_all(&req)?;
@@ -216,7 +227,8 @@ impl Client {
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(&head))?;
+        let status: u16 =
+            status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(&head))?;
         let mut headers = HashMap::new();
         for l in lines {
             if let Some((k, v)) = l.split_once(':') {
@@ -265,9 +277,8 @@ pub fn get_once(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 
 /// Whether a program is on PATH; in CI a missing program is a failure.
 pub fn require_program(name: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{name} is required in CI but is not installed (.ci/run installs it)");

@@ -1,0 +1,71 @@
+# Shared helpers of the benchmark scripts (sourced, not run).
+#
+# Method (../shared/reference/running-the-anchors.md): server-side processes pinned
+# to CPU 1, wrk pinned to CPU 0, a 2 s warm-up, then `wrk -t1 -c50 -d$DURATION`,
+# setups interleaved over $ROUNDS rounds; every figure is printed next to the
+# others measured in the same run, and compared as ratios.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-50}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+PIDS_TO_KILL=()
+
+need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y ${2:-$1}" >&2; exit 1; }; }
+
+cleanup() { for p in "${PIDS_TO_KILL[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # URL
+  for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
+  echo "server at $1 did not come up" >&2; return 1
+}
+
+quiet_second() { # wait (up to 10 s) for both CPUs under 10 % busy
+  for _ in $(seq 1 10); do
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) total=0
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    [ "$total" -gt 0 ] && [ $(( 100 * (total - idle) / total )) -lt 10 ] && return 0
+  done
+}
+
+cpu_ticks() { # PIDS... → utime+stime summed (clock ticks)
+  local sum=0
+  for p in "$@"; do
+    [ -r /proc/$p/stat ] || continue
+    local f; f=($(sed 's/^.*) //' /proc/$p/stat))
+    sum=$(( sum + f[11] + f[12] ))
+  done
+  echo $sum
+}
+
+# run_wrk NAME URL CLOSE(0/1) PIDS... → prints "rps cpu_us_per_req"
+run_wrk() {
+  local url=$2 close=$3; shift 3
+  local hdr=()
+  [ "$close" = 1 ] && hdr=(-H 'Connection: close')
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "${hdr[@]}" "$url" >/dev/null 2>&1
+  quiet_second
+  local t0; t0=$(cpu_ticks "$@")
+  local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "$url" 2>&1)
+  local t1; t1=$(cpu_ticks "$@")
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  local errs; errs=$(awk '/Socket errors/ {print $0}' <<<"$out")
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  local hz; hz=$(getconf CLK_TCK)
+  local us=0
+  [ "${reqs:-0}" -gt 0 ] && us=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  [ -n "$errs" ] && echo "    ($1: $errs)" >&2
+  [ -n "$non2xx" ] && echo "    ($1: non-2xx $non2xx)" >&2
+  echo "$rps $us"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+mean() { awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
