@@ -32,6 +32,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod listener;
 pub mod offload;

@@ -13,8 +13,9 @@ use zergpool::pool::Pool;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let list = match parse_args(std::env::args().skip(1)) {
-        Ok(CliRequest::Run(list)) => list,
+    let (list, check_only) = match parse_args(std::env::args().skip(1)) {
+        Ok(CliRequest::Run(list)) => (list, false),
+        Ok(CliRequest::CheckConfig(list)) => (list, true),
         Ok(CliRequest::Help) => {
             print!("{}", options::help_text());
             return ExitCode::SUCCESS;
@@ -24,18 +25,27 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("zergpool: {e}");
+            eprintln!("zergpool: {}", error_chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let config = match Config::from_options(&list) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("zergpool: {e}");
+            eprintln!("zergpool: {}", error_chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     init_tracing();
+    // Options given without effect: one line per kind, once.
+    for notice in config.notices() {
+        tracing::warn!("{notice}");
+    }
+    if check_only {
+        print!("{}", list.render());
+        println!("; signals: {}", config.signals);
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

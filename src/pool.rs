@@ -15,21 +15,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::classify::{self, Classification};
 use crate::config::Config;
+use crate::control::{self, Control};
 use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket};
 use crate::dispatch::{Dispatcher, Pending, Submitted};
 use crate::listener::{self, ListenerInfo};
-use crate::proto::{ConnMeta, ListenerKind};
+use crate::proto::{ConnId, ConnMeta, ListenerKind};
 use crate::reply::{self, Canned};
-use crate::supervise::Supervisor;
+use crate::supervise::{self, Supervisor};
 
 /// Why the pool could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,9 @@ pub enum PoolError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    /// The master FIFO could not be created.
+    #[error(transparent)]
+    Fifo(#[from] control::FifoError),
 }
 
 /// How the pool was asked to stop.
@@ -113,15 +117,14 @@ impl Pool {
 
     /// Runs until SIGTERM/SIGINT/SIGQUIT and stops as described in the module docs.
     pub async fn run(self) -> Result<(), PoolError> {
-        let graceful = CancellationToken::new();
-        let immediate = CancellationToken::new();
-        spawn_signal_task(graceful.clone(), immediate.clone())?;
-        self.run_until(graceful, immediate).await;
-        Ok(())
+        let (tx, rx) = mpsc::unbounded_channel();
+        control::spawn_signals(tx.clone(), control::signal_meaning).map_err(PoolError::Signals)?;
+        self.run_with(tx, rx).await
     }
 
-    /// Runs until `graceful` (or `immediate`) is cancelled.
-    pub async fn run_until(self, graceful: CancellationToken, immediate: CancellationToken) {
+    /// Runs until a stop arrives on `rx` (signals, the master FIFO and touch files
+    /// send theirs on `tx`).
+    pub async fn run_with(self, tx: mpsc::UnboundedSender<Control>, mut rx: mpsc::UnboundedReceiver<Control>) -> Result<(), PoolError> {
         let ctx = Arc::new(Ctx {
             config: self.config.clone(),
             dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
@@ -140,13 +143,9 @@ impl Pool {
                 }
             };
             let c = ctx.clone();
-            background.spawn(listener::accept_loop(
-                l,
-                info,
-                stop_accept.clone(),
-                conns.clone(),
-                move |info, s, peer| handle_connection(c.clone(), info, s, peer),
-            ));
+            background.spawn(listener::accept_loop(l, info, stop_accept.clone(), conns.clone(), move |info, s, peer| {
+                handle_connection(c.clone(), info, s, peer)
+            }));
         }
         let stop_attach = CancellationToken::new();
         let sessions = TaskTracker::new();
@@ -159,22 +158,59 @@ impl Pool {
             sessions.clone(),
         ));
         background.spawn(expire_queue(ctx.dispatcher.clone(), stop_attach.clone()));
-        let supervisor = Supervisor::start(&self.config.zerglings, self.attach.path().to_owned());
+        let (handback_tx, handback_rx) = mpsc::unbounded_channel();
+        ctx.dispatcher.set_handback_sink(handback_tx);
+        background.spawn(serve_handbacks(ctx.clone(), handback_rx, conns.clone(), stop_attach.clone()));
+        let fifo = match &self.config.master_fifo {
+            Some(path) => {
+                let rx = control::open_fifo(path)?;
+                info!(path = %path.display(), "master FIFO ready");
+                background.spawn(control::read_fifo(rx, tx.clone(), stop_attach.clone()));
+                Some(path.clone())
+            }
+            None => None,
+        };
+        let reload = Control::ChainReload { why: "touch-reload" };
+        background.spawn(control::watch_touch_files(self.config.touch_reload.clone(), reload, tx.clone(), stop_attach.clone()));
+        let chain = Control::ChainReload { why: "touch-chain-reload" };
+        background.spawn(control::watch_touch_files(self.config.touch_chain_reload.clone(), chain, tx.clone(), stop_attach.clone()));
+        let settings = supervise::Settings {
+            worker_mercy: self.config.worker_reload_mercy,
+            attach_timeout: self.config.attach_timeout,
+        };
+        let supervisor = Supervisor::start(&self.config.zerglings, self.attach.path().to_owned(), ctx.dispatcher.clone(), settings);
 
-        tokio::select! {
-            _ = graceful.cancelled() => {}
-            _ = immediate.cancelled() => {}
-        }
-        let kind = if immediate.is_cancelled() { StopKind::Immediate } else { StopKind::Graceful };
+        let kind = loop {
+            match rx.recv().await {
+                Some(Control::ChainReload { why }) => {
+                    info!(trigger = why, "reload");
+                    let sup = supervisor.clone();
+                    tokio::spawn(async move {
+                        let _ = sup.chain_reload().await;
+                    });
+                }
+                Some(Control::GracefulStop) => break StopKind::Graceful,
+                Some(Control::ImmediateStop) | None => break StopKind::Immediate,
+            }
+        };
         info!(?kind, "stopping");
         stop_accept.cancel();
+        ctx.dispatcher.set_stopping();
         if kind == StopKind::Graceful {
+            let second = async {
+                loop {
+                    match rx.recv().await {
+                        Some(Control::ChainReload { .. }) => info!("stopping: reload ignored"),
+                        _ => return,
+                    }
+                }
+            };
             let finished = tokio::select! {
                 _ = graceful_stop(&ctx, &conns, &supervisor) => true,
-                _ = immediate.cancelled() => false,
+                _ = second => false,
             };
             if !finished {
-                info!("second signal: stopping at once");
+                info!("second stop request: stopping at once");
                 supervisor.kill_now().await;
             }
         } else {
@@ -185,7 +221,11 @@ impl Pool {
             drop(p); // closing is all we can still do
         }
         self.attach.remove_file();
+        if let Some(path) = fifo {
+            let _ = std::fs::remove_file(path);
+        }
         info!("stopped");
+        Ok(())
     }
 }
 
@@ -201,37 +241,6 @@ async fn graceful_stop(ctx: &Ctx, conns: &TaskTracker, supervisor: &Supervisor) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     supervisor.stop(mercy).await;
-}
-
-/// Installs the signal handlers. Every signal the pool can receive by accident is
-/// handled (SIGHUP, SIGUSR1, SIGUSR2 are logged), so none of them kills it.
-fn spawn_signal_task(graceful: CancellationToken, immediate: CancellationToken) -> Result<(), PoolError> {
-    let mut term = signal(SignalKind::terminate()).map_err(PoolError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(PoolError::Signals)?;
-    let mut quit = signal(SignalKind::quit()).map_err(PoolError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(PoolError::Signals)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(PoolError::Signals)?;
-    let mut usr2 = signal(SignalKind::user_defined2()).map_err(PoolError::Signals)?;
-    tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-                _ = quit.recv() => "SIGQUIT",
-                _ = hup.recv() => { info!("SIGHUP: nothing to reload in this version"); continue; }
-                _ = usr1.recv() => { info!("SIGUSR1 ignored"); continue; }
-                _ = usr2.recv() => { info!("SIGUSR2 ignored"); continue; }
-            };
-            if name == "SIGQUIT" || graceful.is_cancelled() {
-                info!(signal = name, "immediate stop");
-                immediate.cancel();
-            } else {
-                info!(signal = name, "graceful stop");
-                graceful.cancel();
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Answers 503 to queued connections older than `zerg-queue-timeout`.
@@ -252,9 +261,29 @@ async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
 
 /// The data path of one accepted connection, in order: classify the first head,
 /// answer errors, then hand the connection to dispatch with the bytes read.
-async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, mut stream: TcpStream, peer: SocketAddr) {
+async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: TcpStream, peer: SocketAddr) {
+    let local = stream.local_addr().unwrap_or(listener.local);
+    let meta = ConnMeta {
+        conn: ConnId(0), // given when dispatched
+        listener: listener.name.clone(),
+        kind: listener.kind,
+        scheme: "http".to_owned(),
+        peer: peer.to_string(),
+        local: local.to_string(),
+        sni: None,
+        alpn: None,
+        tls_version: None,
+        prefix: Bytes::new(),
+    };
+    classify_and_dispatch(ctx, stream, meta).await;
+}
+
+/// Classifies the next request on `stream` (after the bytes in `meta.prefix`,
+/// already read) and dispatches the connection, or answers an error.
+async fn classify_and_dispatch(ctx: Arc<Ctx>, mut stream: TcpStream, mut meta: ConnMeta) {
     let arrived = Instant::now();
     let mut buf = BytesMut::with_capacity(2048);
+    buf.extend_from_slice(&meta.prefix);
     let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
     let canned = match class {
         Classification::Dynamic(head) => {
@@ -270,6 +299,9 @@ async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, mut strea
             debug!(limit = ctx.config.buffer_size, "request head too large: 431");
             Some(Canned::HeadTooLarge)
         }
+        // An idle connection that never started a request is closed silently, as
+        // keep-alive timeouts are; a started head that stalls gets 408.
+        Classification::Timeout if buf.is_empty() => return,
         Classification::Timeout => {
             debug!("request head too slow: 408");
             Some(Canned::RequestTimeout)
@@ -279,19 +311,8 @@ async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, mut strea
         let _ = reply::answer(&mut stream, c).await;
         return;
     }
-    let local = stream.local_addr().unwrap_or(listener.local);
-    let meta = ConnMeta {
-        conn: ctx.dispatcher.next_conn_id(),
-        listener: listener.name.clone(),
-        kind: listener.kind,
-        scheme: "http".to_owned(),
-        peer: peer.to_string(),
-        local: local.to_string(),
-        sni: None,
-        alpn: None,
-        tls_version: None,
-        prefix: buf.freeze(),
-    };
+    meta.conn = ctx.dispatcher.next_conn_id();
+    meta.prefix = buf.freeze();
     let fd: OwnedFd = match stream.into_std() {
         Ok(s) => s.into(),
         Err(e) => {
@@ -302,8 +323,33 @@ async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, mut strea
     dispatch_or_answer(&ctx.dispatcher, Pending { fd, meta, arrived });
 }
 
+/// Connections given back by draining zerglings: classified again like new ones.
+async fn serve_handbacks(
+    ctx: Arc<Ctx>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(OwnedFd, ConnMeta)>,
+    conns: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let (fd, meta) = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let std = std::net::TcpStream::from(fd);
+        let stream = match std.set_nonblocking(true).and_then(|()| TcpStream::from_std(std)) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot take back a handed-back connection");
+                continue;
+            }
+        };
+        let span = tracing::debug_span!("conn", listener = %meta.listener, peer = %meta.peer, handed_back = true);
+        conns.spawn(classify_and_dispatch(ctx.clone(), stream, meta).instrument(span));
+    }
+}
+
 /// Submits a connection; when the queue is full, answers 503 in a task of its own.
-pub(crate) fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
+fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
     let conn = p.meta.conn;
     match dispatcher.submit(p) {
         Submitted::Dispatched(id) => debug!(%conn, zergling = %id, "dispatched"),

@@ -1,17 +1,42 @@
 //! Configuration: option sources → one ordered [`OptionList`] → one typed [`Config`].
 //!
-//! Sources only produce `(key, value, origin)` entries ([`cli`] for the command
-//! line); [`Config::from_options`] is the single place where values get a meaning,
-//! so an option behaves the same whichever source gave it.
+//! ```text
+//! argv ─► cli ─┬─ --http …, --flag ───────────────────────┐
+//!              ├─ --yaml F[:S], F.yml ─► files ─► yaml ───┤ raw options, in order,
+//!              └─ --ini F[:S],  F.ini ─► files ─► ini ────┘ each with its origin
+//!                                                          │
+//!                        placeholders (%d, %(opt), $(ENV)) ▼
+//!                                                     OptionList ─► --check-config prints it
+//!                                                          │
+//!                                   Config::from_options   ▼
+//!                                                        Config (+ notices, signals)
+//! ```
+//!
+//! Sources only produce `(key, value, origin)` entries; [`Config::from_options`] is
+//! the single place where values get a meaning, so an option behaves the same
+//! whichever source gave it. The dialect quirks of uWSGI that the sources keep (and
+//! the few they knowingly change) are documented in [`yaml`], [`ini`] and
+//! [`placeholders`].
 
 pub mod cli;
+pub mod files;
+pub mod ini;
 pub mod options;
+pub mod placeholders;
+pub mod signals;
+pub mod yaml;
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use options::{ConfigOption, OptionList, Origin};
+pub use signals::{SignalAction, SignalTable};
+
+use files::Format;
+use options::Kind;
+use placeholders::PlaceholderError;
 
 /// A configuration error: every variant says what was wrong and where. `main` maps
 /// all of them to exit status 64.
@@ -19,7 +44,7 @@ pub use options::{ConfigOption, OptionList, Origin};
 #[non_exhaustive]
 pub enum ConfigError {
     /// An option name nobody knows.
-    #[error("{origin}: unknown option `{key}`{}", suggestion.map(|s| format!("; did you mean --{s}?")).unwrap_or_default())]
+    #[error("{origin}: unknown option `{key}`{}", suggest(origin, *suggestion))]
     UnknownOption {
         /// The name given.
         key: String,
@@ -48,11 +73,63 @@ pub enum ConfigError {
         /// What is expected instead.
         reason: String,
     },
-    /// A command-line word that is not an option.
-    #[error("{origin}: `{arg}` is not an option (options start with --)")]
+    /// A command-line word that is neither an option nor a configuration file.
+    #[error("{origin}: `{arg}` is not an option (options start with --; files end in .yml, .yaml or .ini)")]
     StrayArgument {
         /// The word.
         arg: String,
+        /// Where.
+        origin: Origin,
+    },
+    /// A configuration file cannot be read.
+    #[error("{origin}: cannot read `{}`", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Where the command line named it.
+        origin: Origin,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a configuration file breaks its dialect.
+    #[error("{origin}: {problem}")]
+    Syntax {
+        /// The file and line.
+        origin: Origin,
+        /// What is wrong.
+        problem: SyntaxProblem,
+    },
+    /// A configuration file lacks the section to read.
+    #[error(
+        "{}: no {} section{}",
+        path.display(),
+        match format { Format::Yaml => format!("top-level `{section}:`"), Format::Ini => format!("`[{section}]`") },
+        if found.is_empty() { String::new() } else { format!(" (it has: {}; name one with FILE:SECTION)", found.join(", ")) }
+    )]
+    MissingSection {
+        /// The file.
+        path: PathBuf,
+        /// The section asked for.
+        section: String,
+        /// The file's dialect.
+        format: Format,
+        /// The sections the file has.
+        found: Vec<String>,
+    },
+    /// A placeholder in a value cannot be expanded.
+    #[error("{origin}: {problem}")]
+    Placeholder {
+        /// Where the value was given.
+        origin: Origin,
+        /// What is wrong.
+        problem: PlaceholderError,
+    },
+    /// An option that only means something on the command line, found in a file.
+    #[error("{origin}: `{key}` only works on the command line (files cannot include other files; name every file on the command line)")]
+    CommandLineOnly {
+        /// The option.
+        key: String,
         /// Where.
         origin: Origin,
     },
@@ -61,13 +138,87 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// `; did you mean --http?` on the command line, `` did you mean `http`? `` in files.
+fn suggest(origin: &Origin, suggestion: Option<&str>) -> String {
+    match (suggestion, origin) {
+        (None, _) => String::new(),
+        (Some(s), Origin::CommandLine(_)) => format!("; did you mean --{s}?"),
+        (Some(s), Origin::File { .. }) => format!("; did you mean `{s}`?"),
+    }
+}
+
+/// What is wrong with a line of a YAML or INI file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyntaxProblem {
+    /// A line not at the indentation of the lines around it.
+    #[error(
+        "bad indentation: {found} spaces where {expected} are expected \
+         (nested mappings and values spanning several lines are not supported)"
+    )]
+    BadIndentation {
+        /// The line's indentation.
+        found: usize,
+        /// The indentation the section (or list) uses.
+        expected: usize,
+    },
+    /// A tab in the indentation.
+    #[error("tabs cannot indent YAML; use spaces")]
+    TabIndentation,
+    /// A line inside a section that is not `key: value`.
+    #[error("expected `key: value`")]
+    NotAKey,
+    /// `: value` or `= value`.
+    #[error("a value without a key")]
+    EmptyKey,
+    /// A `- item` line not under a `key:` line.
+    #[error("a list item `- …` must follow a `key:` line")]
+    ListWithoutKey,
+    /// A quoted value without its closing quote.
+    #[error("unterminated quoted value (a value must end on its line)")]
+    UnterminatedQuote,
+    /// `"a" b`.
+    #[error("unexpected text after the value")]
+    AfterQuote,
+    /// An escape YAML does not define.
+    #[error("unknown escape `{0}` in a double-quoted value")]
+    BadEscape(String),
+    /// A YAML feature outside uWSGI's dialect.
+    #[error("{0} is not supported in uWSGI's YAML dialect")]
+    Unsupported(&'static str),
+    /// `uwsgi: value` instead of `uwsgi:` and indented lines.
+    #[error("`{section}:` must be followed by indented `key: value` lines")]
+    SectionNotBlock {
+        /// The section.
+        section: String,
+    },
+    /// The section's top-level key given twice.
+    #[error(
+        "a second top-level `{section}:` (the first is at line {first}; uWSGI would silently read only the first)"
+    )]
+    SectionTwice {
+        /// The section.
+        section: String,
+        /// The first one's line.
+        first: usize,
+    },
+    /// `[uwsgi` without `]`.
+    #[error("section header without its closing `]`")]
+    UnclosedHeader,
+}
+
 impl ConfigError {
     pub(crate) fn unknown(key: &str, origin: Origin) -> Self {
         ConfigError::UnknownOption { key: key.to_owned(), origin, suggestion: options::nearest(key) }
     }
 
     fn bad(o: &ConfigOption, reason: impl Into<String>) -> Self {
-        ConfigError::BadValue { key: o.key.clone(), value: o.value.clone(), origin: o.origin.clone(), reason: reason.into() }
+        ConfigError::BadValue {
+            key: o.key.clone(),
+            value: o.value.clone(),
+            origin: o.origin.clone(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -82,6 +233,8 @@ pub struct Config {
     pub buffer_size: usize,
     /// Time allowed for the request head.
     pub http_timeout: Duration,
+    /// Static file mappings (`static-map = /mount=dir`), in declaration order.
+    pub static_maps: Vec<StaticMap>,
     /// The attach socket's path; `None` means a per-pool default.
     pub zerg_server: Option<PathBuf>,
     /// The attach socket's file mode.
@@ -96,6 +249,30 @@ pub struct Config {
     pub zerglings: Vec<Vec<String>>,
     /// Grace period for spawned zerglings on stop.
     pub reload_mercy: Duration,
+    /// How long an old zergling may drain during a chain reload (`worker-reload-mercy`).
+    pub worker_reload_mercy: Duration,
+    /// How long a replacement has to attach during a chain reload (`zerg-attach-timeout`).
+    pub attach_timeout: Duration,
+    /// Files whose change triggers a chain reload (`touch-reload`).
+    pub touch_reload: Vec<PathBuf>,
+    /// Files whose change triggers a chain reload (`touch-chain-reload`).
+    pub touch_chain_reload: Vec<PathBuf>,
+    /// The master FIFO's path (`master-fifo`).
+    pub master_fifo: Option<PathBuf>,
+    /// The effective option list this configuration was built from, for the modules
+    /// that read their own options from it (TLS, static files).
+    pub options: OptionList,
+    /// What each signal does (defaults, changed by `hook-master-start`).
+    pub signals: SignalTable,
+    /// Options recognised from uWSGI but not implemented yet (`https`, `socket`,
+    /// `uid`, …), raw and in order: they have no effect and are reported once.
+    pub unimplemented: Vec<ConfigOption>,
+    /// uWSGI application-side options (`module`, `processes`, …), which configure the
+    /// zerglings: ignored and reported once, together.
+    pub ignored_app_options: Vec<ConfigOption>,
+    /// Options accepted without effect because the pool does the job another way
+    /// (`offload-threads`): noted once.
+    pub superseded: Vec<ConfigOption>,
 }
 
 impl Default for Config {
@@ -105,6 +282,7 @@ impl Default for Config {
             listen_backlog: 100,
             buffer_size: 8192,
             http_timeout: Duration::from_secs(60),
+            static_maps: Vec::new(),
             zerg_server: None,
             zerg_server_mode: 0o600,
             zerg_allow_uid: Vec::new(),
@@ -112,7 +290,67 @@ impl Default for Config {
             queue_timeout: Duration::from_secs(30),
             zerglings: Vec::new(),
             reload_mercy: Duration::from_secs(30),
+            worker_reload_mercy: Duration::from_secs(60),
+            attach_timeout: Duration::from_secs(60),
+            touch_reload: Vec::new(),
+            touch_chain_reload: Vec::new(),
+            master_fifo: None,
+            options: OptionList::default(),
+            signals: SignalTable::default(),
+            unimplemented: Vec::new(),
+            ignored_app_options: Vec::new(),
+            superseded: Vec::new(),
         }
+    }
+}
+
+/// One `static-map = /mount=dir`: files under `dir` are served at URL path `mount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMap {
+    /// The URL path prefix, starting with `/`, as given.
+    pub mount: String,
+    /// The folder (or file) served there, as given: relative paths are relative to
+    /// the pool's working directory, as in uWSGI; `%d` makes them relative to the
+    /// configuration file.
+    pub dir: PathBuf,
+}
+
+impl StaticMap {
+    /// Parses `/mount=dir`, split at the first `=`.
+    pub fn parse(value: &str) -> Option<StaticMap> {
+        let (mount, dir) = value.split_once('=')?;
+        let (mount, dir) = (mount.trim(), dir.trim());
+        (mount.starts_with('/') && !dir.is_empty())
+            .then(|| StaticMap { mount: mount.to_owned(), dir: PathBuf::from(dir) })
+    }
+}
+
+/// Something about the configuration worth one log line at start: options given
+/// that have no effect. Each kind is reported once, listing all its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// uWSGI application-side options, ignored.
+    ApplicationOptions(&'a [ConfigOption]),
+    /// uWSGI options recognised but not implemented yet.
+    NotImplemented(&'a [ConfigOption]),
+    /// Options the pool replaces with its own way of doing the job.
+    Superseded(&'a [ConfigOption]),
+}
+
+impl fmt::Display for Notice<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, list) = match self {
+            Notice::ApplicationOptions(l) => {
+                ("application-side options ignored (they configure the zerglings, not the pool)", l)
+            }
+            Notice::NotImplemented(l) => ("options recognised but not implemented yet in this version, ignored", l),
+            Notice::Superseded(l) => ("options ignored (the pool serves static files from its own runtime)", l),
+        };
+        write!(f, "{what}:")?;
+        for (i, o) in list.iter().enumerate() {
+            write!(f, "{} `{}` ({})", if i == 0 { "" } else { "," }, o.key, o.origin)?;
+        }
+        Ok(())
     }
 }
 
@@ -121,15 +359,52 @@ impl Config {
     /// for single-valued options.
     pub fn from_options(list: &OptionList) -> Result<Config, ConfigError> {
         let mut c = Config::default();
+        // `http = =N` names the N-th shared socket, wherever it is declared.
+        let shared: Vec<&ConfigOption> = list.all("shared-socket").collect();
         for o in &list.0 {
-            if options::spec(&o.key).is_none() {
+            let Some(spec) = options::spec(&o.key) else {
                 return Err(ConfigError::unknown(&o.key, o.origin.clone()));
+            };
+            match spec.kind {
+                Kind::Pool => {}
+                Kind::Accepted => continue,
+                Kind::Placeholder => {
+                    if !o.value.split_once('=').is_some_and(|(name, _)| !name.trim().is_empty()) {
+                        return Err(ConfigError::bad(o, "expected NAME=VALUE"));
+                    }
+                    continue;
+                }
+                Kind::Superseded => {
+                    c.superseded.push(o.clone());
+                    continue;
+                }
+                Kind::Application => {
+                    c.ignored_app_options.push(o.clone());
+                    continue;
+                }
+                Kind::Planned => {
+                    c.unimplemented.push(o.clone());
+                    continue;
+                }
+                Kind::CommandLine => {
+                    return Err(ConfigError::CommandLineOnly { key: o.key.clone(), origin: o.origin.clone() })
+                }
             }
             match o.key.as_str() {
-                "http" => c.http.push(parse_tcp_addr(o)?),
+                "http" => c.http.push(match o.value.trim().strip_prefix('=') {
+                    Some(n) => shared_socket(o, n, &shared)?,
+                    None => parse_tcp_addr(o)?,
+                }),
+                "shared-socket" => {
+                    parse_shared(o)?;
+                }
                 "listen" => c.listen_backlog = parse_num(o, 1, i32::MAX as u64)? as u32,
                 "buffer-size" => c.buffer_size = parse_num(o, 512, 1 << 20)? as usize,
                 "http-timeout" => c.http_timeout = parse_secs(o)?,
+                "static-map" => c.static_maps.push(
+                    StaticMap::parse(&o.value)
+                        .ok_or_else(|| ConfigError::bad(o, "expected /MOUNT=DIR, such as /static=static"))?,
+                ),
                 "zerg-server" => c.zerg_server = Some(PathBuf::from(non_empty(o)?)),
                 "chmod-zerg-server" => {
                     c.zerg_server_mode = u32::from_str_radix(&o.value, 8)
@@ -148,17 +423,70 @@ impl Config {
                     c.zerglings.push(words);
                 }
                 "reload-mercy" => c.reload_mercy = parse_secs(o)?,
-                "master" | "die-on-term" => {}
+                "worker-reload-mercy" => c.worker_reload_mercy = parse_secs(o)?,
+                "zerg-attach-timeout" => c.attach_timeout = parse_secs(o)?,
+                "touch-reload" => c.touch_reload.push(PathBuf::from(non_empty(o)?)),
+                "touch-chain-reload" => c.touch_chain_reload.push(PathBuf::from(non_empty(o)?)),
+                "master-fifo" => c.master_fifo = Some(PathBuf::from(non_empty(o)?)),
+                "hook-master-start" => {
+                    let (signo, action) =
+                        signals::parse_master_start_hook(&o.value).map_err(|e| ConfigError::bad(o, e.to_string()))?;
+                    c.signals.set(signo, action);
+                }
+                // Every `Kind::Pool` option of the table has its arm above.
                 _ => {}
             }
         }
         if c.http.is_empty() {
-            return Err(ConfigError::Invalid(
-                "no listener configured: give at least one --http ADDR (for example --http 127.0.0.1:8080)".into(),
-            ));
+            let waiting: Vec<String> = c
+                .unimplemented
+                .iter()
+                .filter(|o| matches!(o.key.as_str(), "https" | "socket" | "uwsgi-socket" | "http-socket"))
+                .map(|o| format!("`{}` ({})", o.key, o.origin))
+                .collect();
+            let hint = if waiting.is_empty() {
+                String::new()
+            } else {
+                format!("; {} not implemented yet in this version", waiting.join(", "))
+            };
+            return Err(ConfigError::Invalid(format!(
+                "no listener configured: give at least one --http ADDR (for example --http 127.0.0.1:8080){hint}"
+            )));
         }
+        c.options = list.clone();
         Ok(c)
     }
+
+    /// The reports to log once at start (and print with `--check-config`): one per
+    /// kind of option given without effect, each listing all of them.
+    pub fn notices(&self) -> Vec<Notice<'_>> {
+        let mut out = Vec::new();
+        if !self.ignored_app_options.is_empty() {
+            out.push(Notice::ApplicationOptions(&self.ignored_app_options));
+        }
+        if !self.unimplemented.is_empty() {
+            out.push(Notice::NotImplemented(&self.unimplemented));
+        }
+        if !self.superseded.is_empty() {
+            out.push(Notice::Superseded(&self.superseded));
+        }
+        out
+    }
+}
+
+/// The address of a `shared-socket` value: `ADDR` or `ADDR,certificate,key`.
+fn parse_shared(o: &ConfigOption) -> Result<SocketAddr, ConfigError> {
+    let addr = o.value.split(',').next().unwrap_or_default();
+    parse_addr_str(addr).ok_or_else(|| ConfigError::bad(o, "expected HOST:PORT such as :80 or 0.0.0.0:443"))
+}
+
+/// Resolves `http = =N` to the address of the N-th (from 0) `shared-socket`.
+fn shared_socket(o: &ConfigOption, n: &str, shared: &[&ConfigOption]) -> Result<SocketAddr, ConfigError> {
+    let index: usize = n.trim().parse().map_err(|_| ConfigError::bad(o, "expected =N, N a shared-socket number"))?;
+    let target = shared.get(index).ok_or_else(|| {
+        ConfigError::bad(o, format!("there is no shared-socket number {index} (shared sockets count from 0)"))
+    })?;
+    parse_shared(target)
 }
 
 fn non_empty(o: &ConfigOption) -> Result<&str, ConfigError> {
@@ -198,9 +526,8 @@ fn parse_uid(o: &ConfigOption) -> Result<u32, ConfigError> {
 /// Parses an address as uWSGI writes it: `127.0.0.1:8080`, `:8080` (all
 /// interfaces), `[::1]:8080`, `localhost:8080`.
 pub fn parse_tcp_addr(o: &ConfigOption) -> Result<SocketAddr, ConfigError> {
-    parse_addr_str(&o.value).ok_or_else(|| {
-        ConfigError::bad(o, "expected HOST:PORT such as 127.0.0.1:8080, :8080 or [::1]:8080")
-    })
+    parse_addr_str(&o.value)
+        .ok_or_else(|| ConfigError::bad(o, "expected HOST:PORT such as 127.0.0.1:8080, :8080 or [::1]:8080"))
 }
 
 /// The pure half of [`parse_tcp_addr`].
@@ -241,7 +568,21 @@ mod tests {
 
     #[test]
     fn typed_values_and_last_wins() {
-        let c = cli(&["--http", ":1", "--http", "[::1]:2", "--listen", "7", "--listen", "9", "--zergling", "a  b c", "--chmod-zerg-server", "660"]).unwrap();
+        let c = cli(&[
+            "--http",
+            ":1",
+            "--http",
+            "[::1]:2",
+            "--listen",
+            "7",
+            "--listen",
+            "9",
+            "--zergling",
+            "a  b c",
+            "--chmod-zerg-server",
+            "660",
+        ])
+        .unwrap();
         assert_eq!(c.http.len(), 2);
         assert_eq!(c.listen_backlog, 9);
         assert_eq!(c.zerglings, vec![vec!["a".to_string(), "b".into(), "c".into()]]);
@@ -256,5 +597,165 @@ mod tests {
         assert!(e.contains("--http"), "{e}");
         let e = cli(&["--http", "nowhere"]).unwrap_err().to_string();
         assert!(e.contains("HOST:PORT"), "{e}");
+    }
+    /// Writes `text` to a file named `name` in a fresh folder and loads it through
+    /// the command line, after `extra` arguments.
+    fn from_file(name: &str, text: &str, extra: &[&str]) -> Result<(OptionList, Config), ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.push(path.to_str().unwrap().to_owned());
+        match cli::parse_args_with_env(args, &|_| None)? {
+            cli::CliRequest::Run(list) => {
+                let c = Config::from_options(&list)?;
+                Ok((list, c))
+            }
+            _ => panic!(),
+        }
+    }
+
+    const SEED: &str = "\
+uwsgi:
+    module: galaxy.webapps.galaxy.buildapp:uwsgi_app()
+    virtualenv: .venv
+    pythonpath: lib
+    master: true
+    enable-threads: true
+    processes: 2
+    threads: 4
+    offload-threads: 1
+    die-on-term: true
+    hook-master-start: unix_signal:2 gracefully_kill_them_all
+    hook-master-start: unix_signal:15 gracefully_kill_them_all
+    socket: 127.0.0.1:4001
+    http: :8080
+    https: :8443,server.crt,server.key
+    static-map: /static/style=static/style/blue
+    static-map: /static=static
+    mule: lib/galaxy/main.py
+    mule: lib/galaxy/main.py
+    farm: job-handlers:1,2
+";
+
+    #[test]
+    fn the_seed_example_loads_with_one_report_per_kind() {
+        let (list, c) = from_file("galaxy.yml", SEED, &[]).unwrap();
+        assert_eq!(list.0.len(), 19);
+        assert_eq!(
+            c.static_maps,
+            [
+                StaticMap { mount: "/static/style".into(), dir: "static/style/blue".into() },
+                StaticMap { mount: "/static".into(), dir: "static".into() },
+            ]
+        );
+        assert_eq!(c.http, ["0.0.0.0:8080".parse().unwrap()]);
+        let keys = |l: &[ConfigOption]| l.iter().map(|o| o.key.clone()).collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            keys(&c.ignored_app_options),
+            "module virtualenv pythonpath enable-threads processes threads mule mule farm"
+        );
+        assert_eq!(keys(&c.unimplemented), "socket https");
+        assert_eq!(keys(&c.superseded), "offload-threads");
+        let notices = c.notices();
+        assert_eq!(notices.len(), 3);
+        let app = notices[0].to_string();
+        assert!(app.starts_with("application-side options ignored"), "{app}");
+        assert!(app.contains("`module` (") && app.contains("galaxy.yml:2)") && app.contains("`farm` ("), "{app}");
+        assert_eq!(c.signals, SignalTable::default());
+    }
+
+    #[test]
+    fn hooks_change_what_signals_do() {
+        let (_, c) = from_file(
+            "a.ini",
+            "[uwsgi]\nhttp = :1\nhook-master-start = unix_signal:1 reap_them_all\nhook-master-start = unix_signal:15 kill_them_all\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.signals.action(1), Some(SignalAction::Reload));
+        assert_eq!(c.signals.action(15), Some(SignalAction::ImmediateStop));
+        assert_eq!(c.signals.action(2), Some(SignalAction::GracefulStop));
+        let e = from_file("a.ini", "[uwsgi]\nhttp = :1\nhook-master-start = unix_signal:15 stop_it\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.ini:3:") && e.contains("unknown function `stop_it`"), "{e}");
+        let e = from_file("a.ini", "[uwsgi]\nhttp = :1\nhook-master-start = exec:touch /tmp/x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.ini:3:") && e.contains("hook action `exec`"), "{e}");
+    }
+
+    #[test]
+    fn shared_sockets_by_number() {
+        let (_, c) = from_file(
+            "p.ini",
+            "[uwsgi]\nhttp = =1\nshared-socket = 127.0.0.1:81\nshared-socket = 127.0.0.1:82,a.crt,a.key\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http, ["127.0.0.1:82".parse().unwrap()]);
+        let e = cli(&["--shared-socket", ":80", "--http", "=1"]).unwrap_err().to_string();
+        assert!(e.contains("no shared-socket number 1"), "{e}");
+        let e = cli(&["--http", ":1", "--set-placeholder", "base"]).unwrap_err().to_string();
+        assert!(e.contains("argument 3") && e.contains("NAME=VALUE"), "{e}");
+        let e = cli(&["--shared-socket", "eighty", "--http", "=0"]).unwrap_err().to_string();
+        assert!(e.contains("argument 1") && e.contains("eighty"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_say_file_and_line() {
+        let e = from_file("x.yml", "uwsgi:\n  http: :1\n  statc-map: /s=s\n", &[]).unwrap_err().to_string();
+        assert!(e.ends_with("x.yml:3: unknown option `statc-map`; did you mean `static-map`?"), "{e}");
+        let e = from_file("x.yml", "uwsgi:\n  http: :1\n  yaml: other.yml\n", &[]).unwrap_err();
+        assert!(matches!(&e, ConfigError::CommandLineOnly { key, .. } if key == "yaml"), "{e}");
+        let e = from_file("x.ini", "[uwsgi]\nhttp = :1\nstatic-map = /static\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("x.ini:3:") && e.contains("/MOUNT=DIR"), "{e}");
+        let e = from_file("x.ini", "[uwsgi]\nhttp = :1\nzerg-server = %dsock\nlisten = 5%\nlisten = %q\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.ini:5:") && e.contains("`%q`"), "{e}");
+    }
+
+    #[test]
+    fn without_a_listener_the_unimplemented_ones_are_named() {
+        let e = cli(&["--socket", "/run/app.sock"]).unwrap_err().to_string();
+        assert!(e.contains("no listener") && e.contains("`socket` (command line (argument 1))"), "{e}");
+    }
+
+    #[test]
+    fn files_and_flags_combine_in_order() {
+        let (list, c) =
+            from_file("z.yml", "uwsgi:\n  listen: 7\n  http: :2\n", &["--listen", "5", "--http", ":1"]).unwrap();
+        let order: Vec<_> = list.0.iter().map(|o| format!("{}={}", o.key, o.value)).collect();
+        assert_eq!(order, ["listen=5", "http=:1", "listen=7", "http=:2"]);
+        assert_eq!(c.listen_backlog, 7);
+        assert_eq!(c.http.len(), 2);
+    }
+
+    #[test]
+    fn chain_reload_options() {
+        let c = cli(&[
+            "--http",
+            ":1",
+            "--touch-reload",
+            "/a",
+            "--touch-reload=/b",
+            "--touch-chain-reload",
+            "/c",
+            "--master-fifo",
+            "/run/fifo",
+            "--worker-reload-mercy",
+            "5",
+            "--zerg-attach-timeout",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(c.touch_reload, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(c.touch_chain_reload, [PathBuf::from("/c")]);
+        assert_eq!(c.master_fifo, Some(PathBuf::from("/run/fifo")));
+        assert_eq!((c.worker_reload_mercy, c.attach_timeout), (Duration::from_secs(5), Duration::from_millis(1500)));
+        assert_eq!(c.options.0.len(), 13 - 6);
+        assert!(c.unimplemented.is_empty() && c.notices().is_empty());
     }
 }

@@ -1,10 +1,17 @@
 //! The table of every option the pool knows, in uWSGI's vocabulary, and the ordered
-//! option list that all sources (command line, and later files) produce.
+//! option list that all sources (command line, YAML and INI files) produce.
 //!
 //! The list is deliberately independent of where an option came from: each entry
-//! carries its [`Origin`] only so that errors can point at it.
+//! carries its [`Origin`] only so that errors and `--check-config` can point at it.
+//!
+//! Every option has a [`Kind`] saying what the pool does with it. Besides the options
+//! the pool implements, the table holds the uWSGI options an operator's existing
+//! configuration is likely to contain, so that such a file loads and each of its
+//! options gets a precise answer (application side, not implemented yet, …) instead
+//! of "unknown option".
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// How an option takes its value.
@@ -18,6 +25,29 @@ pub enum Arity {
     OptionalValue,
 }
 
+/// What the pool does with an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Implemented by the pool.
+    Pool,
+    /// Accepted without effect because the pool always behaves the way the option asks
+    /// (`master`, `die-on-term`, `strict`, `vacuum`).
+    Accepted,
+    /// Accepted and ignored because the pool does the job another way
+    /// (`offload-threads`); noted once at start.
+    Superseded,
+    /// Configures uWSGI's application side (`module`, `processes`, …), which here
+    /// belongs to the zerglings; reported once, together, and ignored.
+    Application,
+    /// A uWSGI option the pool will implement but does not yet; the configuration
+    /// loads, the option is reported once and has no effect.
+    Planned,
+    /// Defines a name for `%(name)` placeholders (`set-placeholder = name=value`).
+    Placeholder,
+    /// Only meaningful on the command line (`--help`, `--yaml`, `--check-config`, …).
+    CommandLine,
+}
+
 /// One known option.
 #[derive(Debug, Clone, Copy)]
 pub struct OptionSpec {
@@ -27,35 +57,152 @@ pub struct OptionSpec {
     pub arity: Arity,
     /// Whether repeating it accumulates values (otherwise the last one wins).
     pub repeatable: bool,
+    /// What the pool does with it.
+    pub kind: Kind,
     /// The value's shape, for `--help`.
     pub metavar: &'static str,
     /// One line for `--help`.
     pub help: &'static str,
 }
 
-const fn opt(name: &'static str, arity: Arity, repeatable: bool, metavar: &'static str, help: &'static str) -> OptionSpec {
-    OptionSpec { name, arity, repeatable, metavar, help }
+const fn opt(
+    name: &'static str,
+    arity: Arity,
+    repeatable: bool,
+    kind: Kind,
+    metavar: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec { name, arity, repeatable, kind, metavar, help }
 }
 
-use Arity::{Flag, Value};
+/// An option the pool implements.
+const fn pool(name: &'static str, arity: Arity, rep: bool, metavar: &'static str, help: &'static str) -> OptionSpec {
+    opt(name, arity, rep, Kind::Pool, metavar, help)
+}
+
+/// A flag accepted without effect.
+const fn accepted(name: &'static str, help: &'static str) -> OptionSpec {
+    opt(name, Arity::Flag, false, Kind::Accepted, "", help)
+}
+
+/// An option that only works on the command line; files and flags may repeat.
+const fn command_line(name: &'static str, arity: Arity, metavar: &'static str, help: &'static str) -> OptionSpec {
+    opt(name, arity, matches!(arity, Arity::Value), Kind::CommandLine, metavar, help)
+}
+
+/// A uWSGI option for the application side.
+const fn app(name: &'static str, arity: Arity, rep: bool) -> OptionSpec {
+    opt(name, arity, rep, Kind::Application, "", "")
+}
+
+/// A uWSGI option the pool does not implement yet.
+const fn planned(name: &'static str, arity: Arity, rep: bool) -> OptionSpec {
+    opt(name, arity, rep, Kind::Planned, "", "")
+}
+
+use Arity::{Flag, OptionalValue, Value};
 
 /// Every option the pool accepts, in the order `--help` shows them.
+// A table: one option per line reads best, so rustfmt leaves it alone.
+#[rustfmt::skip]
 pub const OPTIONS: &[OptionSpec] = &[
-    opt("http", Value, true, "ADDR", "HTTP/1.1 listener: 127.0.0.1:8080, :8080 (all interfaces) or [::1]:8080"),
-    opt("listen", Value, false, "N", "listen backlog of every listener (default 100, clamped to net.core.somaxconn)"),
-    opt("buffer-size", Value, false, "BYTES", "largest HTTP request head the pool reads (default 8192)"),
-    opt("http-timeout", Value, false, "SECS", "time a client has to send its request head (default 60)"),
-    opt("zerg-server", Value, false, "PATH", "Unix socket zerglings attach to (default: a per-pool path under /tmp)"),
-    opt("chmod-zerg-server", Value, false, "MODE", "file mode of the zerg-server socket, octal (default 600)"),
-    opt("zerg-allow-uid", Value, true, "UID", "a further user (name or number) allowed to attach; root and the pool's own uid always are"),
-    opt("zerg-queue", Value, false, "N", "connections waiting for a zergling at most (default 1024); past it: 503"),
-    opt("zerg-queue-timeout", Value, false, "SECS", "longest wait for a zergling (default 30); past it: 503"),
-    opt("zergling", Value, true, "COMMAND", "spawn and supervise a zergling (split into words, no shell)"),
-    opt("reload-mercy", Value, false, "SECS", "how long spawned zerglings get to exit on stop before SIGKILL (default 30)"),
-    opt("master", Flag, false, "", "accepted for uWSGI compatibility (the pool is always a master)"),
-    opt("die-on-term", Flag, false, "", "accepted for uWSGI compatibility (SIGTERM always stops gracefully)"),
-    opt("help", Flag, false, "", "print this list and exit"),
-    opt("version", Flag, false, "", "print the version and exit"),
+    // Implemented by the pool.
+    pool("http", Value, true, "ADDR", "HTTP/1.1 listener: 127.0.0.1:8080, :8080 (all interfaces), [::1]:8080 or =N (shared-socket N)"),
+    pool("shared-socket", Value, true, "ADDR", "declare an address that `http = =N` refers to (N counts shared-socket lines from 0)"),
+    pool("listen", Value, false, "N", "listen backlog of every listener (default 100, clamped to net.core.somaxconn)"),
+    pool("buffer-size", Value, false, "BYTES", "largest HTTP request head the pool reads (default 8192)"),
+    pool("http-timeout", Value, false, "SECS", "time a client has to send its request head (default 60)"),
+    pool("static-map", Value, true, "/MOUNT=DIR", "serve the files under DIR at the URL path MOUNT"),
+    pool("zerg-server", Value, false, "PATH", "Unix socket zerglings attach to (default: a per-pool path under /tmp)"),
+    pool("chmod-zerg-server", Value, false, "MODE", "file mode of the zerg-server socket, octal (default 600)"),
+    pool("zerg-allow-uid", Value, true, "UID", "a further user (name or number) allowed to attach; root and the pool's own uid always are"),
+    pool("zerg-queue", Value, false, "N", "connections waiting for a zergling at most (default 1024); past it: 503"),
+    pool("zerg-queue-timeout", Value, false, "SECS", "longest wait for a zergling (default 30); past it: 503"),
+    pool("zergling", Value, true, "COMMAND", "spawn and supervise a zergling (split into words, no shell)"),
+    pool("reload-mercy", Value, false, "SECS", "how long spawned zerglings get to exit on stop before SIGKILL (default 30)"),
+    pool("worker-reload-mercy", Value, false, "SECS", "how long an old zergling may drain during a chain reload before SIGKILL (default 60)"),
+    pool("zerg-attach-timeout", Value, false, "SECS", "how long a replacement zergling has to attach during a chain reload (default 60)"),
+    pool("touch-reload", Value, true, "FILE", "reload the zerglings one by one when FILE is touched"),
+    pool("touch-chain-reload", Value, true, "FILE", "the same as touch-reload (chain reloading is the only kind)"),
+    pool("master-fifo", Value, false, "PATH", "a FIFO taking uWSGI's one-letter commands (r, c, w: chain reload; q: graceful stop; Q: immediate stop)"),
+    pool("hook-master-start", Value, true, "unix_signal:N FUNCTION", "make signal N run FUNCTION: gracefully_kill_them_all, kill_them_all, grace_them_all or reap_them_all"),
+    accepted("die-on-term", "accepted for uWSGI compatibility (SIGTERM stops gracefully unless a hook says otherwise)"),
+    accepted("master", "accepted for uWSGI compatibility (the pool is always a master)"),
+    accepted("strict", "accepted for uWSGI compatibility (unknown options are always errors)"),
+    accepted("vacuum", "accepted for uWSGI compatibility (the pool always removes the sockets it created)"),
+    opt("offload-threads", Value, false, Kind::Superseded, "N", "ignored: the pool serves static files from its own runtime"),
+    opt("set-placeholder", Value, true, Kind::Placeholder, "NAME=VALUE", "define NAME for %(NAME) placeholders"),
+    opt("set-ph", Value, true, Kind::Placeholder, "NAME=VALUE", "short for set-placeholder"),
+    command_line("yaml", Value, "FILE[:SECTION]", "read options from the SECTION (default uwsgi) of a YAML file, in uWSGI's dialect"),
+    command_line("ini", Value, "FILE[:SECTION]", "read options from the [SECTION] (default uwsgi) of an INI file"),
+    command_line("check-config", Flag, "", "print the effective options and where each came from, then exit (0, or 64 on error)"),
+    command_line("help", Flag, "", "print this list and exit"),
+    command_line("version", Flag, "", "print the version and exit"),
+    // uWSGI options the pool will implement: listeners, static files, privileges, control.
+    planned("https", Value, true),
+    planned("socket", Value, true),
+    planned("uwsgi-socket", Value, true),
+    planned("http-socket", Value, true),
+    planned("http-to-https", Value, true),
+    planned("http2", Flag, false),
+    planned("sni", Value, true),
+    planned("static-map2", Value, true),
+    planned("static-index", Value, true),
+    planned("static-safe", Value, true),
+    planned("static-expires", Value, true),
+    planned("static-expires-uri", Value, true),
+    planned("static-gzip-all", Flag, false),
+    planned("static-gzip-dir", Value, true),
+    planned("static-gzip-ext", Value, true),
+    planned("check-static", Value, true),
+    planned("mime-file", Value, true),
+    planned("honour-range", Flag, false),
+    planned("uid", Value, false),
+    planned("gid", Value, false),
+    planned("chmod-socket", OptionalValue, false),
+    planned("chown-socket", Value, false),
+    planned("umask", Value, false),
+    planned("stats", Value, false),
+    planned("stats-http", Flag, false),
+    planned("pidfile", Value, false),
+    planned("logto", Value, false),
+    // uWSGI's application side: the zerglings' business.
+    app("module", Value, false),
+    app("wsgi-file", Value, false),
+    app("wsgi", Value, false),
+    app("callable", Value, false),
+    app("mount", Value, true),
+    app("manage-script-name", Flag, false),
+    app("virtualenv", Value, false),
+    app("venv", Value, false),
+    app("home", Value, false),
+    app("pyhome", Value, false),
+    app("pythonpath", Value, true),
+    app("python-path", Value, true),
+    app("pp", Value, true),
+    app("chdir", Value, false),
+    app("env", Value, true),
+    app("plugins", Value, true),
+    app("plugin", Value, true),
+    app("need-app", Flag, false),
+    app("single-interpreter", Flag, false),
+    app("py-autoreload", Value, false),
+    app("py-call-osafterfork", Flag, false),
+    app("processes", Value, false),
+    app("workers", Value, false),
+    app("threads", Value, false),
+    app("enable-threads", Flag, false),
+    app("thunder-lock", Flag, false),
+    app("lazy-apps", Flag, false),
+    app("lazy", Flag, false),
+    app("cheaper", Value, false),
+    app("harakiri", Value, false),
+    app("max-requests", Value, false),
+    app("reload-on-rss", Value, false),
+    app("mule", OptionalValue, true),
+    app("mules", Value, false),
+    app("farm", Value, true),
 ];
 
 /// Looks an option up by name.
@@ -68,7 +215,10 @@ pub fn nearest(name: &str) -> Option<&'static str> {
     OPTIONS
         .iter()
         .map(|o| (strsim::damerau_levenshtein(name, o.name), o.name))
-        .filter(|(d, candidate)| *d <= 3.max(candidate.len() / 3) || candidate.starts_with(name) || name.starts_with(candidate))
+        .filter(|(d, candidate)| {
+            *d <= 3.max(candidate.len() / 3)
+                || (candidate.len() > 3 && (candidate.starts_with(name) || name.starts_with(candidate)))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
 }
@@ -80,7 +230,7 @@ pub enum Origin {
     CommandLine(usize),
     /// In a file, at a line (1-based).
     File {
-        /// The file.
+        /// The file, as it was named on the command line.
         path: PathBuf,
         /// The line.
         line: usize,
@@ -101,7 +251,7 @@ impl fmt::Display for Origin {
 pub struct ConfigOption {
     /// The option's name, without dashes.
     pub key: String,
-    /// Its value; `""` for a flag given without one.
+    /// Its value, placeholders expanded; `""` for a flag given without one.
     pub value: String,
     /// Where it was given.
     pub origin: Origin,
@@ -122,25 +272,74 @@ impl OptionList {
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a ConfigOption> + 'a {
         self.0.iter().filter(move |o| o.key == key)
     }
+
+    /// The list as `--check-config` prints it: INI, one `key = value` line per entry,
+    /// each preceded by a comment saying where it came from and, for options the pool
+    /// does not act on, why.
+    pub fn render(&self) -> String {
+        let mut out = String::from("; effective options, in order (zergpool --check-config)\n[uwsgi]\n");
+        for o in &self.0 {
+            let note = match spec(&o.key).map(|s| s.kind) {
+                Some(Kind::Application) => " (application side: ignored)",
+                Some(Kind::Planned) => " (not implemented yet: ignored)",
+                Some(Kind::Superseded) => " (ignored)",
+                _ => "",
+            };
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "; {}{note}\n{} = {}", o.origin, o.key, o.value);
+        }
+        out
+    }
 }
 
 /// uWSGI's boolean rule: true unless `false`, `off`, `no` (any case) or `0`.
 pub fn truthy(value: &str) -> bool {
-    !(value.eq_ignore_ascii_case("false") || value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("no") || value == "0")
+    !(value.eq_ignore_ascii_case("false")
+        || value.eq_ignore_ascii_case("off")
+        || value.eq_ignore_ascii_case("no")
+        || value == "0")
 }
 
-/// The `--help` text: every option on one line.
+/// The `--help` text: every option the pool acts on with one line each, then the
+/// recognised uWSGI options it does not act on, as lists of names.
 pub fn help_text() -> String {
     let mut out = String::from(
         "zergpool: a zero-downtime front-end for application servers (uWSGI Zerg mode, done properly)\n\n\
-         usage: zergpool [--option VALUE | --option=VALUE | --flag]...\n\noptions:\n",
+         usage: zergpool [--option VALUE | --option=VALUE | --flag | FILE.yml | FILE.ini]...\n\n\
+         Options, files (--yaml, --ini, or a bare FILE.yml/.yaml/.ini) and flags combine in the order given.\n\n\
+         options:\n",
     );
-    for o in OPTIONS {
+    for o in OPTIONS.iter().filter(|o| !matches!(o.kind, Kind::Application | Kind::Planned)) {
         let left = if o.metavar.is_empty() { format!("--{}", o.name) } else { format!("--{} {}", o.name, o.metavar) };
         let rep = if o.repeatable { " (repeatable)" } else { "" };
-        out.push_str(&format!("  {left:<32} {}{rep}\n", o.help));
+        let _ = writeln!(out, "  {left:<32} {}{rep}", o.help);
     }
-    out.push_str("\nSignals: SIGTERM/SIGINT stop gracefully, SIGQUIT or a second signal stops at once.\n");
+    out.push_str("\nuWSGI options recognised but not implemented yet (reported at start, no effect):\n");
+    out.push_str(&name_list(Kind::Planned));
+    out.push_str("\nuWSGI application options (reported at start and ignored: they configure the zerglings):\n");
+    out.push_str(&name_list(Kind::Application));
+    out.push_str(
+        "\nSignals: SIGTERM/SIGINT stop gracefully, SIGQUIT or a second signal stops at once, SIGHUP reloads\n\
+         gracefully; hook-master-start = unix_signal:N FUNCTION changes what signal N does.\n",
+    );
+    out
+}
+
+/// The names of every option of one kind, wrapped.
+fn name_list(kind: Kind) -> String {
+    let mut out = String::new();
+    let mut line = String::from(" ");
+    for o in OPTIONS.iter().filter(|o| o.kind == kind) {
+        if line.len() + o.name.len() > 96 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(" ");
+        }
+        line.push(' ');
+        line.push_str(o.name);
+    }
+    out.push_str(&line);
+    out.push('\n');
     out
 }
 
@@ -153,6 +352,7 @@ mod tests {
         assert_eq!(nearest("htpp"), Some("http"));
         assert_eq!(nearest("zerg-servr"), Some("zerg-server"));
         assert_eq!(nearest("zerg-queue-timout"), Some("zerg-queue-timeout"));
+        assert_eq!(nearest("static-mpa"), Some("static-map"));
         assert_eq!(nearest("completely-unrelated-thing"), None);
     }
 
@@ -164,5 +364,27 @@ mod tests {
         for t in ["", "true", "1", "yes", "anything"] {
             assert!(truthy(t), "{t}");
         }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in OPTIONS.iter().enumerate() {
+            assert!(OPTIONS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+        }
+    }
+
+    #[test]
+    fn render_says_where_and_why() {
+        let list = OptionList(vec![
+            ConfigOption { key: "http".into(), value: ":80".into(), origin: Origin::CommandLine(2) },
+            ConfigOption {
+                key: "module".into(),
+                value: "app:app".into(),
+                origin: Origin::File { path: "a.yml".into(), line: 3 },
+            },
+        ]);
+        let text = list.render();
+        assert!(text.contains("; command line (argument 2)\nhttp = :80\n"), "{text}");
+        assert!(text.contains("; a.yml:3 (application side: ignored)\nmodule = app:app\n"), "{text}");
     }
 }

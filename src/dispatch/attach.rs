@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio_util::sync::CancellationToken;
@@ -204,6 +204,7 @@ async fn run_session(
 ) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, String) {
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
     let mut buf = RecvBuf::new();
+    let mut draining = false;
     let why = loop {
         tokio::select! {
             order = orders.recv() => match order {
@@ -215,8 +216,9 @@ async fn run_session(
                         break format!("sending CONN failed: {e}");
                     }
                 }
-                Some(Order::Drain) => {
-                    if let Err(e) = chan.send(&Message::Drain, None).await {
+                Some(Order::Drain { handback }) => {
+                    draining = true;
+                    if let Err(e) = chan.send(&Message::Drain { handback }, None).await {
                         break format!("sending DRAIN failed: {e}");
                     }
                 }
@@ -234,12 +236,12 @@ async fn run_session(
                     info!(%id, "zergling is draining");
                     dispatcher.drain(id);
                 }
-                Ok((Message::HandBack(mut meta), Some(fd))) => {
-                    // An idle connection given back: a new connection for dispatch.
+                Ok((Message::HandBack(meta), Some(fd))) => {
+                    // An idle connection given back: it counts as closed here, and
+                    // the pool classifies it again like a new connection.
                     dispatcher.closed(id);
-                    meta.conn = dispatcher.next_conn_id();
-                    debug!(%id, conn = %meta.conn, "connection handed back");
-                    crate::pool::dispatch_or_answer(dispatcher, Pending { fd, meta, arrived: Instant::now() });
+                    debug!(%id, conn = %meta.conn, buffered = meta.prefix.len(), "connection handed back");
+                    dispatcher.hand_back(fd, meta);
                 }
                 Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
                 Err(ChannelError::Closed) => break "channel closed".to_owned(),
@@ -247,6 +249,12 @@ async fn run_session(
             },
         }
     };
+    if !draining {
+        let lost = dispatcher.outstanding(id);
+        if lost > 0 {
+            warn!(%id, connections = lost, "zergling vanished while owning connections; requests in flight there may have failed");
+        }
+    }
     (orders, unacked, why)
 }
 

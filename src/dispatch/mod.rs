@@ -21,7 +21,7 @@ pub mod attach;
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,12 @@ pub struct Pending {
 pub enum Order {
     /// Hand this connection over.
     Conn(Pending),
-    /// Tell the zergling to drain (nothing more is sent after this).
-    Drain,
+    /// Tell the zergling to drain (nothing more is sent after this); `handback`
+    /// says whether it should give idle connections back or close them.
+    Drain {
+        /// Give idle keep-alive connections back (a restart) or close them (a stop).
+        handback: bool,
+    },
 }
 
 /// The state of an attached zergling.
@@ -117,12 +121,21 @@ pub struct Dispatcher {
     queue_limit: usize,
     queue_timeout: Duration,
     next_conn: AtomicU64,
+    stopping: AtomicBool,
+    handbacks: Mutex<Option<mpsc::UnboundedSender<(OwnedFd, ConnMeta)>>>,
 }
 
 impl Dispatcher {
     /// A dispatcher with the queue bounds `zerg-queue` and `zerg-queue-timeout`.
     pub fn new(queue_limit: usize, queue_timeout: Duration) -> Self {
-        Dispatcher { state: Mutex::new(State::default()), queue_limit, queue_timeout, next_conn: AtomicU64::new(1) }
+        Dispatcher {
+            state: Mutex::new(State::default()),
+            queue_limit,
+            queue_timeout,
+            next_conn: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            handbacks: Mutex::new(None),
+        }
     }
 
     /// A fresh connection id.
@@ -198,13 +211,48 @@ impl Dispatcher {
     /// Marks `id` draining and tells its task to send DRAIN. Returns false if no
     /// such zergling is attached.
     pub fn drain(&self, id: ZerglingId) -> bool {
+        let handback = !self.stopping.load(Ordering::Relaxed);
         let mut st = self.lock();
         let Some(s) = st.slots.iter_mut().find(|s| s.id == id) else { return false };
         if s.state == SlotState::Ready {
             s.state = SlotState::Draining;
-            let _ = s.orders.send(Order::Drain);
+            let _ = s.orders.send(Order::Drain { handback });
         }
         true
+    }
+
+    /// Drains every attached zergling whose process id is `pid`; returns how many.
+    pub fn drain_pid(&self, pid: u32) -> usize {
+        let ids: Vec<ZerglingId> = self.lock().slots.iter().filter(|s| s.pid == pid).map(|s| s.id).collect();
+        ids.iter().filter(|id| self.drain(**id)).count()
+    }
+
+    /// Connections handed to `id` and not reported closed (0 if unknown).
+    pub fn outstanding(&self, id: ZerglingId) -> u32 {
+        self.lock().slots.iter().find(|s| s.id == id).map_or(0, |s| s.outstanding)
+    }
+
+    /// The pool is stopping: from now on DRAIN asks zerglings to close idle
+    /// connections rather than give them back.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Where connections given back by draining zerglings go (the pool classifies
+    /// them again like new ones).
+    pub fn set_handback_sink(&self, sink: mpsc::UnboundedSender<(OwnedFd, ConnMeta)>) {
+        *self.handbacks.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// A connection given back by a zergling.
+    pub fn hand_back(&self, fd: OwnedFd, meta: ConnMeta) {
+        let sink = self.handbacks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match sink {
+            Some(tx) => {
+                let _ = tx.send((fd, meta));
+            }
+            None => drop(fd), // nobody to serve it: closing is all that is left
+        }
     }
 
     /// Takes the queued connections older than `zerg-queue-timeout` at `now`.

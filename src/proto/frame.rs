@@ -47,6 +47,7 @@ mod tag {
     pub(super) const ALPN: u8 = 14;
     pub(super) const TLS_VERSION: u8 = 15;
     pub(super) const PREFIX: u8 = 16;
+    pub(super) const HANDBACK: u8 = 17;
 }
 
 /// One message of the protocol. Which ones carry a descriptor is said by
@@ -92,7 +93,11 @@ pub enum Message {
     /// Zergling → pool: please stop sending me connections.
     Draining,
     /// Pool → zergling: nothing more will be dispatched to you after this message.
-    Drain,
+    Drain {
+        /// Whether idle keep-alive connections should be given back with HANDBACK
+        /// (a restart: the pool serves them on) or closed (the pool is stopping).
+        handback: bool,
+    },
     /// Zergling → pool, with one descriptor: an idle connection given back, with
     /// the metadata it came with and, as `prefix`, the bytes already read from it
     /// and not yet answered. The pool dispatches it again like a new connection.
@@ -115,7 +120,7 @@ impl Message {
             Message::Ack { .. } => "ACK",
             Message::Closed { .. } => "CLOSED",
             Message::Draining => "DRAINING",
-            Message::Drain => "DRAIN",
+            Message::Drain { .. } => "DRAIN",
             Message::HandBack(_) => "HANDBACK",
         }
     }
@@ -227,7 +232,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::CONN_ID, &conn.0.to_le_bytes());
         }
         Message::Draining => out.push(kind::DRAINING),
-        Message::Drain => out.push(kind::DRAIN),
+        Message::Drain { handback } => {
+            out.push(kind::DRAIN);
+            put(&mut out, tag::HANDBACK, &[u8::from(*handback)]);
+        }
     }
     out
 }
@@ -305,7 +313,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::ACK => Message::Ack { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
         kind::CLOSED => Message::Closed { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
         kind::DRAINING => Message::Draining,
-        kind::DRAIN => Message::Drain,
+        kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -329,6 +337,7 @@ struct Fields {
     alpn: Option<String>,
     tls_version: Option<String>,
     prefix: Option<Bytes>,
+    handback: Option<u64>,
 }
 
 impl Fields {
@@ -345,6 +354,7 @@ impl Fields {
                 }
                 self.tags.push(text(t, v)?);
             }
+            tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
             tag::REASON => self.reason = Some(text(t, v)?),
             tag::LISTENER => self.listener = Some(text(t, v)?),
             tag::KIND => self.kind = Some(text(t, v)?),
@@ -410,7 +420,8 @@ mod tests {
             Message::Ack { conn: ConnId(1) },
             Message::Closed { conn: ConnId(u64::MAX) },
             Message::Draining,
-            Message::Drain,
+            Message::Drain { handback: true },
+            Message::Drain { handback: false },
             match sample_conn() {
                 Message::Conn(meta) => Message::HandBack(meta),
                 _ => unreachable!(),

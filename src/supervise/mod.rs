@@ -1,13 +1,21 @@
-//! Spawned zerglings (`zergling = COMMAND`): start, log, respawn, stop.
+//! Spawned zerglings (`zergling = COMMAND`): start, log, respawn, chain-reload, stop.
 //!
-//! Each command is one process, started after the listeners and the attach socket
-//! exist, with `ZERGPOOL_SOCKET` set so that the zergling library finds the pool.
-//! Its stdout and stderr become log lines prefixed with its name. A process that
-//! exits is respawned after an exponential back-off (reset once a process has lived
-//! long enough). Stopping sends SIGTERM (the library drains on it), waits up to the
-//! mercy, then sends SIGKILL.
+//! Each command is one slot with one process, started after the listeners and the
+//! attach socket exist, with `ZERGPOOL_SOCKET` set so that the zergling library
+//! finds the pool. Its stdout and stderr become log lines prefixed with its name.
+//! A process that exits is respawned after an exponential back-off (reset once a
+//! process has lived long enough).
+//!
+//! A **chain reload** replaces the slots one at a time: start the replacement,
+//! wait until it has attached and is ready, ask the old one to drain (DRAIN over
+//! its channel; SIGTERM if it never attached), wait for it to exit (SIGKILL after
+//! `worker-reload-mercy`), go on. A replacement that does not attach in time is
+//! killed and the chain stops there; the old processes keep serving.
+//!
+//! Stopping sends SIGTERM (the library drains on it), waits up to the mercy,
+//! then sends SIGKILL.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,10 +24,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
+
+use crate::dispatch::{Dispatcher, SlotState};
 
 /// First respawn delay.
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -28,26 +39,77 @@ const BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// A process that lived this long resets the back-off.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
+/// Timing of supervision.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long an old zergling gets to drain during a chain reload before SIGKILL
+    /// (`worker-reload-mercy`).
+    pub worker_mercy: Duration,
+    /// How long a replacement has to attach during a chain reload
+    /// (`zerg-attach-timeout`).
+    pub attach_timeout: Duration,
+}
+
+/// What a slot's task is asked to do.
+enum SlotCommand {
+    /// Replace the running process (one step of a chain reload).
+    Replace(oneshot::Sender<Result<(), String>>),
+}
+
 /// The set of spawned zerglings.
 #[derive(Debug)]
 pub struct Supervisor {
-    pids: Mutex<HashMap<usize, u32>>,
+    slots: Vec<mpsc::UnboundedSender<SlotCommand>>,
+    pids: Mutex<HashSet<u32>>,
     stopping: CancellationToken,
     tracker: TaskTracker,
+    chain: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SlotCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replace")
+    }
+}
+
+/// Everything one slot's task needs.
+struct Slot {
+    index: usize,
+    name: String,
+    argv: Vec<String>,
+    socket: PathBuf,
+    dispatcher: Arc<Dispatcher>,
+    settings: Settings,
 }
 
 impl Supervisor {
     /// Starts one supervised process per command.
-    pub fn start(commands: &[Vec<String>], socket: PathBuf) -> Arc<Supervisor> {
+    pub fn start(commands: &[Vec<String>], socket: PathBuf, dispatcher: Arc<Dispatcher>, settings: Settings) -> Arc<Supervisor> {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in commands {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
         let sup = Arc::new(Supervisor {
-            pids: Mutex::new(HashMap::new()),
+            slots: senders,
+            pids: Mutex::new(HashSet::new()),
             stopping: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            chain: tokio::sync::Mutex::new(()),
         });
-        for (index, argv) in commands.iter().enumerate() {
+        for ((index, argv), rx) in commands.iter().enumerate().zip(receivers) {
+            let slot = Slot {
+                index,
+                name: format!("zergling{index}"),
+                argv: argv.clone(),
+                socket: socket.clone(),
+                dispatcher: dispatcher.clone(),
+                settings,
+            };
             let s = sup.clone();
-            let (argv, socket) = (argv.clone(), socket.clone());
-            sup.tracker.spawn(async move { s.keep_running(index, argv, socket).await });
+            sup.tracker.spawn(async move { s.keep_running(slot, rx).await });
         }
         sup.tracker.close();
         sup
@@ -55,51 +117,83 @@ impl Supervisor {
 
     /// Process ids of the spawned zerglings now running.
     pub fn pids(&self) -> Vec<u32> {
-        self.lock().values().copied().collect()
+        self.lock().iter().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
         self.pids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn keep_running(&self, index: usize, argv: Vec<String>, socket: PathBuf) {
-        let name = format!("zergling{index}");
+    /// Replaces every spawned zergling, one at a time. A chain already running
+    /// absorbs this request.
+    pub async fn chain_reload(&self) -> Result<(), String> {
+        let Ok(_running) = self.chain.try_lock() else {
+            info!("a chain reload is already running");
+            return Ok(());
+        };
+        if self.slots.is_empty() {
+            info!("chain reload: no spawned zerglings");
+            return Ok(());
+        }
+        info!(zerglings = self.slots.len(), "chain reload started");
+        for (index, slot) in self.slots.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            if slot.send(SlotCommand::Replace(tx)).is_err() {
+                return Err("the pool is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    warn!(zergling = index, reason = %why, "chain reload stopped; the zerglings not yet replaced keep serving");
+                    return Err(why);
+                }
+                Err(_) => return Err("the pool is stopping".into()),
+            }
+        }
+        info!("chain reload complete");
+        Ok(())
+    }
+
+    async fn keep_running(&self, slot: Slot, mut commands: mpsc::UnboundedReceiver<SlotCommand>) {
         let mut backoff = BACKOFF_START;
         while !self.stopping.is_cancelled() {
             let started = Instant::now();
-            let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..])
-                .env("ZERGPOOL_SOCKET", &socket)
-                .env("ZERGPOOL_SPAWNED", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(false);
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    let pid = child.id().unwrap_or(0);
-                    self.lock().insert(index, pid);
-                    info!(zergling = %name, pid, command = %argv.join(" "), "spawned");
-                    if let Some(out) = child.stdout.take() {
-                        tokio::spawn(pump_lines(out, name.clone(), pid));
+            match self.spawn(&slot) {
+                Ok(mut child) => loop {
+                    tokio::select! {
+                        status = child.wait() => {
+                            let pid = child.id().unwrap_or(0);
+                            self.forget(&child, pid);
+                            if self.stopping.is_cancelled() {
+                                info!(zergling = %slot.name, status = ?status.ok(), "exited");
+                                return;
+                            }
+                            if started.elapsed() >= HEALTHY_AFTER {
+                                backoff = BACKOFF_START;
+                            }
+                            warn!(zergling = %slot.name, status = ?status.ok(), respawn_in_ms = backoff.as_millis() as u64, "exited; respawning");
+                            break;
+                        }
+                        Some(SlotCommand::Replace(done)) = commands.recv() => {
+                            match self.replace(&slot, &mut child).await {
+                                Ok(new) => {
+                                    child = new;
+                                    let _ = done.send(Ok(()));
+                                }
+                                Err(why) => {
+                                    let _ = done.send(Err(why));
+                                }
+                            }
+                        }
                     }
-                    if let Some(err) = child.stderr.take() {
-                        tokio::spawn(pump_lines(err, name.clone(), pid));
-                    }
-                    let status = child.wait().await;
-                    self.lock().remove(&index);
-                    if self.stopping.is_cancelled() {
-                        info!(zergling = %name, pid, status = ?status.ok(), "exited");
-                        return;
-                    }
-                    if started.elapsed() >= HEALTHY_AFTER {
-                        backoff = BACKOFF_START;
-                    }
-                    warn!(zergling = %name, pid, status = ?status.ok(), respawn_in_ms = backoff.as_millis() as u64, "exited; respawning");
-                }
+                },
                 Err(e) => {
-                    error!(zergling = %name, command = %argv.join(" "), error = %e, respawn_in_ms = backoff.as_millis() as u64, "cannot start; check the zergling command");
+                    error!(zergling = %slot.name, command = %slot.argv.join(" "), error = %e, respawn_in_ms = backoff.as_millis() as u64, "cannot start; check the zergling command");
                 }
+            }
+            // Chain steps asked for while no process runs cannot be done now.
+            while let Ok(SlotCommand::Replace(done)) = commands.try_recv() {
+                let _ = done.send(Err(format!("{} is not running (respawn pending)", slot.name)));
             }
             tokio::select! {
                 _ = self.stopping.cancelled() => return,
@@ -107,6 +201,77 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    fn spawn(&self, slot: &Slot) -> std::io::Result<Child> {
+        let mut cmd = Command::new(&slot.argv[0]);
+        cmd.args(&slot.argv[1..])
+            .env("ZERGPOOL_SOCKET", &slot.socket)
+            .env("ZERGPOOL_SPAWNED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        self.lock().insert(pid);
+        info!(zergling = %slot.name, pid, command = %slot.argv.join(" "), "spawned");
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump_lines(out, slot.name.clone(), pid));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump_lines(err, slot.name.clone(), pid));
+        }
+        Ok(child)
+    }
+
+    fn forget(&self, _child: &Child, pid: u32) {
+        self.lock().remove(&pid);
+    }
+
+    /// One step of a chain reload: start the replacement, wait until it is
+    /// attached and ready, drain the old process and wait for it to exit.
+    async fn replace(&self, slot: &Slot, old: &mut Child) -> Result<Child, String> {
+        let old_pid = old.id().unwrap_or(0);
+        let mut new = self.spawn(slot).map_err(|e| format!("cannot start the replacement: {e}"))?;
+        let new_pid = new.id().unwrap_or(0);
+        let deadline = Instant::now() + slot.settings.attach_timeout;
+        loop {
+            let ready = slot.dispatcher.zerglings().iter().any(|z| z.pid == new_pid && z.state == SlotState::Ready);
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = kill(Pid::from_raw(new_pid as i32), Signal::SIGKILL);
+                let _ = new.wait().await;
+                self.forget(&new, new_pid);
+                return Err(format!(
+                    "the replacement (pid {new_pid}) did not attach within {:?} (zerg-attach-timeout)",
+                    slot.settings.attach_timeout
+                ));
+            }
+            tokio::select! {
+                status = new.wait() => {
+                    self.forget(&new, new_pid);
+                    return Err(format!("the replacement (pid {new_pid}) exited before attaching: {:?}", status.ok()));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        info!(zergling = %slot.name, old = old_pid, new = new_pid, "replacement attached; draining the old process");
+        if slot.dispatcher.drain_pid(old_pid) == 0 {
+            let _ = kill(Pid::from_raw(old_pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(slot.settings.worker_mercy, old.wait()).await {
+            Ok(status) => info!(zergling = %slot.name, pid = old_pid, status = ?status.ok(), "old process exited"),
+            Err(_) => {
+                warn!(zergling = %slot.name, pid = old_pid, "old process still running after worker-reload-mercy; SIGKILL");
+                let _ = kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL);
+                let _ = old.wait().await;
+            }
+        }
+        self.forget(old, old_pid);
+        Ok(new)
     }
 
     /// Stops every spawned zergling: SIGTERM, up to `mercy` to exit, then SIGKILL.

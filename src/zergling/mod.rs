@@ -37,16 +37,20 @@ mod io;
 pub mod uwsgi;
 
 use std::error::Error as StdError;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -196,8 +200,13 @@ where
 struct Worker<S> {
     config: ZerglingConfig,
     service: S,
-    /// Cancelled when draining starts.
+    /// Cancelled when a drain is asked for (signal, or DRAIN from the pool).
+    drain_requested: CancellationToken,
+    /// Cancelled when connections must act on the drain (after the pool's DRAIN,
+    /// or at once when no pool can confirm it).
     drain: CancellationToken,
+    /// What the pool's DRAIN said: give idle connections back, or close them.
+    handback: AtomicBool,
     /// Every connection being served.
     conns: TaskTracker,
 }
@@ -210,21 +219,28 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let worker = Arc::new(Worker { config, service, drain: CancellationToken::new(), conns: TaskTracker::new() });
+    let worker = Arc::new(Worker {
+        config,
+        service,
+        drain_requested: CancellationToken::new(),
+        drain: CancellationToken::new(),
+        handback: AtomicBool::new(false),
+        conns: TaskTracker::new(),
+    });
     if worker.config.handle_signals {
-        install_signals(worker.drain.clone()).map_err(ZerglingError::Runtime)?;
+        install_signals(worker.drain_requested.clone()).map_err(ZerglingError::Runtime)?;
     }
-    follow_parent_if_spawned(&worker.drain);
+    follow_parent_if_spawned(&worker.drain_requested);
     let mut delay = REATTACH_MIN;
     let mut failures: u64 = 0;
-    while !worker.drain.is_cancelled() {
+    while !worker.drain_requested.is_cancelled() {
         match attach(&worker.config).await {
             Ok((chan, id)) => {
                 delay = REATTACH_MIN;
                 failures = 0;
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
-                if !worker.drain.is_cancelled() {
+                if !worker.drain_requested.is_cancelled() {
                     warn!("the pool went away; serving owned connections and re-attaching");
                 }
             }
@@ -236,13 +252,16 @@ where
                 }
                 failures += 1;
                 tokio::select! {
-                    _ = worker.drain.cancelled() => {}
+                    _ = worker.drain_requested.cancelled() => {}
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(REATTACH_MAX);
             }
         }
     }
+    // No pool to confirm (or it did): connections finish and close, or were
+    // already told to hand back.
+    worker.drain.cancel();
     worker.conns.close();
     if tokio::time::timeout(worker.config.mercy, worker.conns.wait()).await.is_err() {
         warn!(mercy_s = worker.config.mercy.as_secs_f64(), "connections still open after the mercy; exiting anyway");
@@ -309,7 +328,7 @@ where
     tokio::pin!(confirm_deadline);
     loop {
         tokio::select! {
-            _ = worker.drain.cancelled(), if !draining_sent => {
+            _ = worker.drain_requested.cancelled(), if !draining_sent => {
                 draining_sent = true;
                 confirm_deadline.as_mut().reset(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
                 if chan.send(&Message::Draining, None).await.is_err() {
@@ -322,8 +341,11 @@ where
             }
             msg = chan.recv_with(&mut buf) => match msg {
                 Ok((Message::Conn(meta), Some(fd))) => accept_conn(&chan, id, worker, meta, fd).await,
-                Ok((Message::Drain, _)) => {
-                    info!("the pool confirmed the drain");
+                Ok((Message::Drain { handback }, _)) => {
+                    info!(handback, "draining: the pool sends nothing more");
+                    // Order matters: connections read `handback` once `drain` fires.
+                    worker.handback.store(handback, Ordering::SeqCst);
+                    worker.drain_requested.cancel();
                     worker.drain.cancel();
                     return;
                 }
@@ -341,7 +363,8 @@ where
     }
 }
 
-/// Takes ownership of a received connection: ACK, then serve it in its own task.
+/// Takes ownership of a received connection: ACK, then serve it in its own task,
+/// which ends with CLOSED, or with HANDBACK when a restart drains this zergling.
 async fn accept_conn<S, B>(chan: &Arc<Channel>, id: ZerglingId, worker: &Arc<Worker<S>>, meta: ConnMeta, fd: OwnedFd)
 where
     S: ZerglingService<B>,
@@ -369,13 +392,188 @@ where
     let (chan, worker) = (chan.clone(), worker.clone());
     let info = Arc::new(ConnInfo::new(id, &meta));
     worker.conns.clone().spawn(async move {
-        serve_http1(Prefixed::new(meta.prefix, stream), info, worker.service.clone(), worker.drain.clone()).await;
-        let _ = chan.send(&Message::Closed { conn }, None).await;
+        let mut meta = meta;
+        let io = Prefixed::new(std::mem::take(&mut meta.prefix), stream);
+        let handback = || worker.handback.load(Ordering::SeqCst);
+        match run_http1(io, info, worker.service.clone(), worker.drain.clone(), handback).await {
+            Http1End::HandBack { io, buffered } => {
+                meta.prefix = buffered;
+                match io.into_fd() {
+                    Ok(fd) => {
+                        if let Err(e) = chan.send(&Message::HandBack(meta), Some(fd.as_fd())).await {
+                            debug!(%conn, error = %e, "hand-back failed; closing the connection");
+                            let _ = chan.send(&Message::Closed { conn }, None).await;
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%conn, error = %e, "cannot detach the connection for hand-back");
+                        let _ = chan.send(&Message::Closed { conn }, None).await;
+                    }
+                }
+            }
+            Http1End::Finished => {
+                let _ = chan.send(&Message::Closed { conn }, None).await;
+            }
+        }
     });
 }
 
-/// Serves HTTP/1.1 with keep-alive on one connection; on drain, finishes the
-/// request in flight and closes.
+/// How an HTTP/1.1 connection ended.
+enum Http1End<IO> {
+    /// Closed (by the client, an error, or a drain without hand-back).
+    Finished,
+    /// Stopped at a request boundary during a drain with hand-back: the stream and
+    /// the bytes read from it and not yet answered.
+    HandBack { io: IO, buffered: Bytes },
+}
+
+/// Requests in flight on one connection, so that a drain can stop it at a
+/// request boundary (hyper says nothing about it).
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    idle: Notify,
+    /// The client asked to close (`Connection: close`, or HTTP/1.0 without
+    /// keep-alive): such a connection is never handed back.
+    client_closes: AtomicBool,
+}
+
+impl Activity {
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts one request in flight until its response body has been sent (or dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that releases its [`InFlight`] once its last frame was taken.
+struct Tracked<B> {
+    inner: Pin<Box<B>>,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = self.inner.as_mut().poll_frame(cx);
+        if let std::task::Poll::Ready(None) = r {
+            self.in_flight = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn asks_to_close(req: &Request<Incoming>) -> bool {
+    let says = |token: &str| {
+        req.headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    };
+    match req.version() {
+        hyper::Version::HTTP_10 => !says("keep-alive"),
+        _ => says("close"),
+    }
+}
+
+/// Serves HTTP/1.1 with keep-alive on one connection. When `drain` fires, it
+/// waits for a request boundary, then either gives the stream back (if
+/// `handback()` says so and the client did not ask to close) or closes it.
+async fn run_http1<IO, S, B>(
+    io: Prefixed<IO>,
+    info: Arc<ConnInfo>,
+    service: S,
+    drain: CancellationToken,
+    handback: impl Fn() -> bool,
+) -> Http1End<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ZerglingService<B>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::default());
+    let service = Arc::new(service);
+    let act = activity.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        if asks_to_close(&req) {
+            act.client_closes.store(true, Ordering::SeqCst);
+        }
+        let in_flight = InFlight::new(act.clone());
+        let fut = service.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok::<_, S::Err>(resp.map(|b| Tracked { inner: Box::pin(b), in_flight: Some(in_flight) }))
+        })
+    });
+    let mut conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
+    let mut shutdown_asked = false;
+    let res = loop {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = async { drain.cancelled().await; activity.wait_idle().await }, if !shutdown_asked => {
+                // At a request boundary: hyper closes an idle connection at once
+                // (nothing is written), so the stream can be given back intact.
+                Pin::new(&mut conn).graceful_shutdown();
+                shutdown_asked = true;
+            }
+        }
+    };
+    if let Err(e) = &res {
+        debug!(error = %e, "connection ended with an error");
+    }
+    if res.is_ok() && shutdown_asked && handback() && !activity.client_closes.load(Ordering::SeqCst) {
+        let parts = conn.into_parts();
+        let (rest, stream) = parts.io.into_inner().into_parts();
+        // Bytes hyper read and did not process come first, then those it never read.
+        let mut buffered = BytesMut::from(&parts.read_buf[..]);
+        buffered.extend_from_slice(&rest);
+        return Http1End::HandBack { io: stream, buffered: buffered.freeze() };
+    }
+    Http1End::Finished
+}
+
+/// Serves HTTP/1.1 with keep-alive on one connection, without a pool (the demo's
+/// `--listen` mode): on drain, finishes the request in flight and closes.
 pub async fn serve_http1<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drain: CancellationToken)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -384,22 +582,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        service.call(req)
-    });
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
-        debug!(error = %e, "connection ended with an error");
-    }
+    let _ = run_http1(Prefixed::new(Bytes::new(), io), info, service, drain, || false).await;
 }
 
 /// SIGTERM, SIGINT and SIGHUP start a drain.
@@ -421,7 +604,7 @@ fn install_signals(drain: CancellationToken) -> std::io::Result<()> {
 
 /// A zergling the pool spawned (`ZERGPOOL_SPAWNED=1`) drains when the pool dies,
 /// so that a pool killed with SIGKILL leaves no orphan behind.
-fn follow_parent_if_spawned(drain: &CancellationToken) {
+fn follow_parent_if_spawned(drain_requested: &CancellationToken) {
     if std::env::var_os("ZERGPOOL_SPAWNED").is_none() {
         return;
     }
@@ -429,6 +612,6 @@ fn follow_parent_if_spawned(drain: &CancellationToken) {
         warn!(error = %e, "cannot ask to be told of the pool's death");
     }
     if nix::unistd::getppid().as_raw() == 1 {
-        drain.cancel();
+        drain_requested.cancel();
     }
 }

@@ -129,6 +129,11 @@ impl Pool {
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Pool {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("zerg.sock");
+        Self::start_in(dir, sock, extra, env)
+    }
+
+    /// Starts a pool whose attach socket is `sock` (for pool restarts).
+    pub fn start_in(dir: tempfile::TempDir, sock: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Pool {
         let mut cmd = Command::new(POOL);
         cmd.args(["--http", "127.0.0.1:0", "--zerg-server"]).arg(&sock).args(extra);
         cmd.env("ZERGPOOL_LOG", "info,zergpool=debug");

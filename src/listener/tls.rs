@@ -1,1 +1,0 @@
-//! TLS: certificates, SNI, client authentication and reload, for the https listeners.

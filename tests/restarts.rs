@@ -1,0 +1,244 @@
+//! Zero-downtime restarts through the real binaries: chain reloads under load,
+//! hand-back of idle keep-alive connections, crashes, replacements that never
+//! attach, pool restarts with zerglings started outside the pool, and the reload
+//! triggers (SIGHUP, touch files, the master FIFO).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{get_once, Client, Pool};
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Seconds the load test runs (the issue asks for about 20).
+fn load_seconds() -> u64 {
+    std::env::var("ZERGPOOL_LOAD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    bad_status: AtomicU64,
+    errors: AtomicU64,
+    pids: Mutex<HashSet<String>>,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert(what);
+    }
+}
+
+#[test]
+fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
+    let pool = Pool::start_with(&["--zergling", common::DEMO, "--zergling", common::DEMO], &[("ZERGPOOL_LOG", "info")]);
+    pool.wait_attached(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let deadline = Instant::now() + Duration::from_secs(load_seconds());
+    let max_requests_per_client = 200_000;
+    let mut clients = Vec::new();
+    // Keep-alive clients: one connection each for the whole run.
+    for _ in 0..3 {
+        let (addr, stop, tally) = (pool.addr, stop.clone(), tally.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            for _ in 0..max_requests_per_client {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match c.get("/pid") {
+                    Ok(r) if r.status == 200 => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                        tally.pids.lock().unwrap().insert(r.text());
+                    }
+                    Ok(r) => {
+                        tally.bad_status.fetch_add(1, Ordering::Relaxed);
+                        tally.error(format!("keep-alive: status {}", r.status));
+                    }
+                    Err(e) => {
+                        tally.error(format!("keep-alive: {e}"));
+                        c = Client::connect(addr);
+                    }
+                }
+            }
+        }));
+    }
+    // New-connection clients: one connection per request.
+    for _ in 0..3 {
+        let (addr, stop, tally) = (pool.addr, stop.clone(), tally.clone());
+        clients.push(std::thread::spawn(move || {
+            for _ in 0..max_requests_per_client {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match get_once(addr, "/pid") {
+                    Ok(r) if r.status == 200 => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                        tally.pids.lock().unwrap().insert(r.text());
+                    }
+                    Ok(r) => {
+                        tally.bad_status.fetch_add(1, Ordering::Relaxed);
+                        tally.error(format!("new connection: status {}", r.status));
+                    }
+                    Err(e) => tally.error(format!("new connection: {e}")),
+                }
+            }
+        }));
+    }
+    let mut reloads = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        pool.proc.signal(Signal::SIGHUP);
+        reloads += 1;
+    }
+    // Let the last chain finish under load too.
+    assert!(pool.proc.wait_log("chain reload complete", reloads.min(3), T), "{}", pool.proc.log());
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, bad, errors) =
+        (tally.ok.load(Ordering::Relaxed), tally.bad_status.load(Ordering::Relaxed), tally.errors.load(Ordering::Relaxed));
+    let pids = tally.pids.lock().unwrap().len();
+    eprintln!("load: {ok} ok, {bad} non-200, {errors} errors, {pids} distinct zergling pids, {reloads} reloads");
+    assert!(ok > 1000, "too little load to prove anything: {ok}");
+    assert_eq!((bad, errors), (0, 0), "first error: {:?}\n{}", tally.first_error.lock().unwrap(), pool.proc.log());
+    assert!(pids > 4, "the reloads really replaced the zerglings: {pids} pids");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_handed_back_on_reload() {
+    let pool = Pool::start(&["--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    let mut c = Client::connect(pool.addr);
+    let first = c.get("/pid").unwrap().text();
+    pool.proc.signal(Signal::SIGHUP);
+    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.proc.log().contains("connection handed back"), "{}", pool.proc.log());
+    // Same client socket, next request: answered by the replacement.
+    let second = c.get("/pid").expect("the client's connection stayed open");
+    assert_eq!(second.status, 200);
+    assert_ne!(second.text(), first);
+}
+
+#[test]
+fn a_zergling_drained_by_sigterm_hands_its_idle_connections_to_another() {
+    let pool = Pool::start(&[]);
+    let a = pool.zergling(&[]);
+    pool.wait_attached(1);
+    let mut c = Client::connect(pool.addr);
+    assert_eq!(c.get("/pid").unwrap().text(), a.pid().to_string());
+    let b = pool.zergling(&[]);
+    pool.wait_attached(2);
+    let mut a = a;
+    a.signal(Signal::SIGTERM);
+    assert!(a.wait_exit(T).expect("drained zergling exits").success());
+    let r = c.get("/pid").expect("the client's connection stayed open");
+    assert_eq!(r.text(), b.pid().to_string());
+}
+
+#[test]
+fn sigkill_with_only_idle_and_queued_connections_fails_nothing() {
+    let demo_cap1 = format!("{} --capacity 1", common::DEMO);
+    let pool = Pool::start(&["--zergling", &demo_cap1]);
+    pool.wait_attached(1);
+    // An idle keep-alive connection takes the zergling's only slot.
+    let mut idle = Client::connect(pool.addr);
+    let pid = idle.get("/pid").unwrap().text();
+    // Two more requests wait in the pool's queue.
+    let addr = pool.addr;
+    let queued: Vec<_> = (0..2).map(|_| std::thread::spawn(move || get_once(addr, "/pid"))).collect();
+    assert!(pool.proc.wait_log("queued", 2, T), "{}", pool.proc.log());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.parse().unwrap()), Signal::SIGKILL).unwrap();
+    for q in queued {
+        let r = q.join().unwrap().expect("queued requests are served by the respawned zergling");
+        assert_eq!(r.status, 200);
+        assert_ne!(r.text(), pid);
+    }
+    assert!(pool.proc.log().contains("vanished while owning connections"), "{}", pool.proc.log());
+    // The idle connection died with its process (no request was on it); a new one works.
+    assert!(idle.closed_within(Duration::from_secs(5)));
+    assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_replacement_that_never_attaches_stops_the_chain_and_service_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("broken");
+    let script = dir.path().join("zergling.sh");
+    std::fs::write(&script, format!("if [ -e {} ]; then exec sleep 60; fi\nexec {}\n", marker.display(), common::DEMO)).unwrap();
+    let cmd = format!("/bin/sh {}", script.display());
+    let pool = Pool::start(&["--zergling", &cmd, "--zerg-attach-timeout", "1"]);
+    pool.wait_attached(1);
+    let before = get_once(pool.addr, "/pid").unwrap().text();
+    std::fs::write(&marker, b"").unwrap();
+    pool.proc.signal(Signal::SIGHUP);
+    assert!(pool.proc.wait_log("chain reload stopped", 1, T), "{}", pool.proc.log());
+    assert!(pool.proc.log().contains("did not attach within"));
+    for _ in 0..5 {
+        let r = get_once(pool.addr, "/pid").unwrap();
+        assert_eq!((r.status, r.text()), (200, before.clone()), "the old zergling keeps serving");
+    }
+}
+
+#[test]
+fn zerglings_started_outside_survive_a_pool_restart_and_reattach() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("zerg.sock");
+    let keep = tempfile::tempdir().unwrap();
+    let mut first = Pool::start_in(keep, sock.clone(), &[], &[]);
+    let z = first.zergling(&[]);
+    first.wait_attached(1);
+    let mut c = Client::connect(first.addr);
+    assert_eq!(c.get("/pid").unwrap().text(), z.pid().to_string());
+    first.proc.signal(Signal::SIGKILL);
+    first.proc.wait_exit(T).unwrap();
+    // The zergling still serves the connection it owns.
+    assert_eq!(c.get("/pid").expect("owned connection survives the pool").text(), z.pid().to_string());
+    // A new pool on the same path: the zergling attaches to it by itself.
+    let second = Pool::start_in(dir, sock, &[], &[]);
+    second.wait_attached(1);
+    assert_eq!(get_once(second.addr, "/pid").unwrap().text(), z.pid().to_string());
+    assert!(z.wait_log("re-attaching", 1, T), "{}", z.log());
+}
+
+#[test]
+fn touch_chain_reload_and_master_fifo_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let touch = dir.path().join("reload.touch");
+    std::fs::write(&touch, b"").unwrap();
+    let fifo = dir.path().join("master.fifo");
+    let mut pool = Pool::start(&[
+        "--zergling",
+        common::DEMO,
+        "--touch-chain-reload",
+        touch.to_str().unwrap(),
+        "--master-fifo",
+        fifo.to_str().unwrap(),
+    ]);
+    pool.wait_attached(1);
+    assert!(common::wait_until(T, || fifo.exists()));
+    let p0 = get_once(pool.addr, "/pid").unwrap().text();
+    // Touch: a new modification time.
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options().write(true).open(&touch).unwrap().set_modified(later).unwrap();
+    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    let p1 = get_once(pool.addr, "/pid").unwrap().text();
+    assert_ne!(p0, p1);
+    // FIFO: `c` reloads, `q` stops gracefully.
+    std::fs::write(&fifo, b"c").unwrap();
+    assert!(pool.proc.wait_log("chain reload complete", 2, T), "{}", pool.proc.log());
+    assert_ne!(get_once(pool.addr, "/pid").unwrap().text(), p1);
+    std::fs::write(&fifo, b"q").unwrap();
+    let status = pool.proc.wait_exit(T).expect("q stops the pool");
+    assert_eq!(status.code(), Some(0));
+    assert!(!fifo.exists(), "the FIFO is removed on exit");
+}
