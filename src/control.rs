@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::signals::{SignalAction, SignalTable};
+
 /// A request to the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -30,35 +32,37 @@ pub enum Control {
     ImmediateStop,
 }
 
-/// What a signal means to the pool.
-pub fn signal_meaning(sig: i32) -> Option<Control> {
-    use nix::libc::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    match sig {
-        SIGTERM | SIGINT => Some(Control::GracefulStop),
-        SIGQUIT => Some(Control::ImmediateStop),
-        SIGHUP => Some(Control::ChainReload { why: "SIGHUP" }),
-        _ => None,
+/// What a signal's configured action means to the pool.
+pub fn control_for(action: SignalAction, name: &'static str) -> Control {
+    match action {
+        SignalAction::GracefulStop => Control::GracefulStop,
+        SignalAction::ImmediateStop => Control::ImmediateStop,
+        // There is one kind of reload: zerglings replaced one by one.
+        SignalAction::GracefulReload | SignalAction::Reload => Control::ChainReload { why: name },
     }
 }
 
-/// Listens to SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2. Every one is
-/// handled, so none of them kills the pool by accident (SIGUSR* are logged).
-pub fn spawn_signals(tx: mpsc::UnboundedSender<Control>, meaning: fn(i32) -> Option<Control>) -> std::io::Result<()> {
-    let kinds = [
-        (SignalKind::terminate(), nix::libc::SIGTERM, "SIGTERM"),
-        (SignalKind::interrupt(), nix::libc::SIGINT, "SIGINT"),
-        (SignalKind::quit(), nix::libc::SIGQUIT, "SIGQUIT"),
-        (SignalKind::hangup(), nix::libc::SIGHUP, "SIGHUP"),
-        (SignalKind::user_defined1(), nix::libc::SIGUSR1, "SIGUSR1"),
-        (SignalKind::user_defined2(), nix::libc::SIGUSR2, "SIGUSR2"),
-    ];
-    for (kind, signo, name) in kinds {
-        let mut stream = signal(kind)?;
+/// Installs a handler for every signal of `table` (SIGTERM, SIGINT, SIGQUIT and
+/// SIGHUP by default, more with `hook-master-start`), plus SIGUSR1 and SIGUSR2,
+/// so that no signal kills the pool by accident; signals without an action are
+/// logged and ignored.
+pub fn spawn_signals(tx: mpsc::UnboundedSender<Control>, table: &SignalTable) -> std::io::Result<()> {
+    let mut signos: Vec<i32> = table.iter().map(|(n, _)| n).collect();
+    for extra in [nix::libc::SIGUSR1, nix::libc::SIGUSR2] {
+        if !signos.contains(&extra) {
+            signos.push(extra);
+        }
+    }
+    for signo in signos {
+        let name = nix::sys::signal::Signal::try_from(signo).map(|s| s.as_str()).unwrap_or("signal");
+        let mut stream = signal(SignalKind::from_raw(signo))?;
+        let action = table.action(signo);
         let tx = tx.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                match meaning(signo) {
-                    Some(c) => {
+                match action {
+                    Some(a) => {
+                        let c = control_for(a, name);
                         info!(signal = name, action = ?c, "signal received");
                         if tx.send(c).is_err() {
                             return;

@@ -39,5 +39,6 @@ pub mod offload;
 pub mod pool;
 pub mod proto;
 pub mod reply;
+pub mod stream;
 pub mod supervise;
 pub mod zergling;

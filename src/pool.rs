@@ -118,7 +118,7 @@ impl Pool {
     /// Runs until SIGTERM/SIGINT/SIGQUIT and stops as described in the module docs.
     pub async fn run(self) -> Result<(), PoolError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        control::spawn_signals(tx.clone(), control::signal_meaning).map_err(PoolError::Signals)?;
+        control::spawn_signals(tx.clone(), &self.config.signals).map_err(PoolError::Signals)?;
         self.run_with(tx, rx).await
     }
 

@@ -180,3 +180,14 @@ fn a_spawned_zergling_that_dies_is_respawned_and_its_output_is_logged() {
     assert_eq!(second.status, 200);
     assert_ne!(second.text(), first);
 }
+
+#[test]
+fn hook_master_start_remaps_a_signal_and_sigusr2_is_harmless() {
+    let mut pool = Pool::start(&["--hook-master-start", "unix_signal:10 gracefully_kill_them_all"]);
+    pool.proc.signal(Signal::SIGUSR2);
+    assert!(pool.proc.wait_log("signal ignored", 1, T), "{}", pool.proc.log());
+    assert!(pool.proc.child.try_wait().unwrap().is_none(), "SIGUSR2 must not kill the pool");
+    pool.proc.signal(Signal::SIGUSR1);
+    let status = pool.proc.wait_exit(T).expect("SIGUSR1 now stops gracefully");
+    assert_eq!(status.code(), Some(0), "{}", pool.proc.log());
+}

@@ -33,7 +33,6 @@
 //! Each request carries a [`ConnInfo`] in its extensions: the listener, the
 //! client's address, the scheme, and the zergling's id.
 
-mod io;
 pub mod uwsgi;
 
 use std::error::Error as StdError;
@@ -55,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use io::{ConnStream, Prefixed};
+pub use crate::stream::{ConnStream, Prefixed};
 
 use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, ListenerKind, Message, RecvBuf, ZerglingId};
 

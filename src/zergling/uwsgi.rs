@@ -51,7 +51,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Version};
 use hyper_util::rt::TokioIo;
@@ -418,6 +418,7 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::body::Frame;
     use hyper::Response;

@@ -1,5 +1,6 @@
-//! The I/O types a zergling serves on: the received descriptor as an async stream
-//! ([`ConnStream`]), and the bytes the pool already read replayed in front of it
+//! The stream types both sides use: a client connection that is a TCP socket or a
+//! Unix stream ([`ConnStream`]: what a listener accepts, what a zergling
+//! receives), and the bytes already read replayed in front of a stream
 //! ([`Prefixed`], linkerd's `PrefixedIo` habit).
 
 use std::io;
@@ -12,8 +13,8 @@ use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// A connection received from the pool: a TCP socket (plain HTTP) or a Unix stream
-/// (uwsgi over a Unix listener, or the pool's TLS relay).
+/// A client connection: a TCP socket (HTTP, uwsgi over TCP) or a Unix stream
+/// (uwsgi over a Unix listener, or one end of the pool's TLS relay).
 #[derive(Debug)]
 pub enum ConnStream {
     /// The client's own TCP socket.
@@ -44,7 +45,7 @@ impl ConnStream {
         }
     }
 
-    /// Turns the stream back into a descriptor (for a hand-back to the pool).
+    /// Turns the stream into a descriptor (to hand it over).
     pub fn into_fd(self) -> io::Result<OwnedFd> {
         Ok(match self {
             ConnStream::Tcp(s) => s.into_std()?.into(),
