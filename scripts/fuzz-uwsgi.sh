@@ -51,7 +51,7 @@ set -e
 elapsed=$(( $(date +%s) - start ))
 
 grep -E '^(#[0-9]+ +DONE|stat::|==[0-9]+==|SUMMARY|thread .* panicked|Running:|Failed to compile)' "$log" | tail -n 40 || true
-execs=$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{print $2}' | tail -n 1)
+execs=$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{print $2}' | tail -n 1 || true)
 findings=$(( $(find "$fuzz/artifacts/$target" -type f | wc -l) - before ))
 echo "target: $target"
 echo "fuzzing time: ${secs}s requested, ${elapsed}s wall clock including the build"

@@ -42,3 +42,15 @@ pub mod reply;
 pub mod stream;
 pub mod supervise;
 pub mod zergling;
+
+/// An error and its sources on one line, for logs and for `main`'s messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use zergpool::config::cli::{parse_args, CliRequest};
 use zergpool::config::{options, Config};
+use zergpool::error_chain;
 use zergpool::pool::Pool;
 
 /// sysexits' EX_USAGE: the configuration is wrong.
@@ -81,14 +82,3 @@ fn init_tracing() {
         .init();
 }
 
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}

@@ -131,3 +131,56 @@ impl AsyncWrite for FdStream {
         std::task::Poll::Ready(r.map_err(io::Error::from))
     }
 }
+
+/// The `Location` of an `http-to-https` redirect: the request's host with its
+/// port replaced by `https_port` (left out when 443), then the request target.
+/// `fallback_host` (the listener's address) is used when the request has no Host.
+pub fn https_location(host: Option<&str>, target: &str, https_port: u16, fallback_host: &str) -> String {
+    let host = host.filter(|h| !h.is_empty()).unwrap_or(fallback_host);
+    // Strip a port: `name:8080`, `[::1]:8080`; keep IPv6 brackets.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, _)) => format!("[{inside}]"),
+            None => host.to_owned(),
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n).to_owned()
+    };
+    let target = if target.starts_with('/') { target } else { "/" };
+    if https_port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{https_port}{target}")
+    }
+}
+
+/// The whole `301` response of an `http-to-https` listener.
+pub fn redirect_response(location: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\nMoved to {location}\n",
+        location.len() + 10
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_locations() {
+        assert_eq!(https_location(Some("example.test"), "/a?b=1", 443, "x"), "https://example.test/a?b=1");
+        assert_eq!(https_location(Some("example.test:8080"), "/", 443, "x"), "https://example.test/");
+        assert_eq!(https_location(Some("example.test:8080"), "/p?q", 8443, "x"), "https://example.test:8443/p?q");
+        assert_eq!(https_location(Some("[::1]:8080"), "/", 8443, "x"), "https://[::1]:8443/");
+        assert_eq!(https_location(None, "/", 443, "127.0.0.1"), "https://127.0.0.1/");
+        assert_eq!(https_location(Some("h"), "*", 443, "x"), "https://h/");
+    }
+
+    #[test]
+    fn redirect_body_length_is_exact() {
+        let r = String::from_utf8(redirect_response("https://h/")).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}

@@ -227,6 +227,14 @@ impl ConfigError {
 pub struct Config {
     /// HTTP listeners, in declaration order.
     pub http: Vec<SocketAddr>,
+    /// The addresses of `shared-socket` options, in order (`=N` refers to them).
+    pub shared_sockets: Vec<SocketAddr>,
+    /// Listeners that redirect every request to https (`http-to-https`).
+    pub http_to_https: Vec<SocketAddr>,
+    /// The user to become after binding (`uid`).
+    pub uid: Option<u32>,
+    /// The group to become after binding (`gid`).
+    pub gid: Option<u32>,
     /// Listen backlog requested for every listener.
     pub listen_backlog: u32,
     /// Largest HTTP request head, in bytes.
@@ -279,6 +287,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http: Vec::new(),
+            http_to_https: Vec::new(),
+            shared_sockets: Vec::new(),
+            uid: None,
+            gid: None,
             listen_backlog: 100,
             buffer_size: 8192,
             http_timeout: Duration::from_secs(60),
@@ -395,9 +407,13 @@ impl Config {
                     Some(n) => shared_socket(o, n, &shared)?,
                     None => parse_tcp_addr(o)?,
                 }),
-                "shared-socket" => {
-                    parse_shared(o)?;
-                }
+                "http-to-https" => c.http_to_https.push(match o.value.trim().strip_prefix('=') {
+                    Some(n) => shared_socket(o, n, &shared)?,
+                    None => parse_tcp_addr(o)?,
+                }),
+                "uid" => c.uid = Some(parse_uid(o)?),
+                "gid" => c.gid = Some(parse_gid(o)?),
+                "shared-socket" => c.shared_sockets.push(parse_shared(o)?),
                 "listen" => c.listen_backlog = parse_num(o, 1, i32::MAX as u64)? as u32,
                 "buffer-size" => c.buffer_size = parse_num(o, 512, 1 << 20)? as usize,
                 "http-timeout" => c.http_timeout = parse_secs(o)?,
@@ -437,7 +453,7 @@ impl Config {
                 _ => {}
             }
         }
-        if c.http.is_empty() {
+        if c.http.is_empty() && c.http_to_https.is_empty() && list.last("https").is_none() {
             let waiting: Vec<String> = c
                 .unimplemented
                 .iter()
@@ -511,6 +527,16 @@ fn parse_secs(o: &ConfigOption) -> Result<Duration, ConfigError> {
         return Err(ConfigError::bad(o, "expected a number of seconds from 0 to one year"));
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+fn parse_gid(o: &ConfigOption) -> Result<u32, ConfigError> {
+    if let Ok(n) = o.value.trim().parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(o.value.trim()) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(ConfigError::bad(o, "expected a group name or a numeric gid")),
+    }
 }
 
 fn parse_uid(o: &ConfigOption) -> Result<u32, ConfigError> {

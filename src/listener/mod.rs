@@ -6,31 +6,105 @@
 //! task, `EMFILE`/`ENFILE` make the loop back off instead of spinning, and every
 //! other accept error is logged and skipped.
 
+pub mod privileges;
 pub mod tls;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::proto::ListenerKind;
+use crate::stream::ConnStream;
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Plain HTTP/1.1 (`http`).
+    Http,
+    /// HTTPS, TLS terminated by the pool (`https`).
+    Https(Arc<tls::TlsStore>),
+    /// The uwsgi protocol (`socket`, `uwsgi-socket`).
+    Uwsgi,
+    /// Answers every request with a redirect to https (`http-to-https`).
+    RedirectToHttps {
+        /// The port of the https URL (left out of the URL when 443).
+        https_port: u16,
+    },
+}
+
+impl Role {
+    /// What the zergling is told the connection speaks.
+    pub fn kind(&self) -> ListenerKind {
+        match self {
+            Role::Http | Role::RedirectToHttps { .. } => ListenerKind::Http,
+            Role::Https(_) => ListenerKind::Https,
+            Role::Uwsgi => ListenerKind::Uwsgi,
+        }
+    }
+}
 
 /// What a connection knows about the listener that accepted it.
 #[derive(Debug, Clone)]
 pub struct ListenerInfo {
-    /// Its name in logs and metadata (`http0`, `http1`, …).
+    /// Its name in logs and metadata (`http0`, `https0`, `uwsgi0`, …).
     pub name: String,
-    /// What it speaks.
-    pub kind: ListenerKind,
-    /// The address it is bound to.
-    pub local: SocketAddr,
+    /// What it does.
+    pub role: Role,
+    /// The address it is bound to (`127.0.0.1:8080`, or a Unix path).
+    pub local: String,
+}
+
+/// A bound listening socket, before it is given to the runtime.
+#[derive(Debug)]
+pub enum Bound {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream socket.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A listening socket registered with the runtime.
+#[derive(Debug)]
+pub enum AnyListener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix stream socket.
+    Unix(tokio::net::UnixListener),
+}
+
+impl AnyListener {
+    /// Registers a bound socket with the runtime.
+    pub fn from_bound(b: Bound) -> io::Result<Self> {
+        Ok(match b {
+            Bound::Tcp(l) => AnyListener::Tcp(TcpListener::from_std(l)?),
+            Bound::Unix(l) => AnyListener::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    }
+
+    /// Accepts one connection; the peer as text (empty for an unnamed Unix peer).
+    pub async fn accept(&self) -> io::Result<(ConnStream, String)> {
+        match self {
+            AnyListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((ConnStream::Tcp(s), peer.to_string()))
+            }
+            AnyListener::Unix(l) => {
+                let (s, peer) = l.accept().await?;
+                let peer = peer.as_pathname().map(|p| p.display().to_string()).unwrap_or_default();
+                Ok((ConnStream::Unix(s), peer))
+            }
+        }
+    }
 }
 
 /// Reads `net.core.somaxconn`, the kernel's cap on listen backlogs.
@@ -67,16 +141,37 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
+/// Binds a Unix stream listener at `path` (a stale socket file is replaced; any
+/// other file is an error), with file mode `mode`.
+pub fn bind_unix(path: &Path, backlog: u32, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if !md.file_type().is_socket() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "another process listens on this socket"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+}
+
 /// Accepts connections until `stop` is cancelled, running `handle` for each one in
 /// its own tracked task with a span naming the listener, the peer and an id.
 pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
+    listener: AnyListener,
     info: Arc<ListenerInfo>,
     stop: CancellationToken,
     tracker: TaskTracker,
     handle: F,
 ) where
-    F: Fn(Arc<ListenerInfo>, TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<ListenerInfo>, ConnStream, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut accepted: u64 = 0;
@@ -88,7 +183,6 @@ pub async fn accept_loop<F, Fut>(
         match res {
             Ok((stream, peer)) => {
                 accepted += 1;
-                let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("conn", listener = %info.name, %peer, n = accepted);
                 tracker.spawn(handle(info.clone(), stream, peer).instrument(span));
             }

@@ -87,7 +87,12 @@ pub struct Answer {
 
 /// Serves an HTTP request from static-map if it is one, on any stream (TLS relay,
 /// tests). `head_bytes` is exactly the request head (`head.len` bytes).
-pub async fn try_serve<S>(opts: &StaticOptions, stream: &mut S, head_bytes: &[u8], head: &RequestHead) -> io::Result<Outcome>
+pub async fn try_serve<S>(
+    opts: &StaticOptions,
+    stream: &mut S,
+    head_bytes: &[u8],
+    head: &RequestHead,
+) -> io::Result<Outcome>
 where
     S: AsyncWrite + Unpin,
 {

@@ -92,7 +92,9 @@ impl StaticOptions {
             }
             inner.index.push(name.to_owned());
         }
-        for (key, rules) in [("static-expires", &mut inner.expires_file), ("static-expires-uri", &mut inner.expires_uri)] {
+        for (key, rules) in
+            [("static-expires", &mut inner.expires_file), ("static-expires-uri", &mut inner.expires_uri)]
+        {
             for o in list.all(key) {
                 rules.push(parse_expires(o)?);
             }
@@ -159,7 +161,9 @@ impl StaticOptions {
         let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
             return false;
         };
-        i.gzip_exts.iter().any(|e| name.len() > e.len() && name.ends_with(e.as_str()) && name[..name.len() - e.len()].ends_with('.'))
+        i.gzip_exts
+            .iter()
+            .any(|e| name.len() > e.len() && name.ends_with(e.as_str()) && name[..name.len() - e.len()].ends_with('.'))
     }
 
     /// The `max-age` for a file: the first `static-expires` rule matching the real
@@ -175,7 +179,12 @@ impl StaticOptions {
 }
 
 fn bad(o: &ConfigOption, reason: &str) -> ConfigError {
-    ConfigError::BadValue { key: o.key.clone(), value: o.value.clone(), origin: o.origin.clone(), reason: reason.to_owned() }
+    ConfigError::BadValue {
+        key: o.key.clone(),
+        value: o.value.clone(),
+        origin: o.origin.clone(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn parse_mapping(o: &ConfigOption, whole_path: bool) -> Result<Option<Mapping>, ConfigError> {
@@ -255,7 +264,11 @@ mod tests {
             pairs
                 .iter()
                 .enumerate()
-                .map(|(i, (k, v))| ConfigOption { key: (*k).into(), value: (*v).into(), origin: Origin::CommandLine(i + 1) })
+                .map(|(i, (k, v))| ConfigOption {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                    origin: Origin::CommandLine(i + 1),
+                })
                 .collect(),
         )
     }
@@ -277,7 +290,10 @@ mod tests {
         ]))
         .expect("valid options");
         let mounts: Vec<_> = opts.mappings().iter().map(|m| (m.mount.as_str(), m.whole_path, m.root_is_file)).collect();
-        assert_eq!(mounts, [("/s", false, false), ("/s/", false, false), ("/favicon.ico", false, true), ("/m2", true, false)]);
+        assert_eq!(
+            mounts,
+            [("/s", false, false), ("/s/", false, false), ("/favicon.ico", false, true), ("/m2", true, false)]
+        );
         assert!(opts.mappings().iter().all(|m| m.root.is_absolute()));
         assert!(!opts.is_empty());
         assert!(StaticOptions::from_options(&list(&[])).expect("empty").is_empty());

@@ -86,7 +86,8 @@ impl RequestPath {
             return None;
         }
         let query = rest.strip_prefix('?').map(|q| q.split('#').next().unwrap_or_default().to_owned());
-        let segments = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode_segment(s.as_bytes())).collect();
+        let segments =
+            path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode_segment(s.as_bytes())).collect();
         Some(RequestPath { segments, trailing_slash: path.ends_with('/'), query })
     }
 
@@ -98,7 +99,8 @@ impl RequestPath {
         if !path.starts_with('/') {
             return None;
         }
-        let segments = path.split('/').filter(|s| !s.is_empty()).map(|s| check_segment(s.as_bytes().to_vec())).collect();
+        let segments =
+            path.split('/').filter(|s| !s.is_empty()).map(|s| check_segment(s.as_bytes().to_vec())).collect();
         Some(RequestPath {
             segments,
             trailing_slash: path.ends_with('/'),
@@ -172,7 +174,8 @@ impl RequestPath {
             percent_encode_into(s, &mut out);
         }
         out.push('/');
-        if let Some(q) = self.query.as_deref().filter(|q| !q.is_empty() && q.bytes().all(|b| (0x21..0x7f).contains(&b))) {
+        if let Some(q) = self.query.as_deref().filter(|q| !q.is_empty() && q.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        {
             out.push('?');
             out.push_str(q);
         }

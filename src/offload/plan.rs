@@ -149,9 +149,10 @@ pub fn plan_file(rep: &Representation<'_>, req: &RequestHeaders, cx: &Context<'_
         return h.finish(cx.persistence, Body::Empty, cx.head_only);
     }
 
-    let range = req.range.as_deref().filter(|_| {
-        req.if_range.as_deref().map_or(true, |v| if_range_matches(v, &rep.meta.etag, last_modified))
-    });
+    let range = req
+        .range
+        .as_deref()
+        .filter(|_| req.if_range.as_deref().map_or(true, |v| if_range_matches(v, &rep.meta.etag, last_modified)));
     let selection = range.and_then(parse_range).map_or(Selection::Full, |specs| select(&specs, len));
 
     match selection {
@@ -464,7 +465,13 @@ mod tests {
 
     fn plan(len: u64, req: RequestHeaders) -> Plan {
         let m = meta(len);
-        let rep = Representation { meta: &m, content_type: "text/plain; charset=utf-8", encoding: None, vary: false, max_age: None };
+        let rep = Representation {
+            meta: &m,
+            content_type: "text/plain; charset=utf-8",
+            encoding: None,
+            vary: false,
+            max_age: None,
+        };
         let cx = Context {
             head_only: false,
             persistence: Persistence::KeepAlive,
@@ -480,7 +487,8 @@ mod tests {
 
     fn header<'a>(p: &'a Plan, name: &str) -> Option<&'a str> {
         let head = std::str::from_utf8(&p.head).ok()?;
-        head.split("\r\n").find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+        head.split("\r\n")
+            .find_map(|l| l.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v))
     }
 
     #[test]
@@ -514,7 +522,8 @@ mod tests {
         assert_eq!(ranged(10, "bytes=-20").body, Body::File { start: 0, len: 10 });
         assert_eq!(ranged(0, "bytes=0-").status, 416);
         assert_eq!(ranged(0, "bytes=-5").status, 416);
-        let many: String = format!("bytes={}", (0..=MAX_RANGES).map(|i| format!("{i}-{i}")).collect::<Vec<_>>().join(","));
+        let many: String =
+            format!("bytes={}", (0..=MAX_RANGES).map(|i| format!("{i}-{i}")).collect::<Vec<_>>().join(","));
         assert_eq!(ranged(100, &many).status, 200);
     }
 
@@ -564,7 +573,11 @@ mod tests {
     #[test]
     fn if_range_gates_the_range() {
         let lm = http_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let req = |ir: &str| RequestHeaders { range: Some("bytes=0-1".into()), if_range: Some(ir.into()), ..Default::default() };
+        let req = |ir: &str| RequestHeaders {
+            range: Some("bytes=0-1".into()),
+            if_range: Some(ir.into()),
+            ..Default::default()
+        };
         assert_eq!(plan(10, req("\"abc-1\"")).status, 206);
         assert_eq!(plan(10, req("\"other\"")).status, 200);
         assert_eq!(plan(10, req("W/\"abc-1\"")).status, 200);

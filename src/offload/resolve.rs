@@ -136,7 +136,13 @@ enum Attempt {
     File(StaticFile),
 }
 
-fn try_mapping(opts: &StaticOptions, m: &Mapping, path: &RequestPath, rest: Vec<&str>, accepted: &[Encoding]) -> Attempt {
+fn try_mapping(
+    opts: &StaticOptions,
+    m: &Mapping,
+    path: &RequestPath,
+    rest: Vec<&str>,
+    accepted: &[Encoding],
+) -> Attempt {
     if m.root_is_file {
         // A file target serves the mount point itself only (uWSGI serves it for every
         // path that starts with the mount point, `/favicon.icoXYZ` included).
@@ -254,7 +260,8 @@ fn open_for_serving(
 /// Opens a canonical path that passed the containment check, and checks again what
 /// was really opened.
 fn open_checked(opts: &StaticOptions, real: &Path, root: &Path) -> Option<(File, FileMeta)> {
-    let file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(real).ok()?;
+    let file =
+        OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(real).ok()?;
     let md = file.metadata().ok()?;
     if !md.is_file() {
         return None;

@@ -106,7 +106,12 @@ fn chunk_len(offset: u64, end: u64) -> usize {
 
 /// Reads up to `want` bytes at `offset` on the blocking pool, appending them to `buf`.
 /// Yields the buffer and the number of bytes appended.
-fn read_chunk(file: &Arc<File>, offset: u64, want: usize, mut buf: Vec<u8>) -> JoinHandle<io::Result<(Vec<u8>, usize)>> {
+fn read_chunk(
+    file: &Arc<File>,
+    offset: u64,
+    want: usize,
+    mut buf: Vec<u8>,
+) -> JoinHandle<io::Result<(Vec<u8>, usize)>> {
     let file = Arc::clone(file);
     tokio::task::spawn_blocking(move || {
         let base = buf.len();
@@ -130,7 +135,9 @@ async fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
     while sent < bytes.len() {
         stream.writable().await?;
         let fd = stream.as_raw_fd();
-        match stream.try_io(Interest::WRITABLE, || nix::sys::socket::send(fd, &bytes[sent..], flags).map_err(io::Error::from)) {
+        match stream
+            .try_io(Interest::WRITABLE, || nix::sys::socket::send(fd, &bytes[sent..], flags).map_err(io::Error::from))
+        {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -144,7 +151,8 @@ async fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 /// generic copy where the file system cannot (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`).
 async fn sendfile_range(stream: &mut TcpStream, file: &Arc<File>, start: u64, len: u64) -> io::Result<()> {
     let end = start.saturating_add(len);
-    let mut offset = i64::try_from(start).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    let mut offset =
+        i64::try_from(start).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
     loop {
         let done = u64::try_from(offset).unwrap_or(end);
         if done >= end {
@@ -154,13 +162,20 @@ async fn sendfile_range(stream: &mut TcpStream, file: &Arc<File>, start: u64, le
         stream.writable().await?;
         let sock: &TcpStream = stream;
         let result = sock.try_io(Interest::WRITABLE, || {
-            nix::sys::sendfile::sendfile64(sock.as_fd(), file.as_fd(), Some(&mut offset), count).map_err(io::Error::from)
+            nix::sys::sendfile::sendfile64(sock.as_fd(), file.as_fd(), Some(&mut offset), count)
+                .map_err(io::Error::from)
         });
         match result {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was being sent")),
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was being sent"))
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if [Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP].map(|n| Some(n as i32)).contains(&e.raw_os_error()) => {
+            Err(e)
+                if [Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP]
+                    .map(|n| Some(n as i32))
+                    .contains(&e.raw_os_error()) =>
+            {
                 tracing::debug!(error = %e, "sendfile unavailable for this file; copying instead");
                 let done = u64::try_from(offset).unwrap_or(end);
                 copy_range(stream, file, done, end - done, Vec::new()).await?;

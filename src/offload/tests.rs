@@ -115,11 +115,7 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     let httparse::Status::Complete(len) = r.parse(raw).ok()? else { return None };
     Some(Response {
         status: r.code?,
-        headers: r
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-            .collect(),
+        headers: r.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect(),
         body: raw[len..].to_vec(),
     })
 }
@@ -350,15 +346,12 @@ fn multipart_parts(resp: &Response) -> Vec<(String, Vec<u8>)> {
         }
         let head_end = pos + body[pos..].windows(4).position(|w| w == b"\r\n\r\n").expect("part head") + 4;
         let head = String::from_utf8_lossy(&body[pos..head_end]).into_owned();
-        let range = head
-            .split("\r\n")
-            .find_map(|l| l.strip_prefix("Content-Range: bytes "))
-            .expect("content-range")
-            .to_owned();
+        let range =
+            head.split("\r\n").find_map(|l| l.strip_prefix("Content-Range: bytes ")).expect("content-range").to_owned();
         let (span, _) = range.split_once('/').expect("total");
         let (s, e) = span.split_once('-').expect("span");
         let (s, e): (usize, usize) = (s.parse().expect("start"), e.parse().expect("end"));
-        parts.push((range.clone(), body[head_end..head_end + e - s + 1].to_vec()));
+        parts.push((range, body[head_end..head_end + e - s + 1].to_vec()));
         pos = head_end + e - s + 1;
     }
 }
@@ -542,7 +535,8 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_only: boo
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head_len = end + 4;
             let resp = parse_response(&buf[..head_len]).expect("response head");
-            let body_len: usize = if head_only { 0 } else { resp.header("content-length").map_or(0, |v| v.parse().expect("length")) };
+            let body_len: usize =
+                if head_only { 0 } else { resp.header("content-length").map_or(0, |v| v.parse().expect("length")) };
             while buf.len() < head_len + body_len {
                 let mut chunk = vec![0; 1 << 20];
                 let n = stream.read(&mut chunk).await.expect("read");

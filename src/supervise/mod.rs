@@ -74,7 +74,6 @@ impl std::fmt::Debug for SlotCommand {
 
 /// Everything one slot's task needs.
 struct Slot {
-    index: usize,
     name: String,
     argv: Vec<String>,
     socket: PathBuf,
@@ -101,7 +100,6 @@ impl Supervisor {
         });
         for ((index, argv), rx) in commands.iter().enumerate().zip(receivers) {
             let slot = Slot {
-                index,
                 name: format!("zergling{index}"),
                 argv: argv.clone(),
                 socket: socket.clone(),

@@ -1,34 +1,38 @@
-//! The pool's life (bind → run → stop) and the data path of one connection,
-//! top to bottom in [`handle_connection`].
+//! The pool's life: bind every socket (then drop privileges), run, stop. The data
+//! path of one connection is in [`conn`], top to bottom.
 //!
-//! Stopping has one shape (STYLE.md 8): a signal task turns SIGTERM/SIGINT into a
-//! *graceful* token and SIGQUIT or a second SIGTERM/SIGINT into an *immediate* one.
-//! Graceful: stop accepting; let connections being classified finish; let the
-//! queue empty (into zerglings, or 503 at its timeout); SIGTERM the spawned
-//! zerglings, which drain; SIGKILL what is left after `reload-mercy`; remove the
-//! attach socket; exit 0. Immediate: SIGKILL the spawned zerglings, remove the
-//! socket, exit.
+//! Start order: bind every listener, read every certificate and key, create the
+//! attach socket and the master FIFO, then drop privileges (`uid`/`gid`). Nothing
+//! is bound after that, and reloads never rebind.
+//!
+//! Stopping has one shape (STYLE.md 8): every trigger (signals, the master FIFO)
+//! becomes a [`Control`]. Graceful: stop accepting; let connections being
+//! classified finish; let the queue empty (into zerglings, or 503 at its
+//! timeout); SIGTERM the spawned zerglings, which drain; SIGKILL what is left
+//! after `reload-mercy`; remove the attach socket; exit 0. A second stop request,
+//! or an immediate one: SIGKILL the spawned zerglings, remove the socket, exit.
 
-use std::net::SocketAddr;
+mod conn;
+
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
-use crate::classify::{self, Classification};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::control::{self, Control};
 use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket};
-use crate::dispatch::{Dispatcher, Pending, Submitted};
-use crate::listener::{self, ListenerInfo};
-use crate::proto::{ConnId, ConnMeta, ListenerKind};
+use crate::dispatch::Dispatcher;
+use crate::listener::privileges::{self, PrivilegeError};
+use crate::listener::tls::{self, AddrRef, TlsError, TlsStore};
+use crate::listener::{self, AnyListener, Bound, ListenerInfo, Role};
+use crate::offload::StaticOptions;
+use crate::proto::ConnMeta;
 use crate::reply::{self, Canned};
 use crate::supervise::{self, Supervisor};
 
@@ -37,15 +41,35 @@ use crate::supervise::{self, Supervisor};
 #[non_exhaustive]
 pub enum PoolError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({name}); is another server using the port, or does it need root?")]
+    #[error("cannot listen on {addr} ({name}); is another server using it, or does it need root?")]
     Bind {
         /// The listener's name.
         name: String,
         /// Its address.
-        addr: SocketAddr,
+        addr: String,
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A certificate or key could not be loaded.
+    #[error("cannot set up TLS")]
+    Tls(#[from] TlsError),
+    /// The options for TLS or static files are wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Dropping privileges failed.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    /// A socket file could not be given to the unprivileged user.
+    #[error("cannot give {path} to uid {uid}")]
+    Chown {
+        /// The file.
+        path: PathBuf,
+        /// The target user.
+        uid: u32,
+        /// The cause.
+        #[source]
+        source: nix::Error,
     },
     /// The attach socket could not be set up.
     #[error(transparent)]
@@ -72,42 +96,91 @@ pub enum StopKind {
 struct Ctx {
     config: Arc<Config>,
     dispatcher: Arc<Dispatcher>,
+    statics: StaticOptions,
+    /// TLS relays: they live as long as their client connections.
+    relays: TaskTracker,
 }
 
 /// A pool with its sockets bound, ready to run.
 #[derive(Debug)]
 pub struct Pool {
     config: Arc<Config>,
-    listeners: Vec<(Arc<ListenerInfo>, std::net::TcpListener)>,
+    listeners: Vec<(Arc<ListenerInfo>, Bound)>,
+    tls_stores: Vec<Arc<TlsStore>>,
+    statics: StaticOptions,
     attach: Arc<AttachSocket>,
+    fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
 }
 
 impl Pool {
-    /// Binds every listener and the attach socket. Must run inside a tokio runtime.
+    /// Binds every listener and the attach socket, reads certificates, then drops
+    /// privileges. Must run inside a tokio runtime.
     pub fn bind(config: Config) -> Result<Pool, PoolError> {
         let backlog = listener::effective_backlog(config.listen_backlog);
         let mut listeners = Vec::new();
-        for (i, addr) in config.http.iter().enumerate() {
-            let name = format!("http{i}");
-            let l = listener::bind_tcp(*addr, backlog).map_err(|source| PoolError::Bind {
-                name: name.clone(),
-                addr: *addr,
+        let bind_tcp = |name: &str, addr| {
+            let l = listener::bind_tcp(addr, backlog).map_err(|source| PoolError::Bind {
+                name: name.to_owned(),
+                addr: addr.to_string(),
                 source,
             })?;
-            let local = l.local_addr().map_err(|source| PoolError::Bind { name: name.clone(), addr: *addr, source })?;
-            listeners.push((Arc::new(ListenerInfo { name, kind: ListenerKind::Http, local }), l));
+            let local = l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+            Ok::<_, PoolError>((l, local))
+        };
+        for (i, addr) in config.http.iter().enumerate() {
+            let name = format!("http{i}");
+            let (l, local) = bind_tcp(&name, *addr)?;
+            listeners.push((Arc::new(ListenerInfo { name, role: Role::Http, local }), Bound::Tcp(l)));
         }
+        let mut tls_stores = Vec::new();
+        let mut https_port = None;
+        for (i, h) in tls::https_listeners(&config.options)?.into_iter().enumerate() {
+            let name = format!("https{i}");
+            let addr = match h.addr {
+                AddrRef::Addr(a) => a,
+                AddrRef::Shared(n) => *config.shared_sockets.get(n).ok_or_else(|| {
+                    ConfigError::Invalid(format!("https `={n}`: there is no shared-socket number {n} (they count from 0)"))
+                })?,
+            };
+            let store = Arc::new(TlsStore::new(h.settings)?);
+            let (l, local) = bind_tcp(&name, addr)?;
+            https_port.get_or_insert(l.local_addr().map_or(addr.port(), |a| a.port()));
+            tls_stores.push(store.clone());
+            listeners.push((Arc::new(ListenerInfo { name, role: Role::Https(store), local }), Bound::Tcp(l)));
+        }
+        for (i, addr) in config.http_to_https.iter().enumerate() {
+            let name = format!("redirect{i}");
+            let (l, local) = bind_tcp(&name, *addr)?;
+            let role = Role::RedirectToHttps { https_port: https_port.unwrap_or(443) };
+            listeners.push((Arc::new(ListenerInfo { name, role, local }), Bound::Tcp(l)));
+        }
+        let statics = StaticOptions::from_options(&config.options)?;
         let path = config
             .zerg_server
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("zergpool-{}.sock", std::process::id())));
         let attach = Arc::new(AttachSocket::bind(&path, config.zerg_server_mode)?);
-        Ok(Pool { config: Arc::new(config), listeners, attach })
+        let fifo = match &config.master_fifo {
+            Some(p) => Some((p.clone(), control::open_fifo(p)?)),
+            None => None,
+        };
+        // Files the pool created are given to the user it becomes, so that it can
+        // still remove them, and zerglings running as that user can attach.
+        if let Some((uid, gid)) = privileges::target_ids(config.uid, config.gid) {
+            let mut owned = vec![path.clone()];
+            owned.extend(fifo.as_ref().map(|(p, _)| p.clone()));
+            for p in owned {
+                nix::unistd::chown(&p, Some(uid), Some(gid))
+                    .map_err(|source| PoolError::Chown { path: p.clone(), uid: uid.as_raw(), source })?;
+            }
+        }
+        privileges::drop_privileges(config.uid, config.gid)?;
+        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo })
     }
 
     /// The bound listeners (name and address), in declaration order.
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.iter().map(|(i, _)| (i.name.clone(), i.local)).collect()
+    pub fn local_addrs(&self) -> Vec<(String, String)> {
+        self.listeners.iter().map(|(i, _)| (i.name.clone(), i.local.clone())).collect()
     }
 
     /// The attach socket's path.
@@ -128,14 +201,16 @@ impl Pool {
         let ctx = Arc::new(Ctx {
             config: self.config.clone(),
             dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
+            statics: self.statics,
+            relays: TaskTracker::new(),
         });
         let stop_accept = CancellationToken::new();
         let conns = TaskTracker::new();
         let background = TaskTracker::new();
 
         for (info, l) in self.listeners {
-            info!(listener = %info.name, kind = info.kind.as_str(), addr = %info.local, "listening");
-            let l = match TcpListener::from_std(l) {
+            info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
+            let l = match AnyListener::from_bound(l) {
                 Ok(l) => l,
                 Err(e) => {
                     warn!(listener = %info.name, error = %e, "cannot register listener with the runtime");
@@ -144,7 +219,7 @@ impl Pool {
             };
             let c = ctx.clone();
             background.spawn(listener::accept_loop(l, info, stop_accept.clone(), conns.clone(), move |info, s, peer| {
-                handle_connection(c.clone(), info, s, peer)
+                conn::handle_connection(c.clone(), info, s, peer)
             }));
         }
         let stop_attach = CancellationToken::new();
@@ -161,12 +236,11 @@ impl Pool {
         let (handback_tx, handback_rx) = mpsc::unbounded_channel();
         ctx.dispatcher.set_handback_sink(handback_tx);
         background.spawn(serve_handbacks(ctx.clone(), handback_rx, conns.clone(), stop_attach.clone()));
-        let fifo = match &self.config.master_fifo {
-            Some(path) => {
-                let rx = control::open_fifo(path)?;
+        let fifo_path = match self.fifo {
+            Some((path, rx)) => {
                 info!(path = %path.display(), "master FIFO ready");
                 background.spawn(control::read_fifo(rx, tx.clone(), stop_attach.clone()));
-                Some(path.clone())
+                Some(path)
             }
             None => None,
         };
@@ -184,6 +258,7 @@ impl Pool {
             match rx.recv().await {
                 Some(Control::ChainReload { why }) => {
                     info!(trigger = why, "reload");
+                    reload_certificates(&self.tls_stores);
                     let sup = supervisor.clone();
                     tokio::spawn(async move {
                         let _ = sup.chain_reload().await;
@@ -221,11 +296,21 @@ impl Pool {
             drop(p); // closing is all we can still do
         }
         self.attach.remove_file();
-        if let Some(path) = fifo {
+        if let Some(path) = fifo_path {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Re-reads every https listener's certificates; a failure keeps the old ones.
+fn reload_certificates(stores: &[Arc<TlsStore>]) {
+    for store in stores {
+        match store.reload() {
+            Ok(()) => info!(certificate = %store.settings().default.cert.display(), "certificates reloaded"),
+            Err(e) => warn!(error = %crate::error_chain(&e), "certificate reload failed; keeping the certificates in use"),
+        }
     }
 }
 
@@ -259,74 +344,10 @@ async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
     }
 }
 
-/// The data path of one accepted connection, in order: classify the first head,
-/// answer errors, then hand the connection to dispatch with the bytes read.
-async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: TcpStream, peer: SocketAddr) {
-    let local = stream.local_addr().unwrap_or(listener.local);
-    let meta = ConnMeta {
-        conn: ConnId(0), // given when dispatched
-        listener: listener.name.clone(),
-        kind: listener.kind,
-        scheme: "http".to_owned(),
-        peer: peer.to_string(),
-        local: local.to_string(),
-        sni: None,
-        alpn: None,
-        tls_version: None,
-        prefix: Bytes::new(),
-    };
-    classify_and_dispatch(ctx, stream, meta).await;
-}
-
-/// Classifies the next request on `stream` (after the bytes in `meta.prefix`,
-/// already read) and dispatches the connection, or answers an error.
-async fn classify_and_dispatch(ctx: Arc<Ctx>, mut stream: TcpStream, mut meta: ConnMeta) {
-    let arrived = Instant::now();
-    let mut buf = BytesMut::with_capacity(2048);
-    buf.extend_from_slice(&meta.prefix);
-    let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
-    let canned = match class {
-        Classification::Dynamic(head) => {
-            debug!(method = %head.method, target = %head.target, "dynamic request");
-            None
-        }
-        Classification::Gone => return,
-        Classification::Malformed(why) => {
-            debug!(why, "malformed request head: 400");
-            Some(Canned::BadRequest)
-        }
-        Classification::TooLarge => {
-            debug!(limit = ctx.config.buffer_size, "request head too large: 431");
-            Some(Canned::HeadTooLarge)
-        }
-        // An idle connection that never started a request is closed silently, as
-        // keep-alive timeouts are; a started head that stalls gets 408.
-        Classification::Timeout if buf.is_empty() => return,
-        Classification::Timeout => {
-            debug!("request head too slow: 408");
-            Some(Canned::RequestTimeout)
-        }
-    };
-    if let Some(c) = canned {
-        let _ = reply::answer(&mut stream, c).await;
-        return;
-    }
-    meta.conn = ctx.dispatcher.next_conn_id();
-    meta.prefix = buf.freeze();
-    let fd: OwnedFd = match stream.into_std() {
-        Ok(s) => s.into(),
-        Err(e) => {
-            warn!(error = %e, "cannot detach the connection from the runtime");
-            return;
-        }
-    };
-    dispatch_or_answer(&ctx.dispatcher, Pending { fd, meta, arrived });
-}
-
 /// Connections given back by draining zerglings: classified again like new ones.
 async fn serve_handbacks(
     ctx: Arc<Ctx>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(OwnedFd, ConnMeta)>,
+    mut rx: mpsc::UnboundedReceiver<(OwnedFd, ConnMeta)>,
     conns: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -335,28 +356,7 @@ async fn serve_handbacks(
             _ = stop.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let std = std::net::TcpStream::from(fd);
-        let stream = match std.set_nonblocking(true).and_then(|()| TcpStream::from_std(std)) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot take back a handed-back connection");
-                continue;
-            }
-        };
         let span = tracing::debug_span!("conn", listener = %meta.listener, peer = %meta.peer, handed_back = true);
-        conns.spawn(classify_and_dispatch(ctx.clone(), stream, meta).instrument(span));
-    }
-}
-
-/// Submits a connection; when the queue is full, answers 503 in a task of its own.
-fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
-    let conn = p.meta.conn;
-    match dispatcher.submit(p) {
-        Submitted::Dispatched(id) => debug!(%conn, zergling = %id, "dispatched"),
-        Submitted::Queued => debug!(%conn, "queued: no zergling can take it now"),
-        Submitted::Rejected(p) => {
-            warn!(%conn, "zergling queue full (zerg-queue): 503");
-            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
-        }
+        conns.spawn(conn::handed_back(ctx.clone(), fd, meta).instrument(span));
     }
 }

@@ -1,0 +1,244 @@
+//! The data path of one connection, top to bottom, in data-path order:
+//!
+//! ```text
+//! handle_connection ── by listener role:
+//!   http      ─► serve_http
+//!   https     ─► TLS handshake (bounded) ─► socket pair + relay task ─► serve_http on the plaintext end
+//!                 (ALPN h2: dispatched directly, no static-map)
+//!   uwsgi     ─► serve_uwsgi
+//!   redirect  ─► read the head ─► 301 to https
+//!
+//! serve_http:  loop { read head ─► static-map hit? serve it, next head : dispatch with the bytes read }
+//! serve_uwsgi: read packet ─► static-map hit? serve it, close : dispatch with the bytes read
+//! ```
+//!
+//! A connection is always handed over as a descriptor: the client's own TCP (or
+//! Unix) socket, or for HTTPS the pool's end of the relay's socket pair, so the
+//! TLS session stays in the pool while the zergling sees plaintext.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tracing::{debug, warn};
+
+use super::Ctx;
+use crate::classify::{self, Classification};
+use crate::dispatch::{Dispatcher, Pending, Submitted};
+use crate::listener::{tls, ListenerInfo, Role};
+use crate::offload::{self, Outcome};
+use crate::proto::{ConnId, ConnMeta, ListenerKind};
+use crate::reply::{self, Canned};
+use crate::stream::ConnStream;
+
+/// Buffer size of each direction of the TLS relay.
+const RELAY_BUF: usize = 256 * 1024;
+
+/// Entry point for every accepted connection.
+pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: ConnStream, peer: String) {
+    let local = match &stream {
+        ConnStream::Tcp(s) => s.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listener.local.clone()),
+        ConnStream::Unix(_) => listener.local.clone(),
+    };
+    let meta = ConnMeta {
+        conn: ConnId(0), // given when dispatched
+        listener: listener.name.clone(),
+        kind: listener.role.kind(),
+        scheme: "http".to_owned(),
+        peer,
+        local,
+        sni: None,
+        alpn: None,
+        tls_version: None,
+        prefix: Bytes::new(),
+    };
+    match &listener.role {
+        Role::Http => serve_http(ctx, stream, meta).await,
+        Role::Https(store) => serve_https(ctx, store, stream, meta).await,
+        Role::Uwsgi => serve_uwsgi(ctx, stream, meta).await,
+        Role::RedirectToHttps { https_port } => redirect(ctx, stream, meta, *https_port).await,
+    }
+}
+
+/// HTTP on a stream the pool owns: serves static-map hits itself, as many as come
+/// on a keep-alive connection, and hands the connection over at the first dynamic
+/// request, with every byte read so far (`meta.prefix` holds bytes read before).
+pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) {
+    let mut buf = BytesMut::with_capacity(2048);
+    buf.extend_from_slice(&meta.prefix);
+    loop {
+        let arrived = Instant::now();
+        let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+        let head = match class {
+            Classification::Dynamic(head) => head,
+            Classification::Gone => return,
+            // An idle connection that never started a request is closed silently, as
+            // keep-alive timeouts are; a started head that stalls gets 408.
+            Classification::Timeout if buf.is_empty() => return,
+            other => return answer_error(&ctx, &mut stream, other).await,
+        };
+        if !ctx.statics.is_empty() {
+            let served = match &mut stream {
+                ConnStream::Tcp(s) => offload::try_serve_tcp(&ctx.statics, s, &buf[..head.len], &head).await,
+                ConnStream::Unix(s) => offload::try_serve(&ctx.statics, s, &buf[..head.len], &head).await,
+            };
+            match served {
+                Ok(Outcome::NotStatic) => {}
+                Ok(Outcome::Served { keep_alive: true }) => {
+                    debug!(target = %head.target, "static");
+                    buf.advance(head.len);
+                    continue;
+                }
+                Ok(Outcome::Served { keep_alive: false }) => return,
+                Err(e) => {
+                    debug!(error = %e, "static response failed");
+                    return;
+                }
+            }
+        }
+        debug!(method = %head.method, target = %head.target, "dynamic request");
+        meta.prefix = buf.freeze();
+        return hand_over(&ctx.dispatcher, stream, meta, arrived);
+    }
+}
+
+/// Answers a classification error (400, 431, 408) and closes.
+async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, stream: &mut S, class: Classification) {
+    let canned = match class {
+        Classification::Malformed(why) => {
+            debug!(why, "malformed request head: 400");
+            Canned::BadRequest
+        }
+        Classification::TooLarge => {
+            debug!(limit = ctx.config.buffer_size, "request head too large: 431");
+            Canned::HeadTooLarge
+        }
+        Classification::Timeout => {
+            debug!("request head too slow: 408");
+            Canned::RequestTimeout
+        }
+        Classification::Dynamic(_) | Classification::Gone => return,
+    };
+    let _ = reply::answer(stream, canned).await;
+}
+
+/// HTTPS: the handshake (bounded by `http-timeout`), then a socket pair whose one
+/// end the pool relays to the TLS session, the other end treated like a plain
+/// HTTP connection (static-map, classification, hand-over, hand-back).
+async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, mut meta: ConnMeta) {
+    let ConnStream::Tcp(tcp) = stream else { return };
+    let accept = store.acceptor().accept(tcp);
+    let tls = match tokio::time::timeout(ctx.config.http_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let facts = tls::handshake_facts(tls.get_ref().1);
+    meta.scheme = "https".to_owned();
+    meta.sni = facts.sni;
+    meta.alpn = facts.alpn;
+    meta.tls_version = facts.tls_version;
+    let (ours, relay_end) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot create the TLS relay's socket pair");
+            return;
+        }
+    };
+    ctx.relays.spawn(relay(tls, relay_end));
+    if meta.alpn.as_deref() == Some("h2") {
+        // HTTP/2 is multiplexed: the zergling gets the whole connection.
+        return hand_over(&ctx.dispatcher, ConnStream::Unix(ours), meta, Instant::now());
+    }
+    serve_http(ctx, ConnStream::Unix(ours), meta).await;
+}
+
+/// Copies plaintext both ways between a TLS session and the relay's socket pair
+/// until either side closes. Runs as long as the client's connection lives,
+/// whichever zergling (or the pool itself) holds the other end.
+async fn relay<T: AsyncRead + AsyncWrite + Unpin>(mut tls: T, mut plain: UnixStream) {
+    match tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut plain, RELAY_BUF, RELAY_BUF).await {
+        Ok((up, down)) => debug!(up, down, "TLS relay closed"),
+        Err(e) => debug!(error = %e, "TLS relay ended"),
+    }
+    let _ = tls.shutdown().await;
+}
+
+/// uwsgi (from nginx's `uwsgi_pass`): read the packet head, serve static-map hits
+/// (by `PATH_INFO`), hand everything else over with the bytes read.
+async fn serve_uwsgi(ctx: Arc<Ctx>, stream: ConnStream, meta: ConnMeta) {
+    let _ = (ctx, stream, meta); // wired with the uwsgi parser
+}
+
+/// `http-to-https`: every request gets `301` to the https URL, then the
+/// connection closes.
+async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_port: u16) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+    let head = match class {
+        Classification::Dynamic(head) => head,
+        Classification::Gone => return,
+        Classification::Timeout if buf.is_empty() => return,
+        other => return answer_error(&ctx, &mut stream, other).await,
+    };
+    let fallback = meta.local.rsplit_once(':').map_or(meta.local.as_str(), |(h, _)| h);
+    let location = reply::https_location(head.host.as_deref(), &head.target, https_port, fallback);
+    debug!(%location, "redirect to https");
+    let _ = stream.write_all(&reply::redirect_response(&location)).await;
+    let _ = stream.shutdown().await;
+    // Let the client read the answer before the socket goes away.
+    let _ = tokio::time::timeout(Duration::from_millis(500), tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
+}
+
+/// Gives the connection to dispatch: a fresh id, the descriptor out of the runtime.
+fn hand_over(dispatcher: &Dispatcher, stream: ConnStream, mut meta: ConnMeta, arrived: Instant) {
+    meta.conn = dispatcher.next_conn_id();
+    let fd: OwnedFd = match stream.into_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "cannot detach the connection from the runtime");
+            return;
+        }
+    };
+    dispatch_or_answer(dispatcher, Pending { fd, meta, arrived });
+}
+
+/// Submits a connection; when the queue is full, answers 503 in a task of its own.
+fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
+    let conn = p.meta.conn;
+    match dispatcher.submit(p) {
+        Submitted::Dispatched(id) => debug!(%conn, zergling = %id, "dispatched"),
+        Submitted::Queued => debug!(%conn, "queued: no zergling can take it now"),
+        Submitted::Rejected(p) => {
+            warn!(%conn, "zergling queue full (zerg-queue): 503");
+            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
+        }
+    }
+}
+
+/// A connection given back by a draining zergling: classified again like a new
+/// one (HTTP and HTTPS relay ends), or dispatched again at once (uwsgi, HTTP/2).
+pub(super) async fn handed_back(ctx: Arc<Ctx>, fd: OwnedFd, meta: ConnMeta) {
+    let stream = match ConnStream::from_fd(fd) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot take back a handed-back connection");
+            return;
+        }
+    };
+    let http1 = meta.kind != ListenerKind::Uwsgi && meta.alpn.as_deref() != Some("h2");
+    if http1 {
+        serve_http(ctx, stream, meta).await;
+    } else {
+        hand_over(&ctx.dispatcher, stream, meta, Instant::now());
+    }
+}
