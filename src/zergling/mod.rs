@@ -390,6 +390,14 @@ where
     };
     let (chan, worker) = (chan.clone(), worker.clone());
     let info = Arc::new(ConnInfo::new(id, &meta));
+    if meta.alpn.as_deref() == Some("h2") {
+        worker.conns.clone().spawn(async move {
+            let io = Prefixed::new(meta.prefix.clone(), stream);
+            serve_h2(io, info, worker.service.clone(), worker.drain.clone()).await;
+            let _ = chan.send(&Message::Closed { conn }, None).await;
+        });
+        return;
+    }
     worker.conns.clone().spawn(async move {
         let mut meta = meta;
         let io = Prefixed::new(std::mem::take(&mut meta.prefix), stream);
@@ -415,6 +423,36 @@ where
             }
         }
     });
+}
+
+/// Serves HTTP/2 on a connection whose ALPN was `h2`. On drain: GOAWAY, the
+/// streams in flight finish, then the connection closes (HTTP/2 connections are
+/// not handed back: the client opens a new one, as GOAWAY tells it to).
+async fn serve_h2<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drain: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ZerglingService<B>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        service.call(req)
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(error = %e, "HTTP/2 connection ended with an error");
+    }
 }
 
 /// How an HTTP/1.1 connection ended.

@@ -288,48 +288,74 @@ async fn read_packet<IO: AsyncRead + Unpin>(
 
 /// `REQUEST_URI` as sent, or else `SCRIPT_NAME` + `PATH_INFO` (re-encoded, as nginx
 /// decoded it) + `?QUERY_STRING`; validated as a request target.
+///
+/// Raw non-ASCII bytes (nginx passes a client's raw UTF-8 target through) are
+/// percent-encoded, which keeps their decoded meaning and lets hyper's parser take
+/// them; spaces and control bytes are refused. `http::Uri` stops checking at a `#`,
+/// so every byte is checked here first.
 fn target(req: &UwsgiRequest) -> Result<Vec<u8>, TranslateError> {
-    let target = match req.var_bytes("REQUEST_URI") {
-        Some(uri) if !uri.is_empty() => uri.to_vec(),
+    let mut target = Vec::new();
+    let visible = match req.var_bytes("REQUEST_URI") {
+        Some(uri) if !uri.is_empty() => encode_non_ascii(uri, &mut target),
         _ => {
-            let mut t = Vec::new();
-            percent_encode_path(req.var_bytes("SCRIPT_NAME").unwrap_or_default(), &mut t);
-            percent_encode_path(req.var_bytes("PATH_INFO").unwrap_or_default(), &mut t);
-            if t.first() != Some(&b'/') {
-                t.insert(0, b'/');
+            percent_encode_path(req.var_bytes("SCRIPT_NAME").unwrap_or_default(), &mut target);
+            percent_encode_path(req.var_bytes("PATH_INFO").unwrap_or_default(), &mut target);
+            if target.first() != Some(&b'/') {
+                target.insert(0, b'/');
             }
-            if let Some(q) = req.var_bytes("QUERY_STRING").filter(|q| !q.is_empty()) {
-                t.push(b'?');
-                t.extend_from_slice(q);
+            match req.var_bytes("QUERY_STRING").filter(|q| !q.is_empty()) {
+                Some(q) => {
+                    target.push(b'?');
+                    encode_non_ascii(q, &mut target)
+                }
+                None => true,
             }
-            t
         }
     };
-    let acceptable = match http::Uri::try_from(target.as_slice()) {
-        // Origin form, asterisk form (OPTIONS *), or absolute form.
-        Ok(uri) => {
-            target.first() == Some(&b'/') || target == b"*" || (uri.scheme().is_some() && uri.authority().is_some())
-        }
-        Err(_) => false,
-    };
+    let acceptable = visible
+        && match http::Uri::try_from(target.as_slice()) {
+            // Origin form, asterisk form (OPTIONS *), or absolute form.
+            Ok(uri) => {
+                target.first() == Some(&b'/') || target == b"*" || (uri.scheme().is_some() && uri.authority().is_some())
+            }
+            Err(_) => false,
+        };
     if acceptable {
         Ok(target)
     } else {
-        Err(TranslateError::Target(shown(&target)))
+        let raw = req.var_bytes("REQUEST_URI").filter(|u| !u.is_empty()).unwrap_or(&target);
+        Err(TranslateError::Target(shown(raw)))
     }
+}
+
+/// Appends `src` with bytes >= 0x80 percent-encoded; false if it holds a space or a
+/// control byte (which no request target may hold).
+fn encode_non_ascii(src: &[u8], out: &mut Vec<u8>) -> bool {
+    for &b in src {
+        match b {
+            0x21..=0x7e => out.push(b),
+            0x80..=0xff => push_percent(b, out),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Percent-encodes a decoded path: every byte but unreserved, sub-delims, `:`, `@`
 /// and `/` (so `%`, `?`, `#`, spaces, controls and non-ASCII bytes are encoded).
 fn percent_encode_path(path: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in path {
         if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
             out.push(b);
         } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            push_percent(b, out);
         }
     }
+}
+
+fn push_percent(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
 }
 
 /// `X_FOO` → `x-foo`, if that is a valid header name.
@@ -743,11 +769,52 @@ mod tests {
             head_of(&[(b"CONTENT_LENGTH", b"12abc")]).as_deref(),
             Ok("GET / HTTP/1.0\r\ncontent-length: 12\r\n\r\n")
         );
+        // Raw UTF-8 in the target (nginx passes it through) is percent-encoded.
+        assert_eq!(
+            head_of(&[(b"REQUEST_URI", b"/caf\xc3\xa9?q=\xff#x")]).as_deref(),
+            Ok("GET /caf%C3%A9?q=%FF#x HTTP/1.0\r\n\r\n")
+        );
+        assert_eq!(
+            head_of(&[(b"PATH_INFO", b"/p"), (b"QUERY_STRING", b"q=\xe9")]).as_deref(),
+            Ok("GET /p?q=%E9 HTTP/1.0\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn fuzz_findings_give_heads_hyper_reads() {
+        // Found by fuzz/fuzz_targets/uwsgi_http_head.rs: raw bytes >= 0x80 after a `#`
+        // in REQUEST_URI/QUERY_STRING passed http::Uri (which stops at `#`) and made a
+        // head httparse refused. They are percent-encoded now; a target with control
+        // bytes is refused.
+        let mut readable = 0;
+        for input in [
+            &include_bytes!("../../tests/data/uwsgi/fuzz-http-head-1.bin")[..],
+            include_bytes!("../../tests/data/uwsgi/fuzz-http-head-2.bin"),
+        ] {
+            let UwsgiParse::Complete(req) = parse_packet(input, crate::classify::uwsgi::MAX_BUFFER_SIZE) else {
+                panic!("the finding parses")
+            };
+            let head = match http_head(&req) {
+                Ok(head) => head,
+                // Control bytes in the target: refused, which is right too.
+                Err(TranslateError::Target(_)) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            let mut headers = vec![httparse::EMPTY_HEADER; head.headers + 1];
+            let mut parsed = httparse::Request::new(&mut headers);
+            assert_eq!(parsed.parse(&head.bytes), Ok(httparse::Status::Complete(head.bytes.len())));
+            assert_eq!(parsed.headers.len(), head.headers);
+            assert!(http::Uri::try_from(parsed.path.unwrap_or_default()).is_ok());
+            readable += 1;
+        }
+        assert_eq!(readable, 1, "the first finding is served, the second refused");
     }
 
     #[test]
     fn head_refuses_what_would_break_the_request_line_or_headers() {
-        let cases: [&[(&[u8], &[u8])]; 9] = [
+        let cases: [&[(&[u8], &[u8])]; 11] = [
+            &[(b"REQUEST_URI", b"/a#b c")],
+            &[(b"PATH_INFO", b"/a"), (b"QUERY_STRING", b"a b")],
             &[(b"REQUEST_METHOD", b"GET / HTTP/1.1\r\nX:")],
             &[(b"REQUEST_METHOD", b"G\x00T")],
             &[(b"REQUEST_URI", b"/a b")],
