@@ -61,6 +61,55 @@ pub async fn read_http_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// Why a uwsgi packet could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UwsgiReadError {
+    /// Not a valid packet (the reason says which rule it broke).
+    #[error(transparent)]
+    Invalid(#[from] uwsgi::UwsgiError),
+    /// The packet did not arrive within the head timeout.
+    #[error("uwsgi packet not complete within the timeout ({got} bytes read)")]
+    Timeout {
+        /// Bytes read by then.
+        got: usize,
+    },
+    /// The connection closed in the middle of a packet.
+    #[error("connection closed after {got} bytes of a uwsgi packet")]
+    Truncated {
+        /// Bytes read by then.
+        got: usize,
+    },
+}
+
+/// Reads a uwsgi packet head (header and vars) into `buf`, bounded by
+/// `buffer_size` and `timeout`. `Ok(None)`: the peer closed before sending
+/// anything. `buf` keeps every byte read (the packet and any body bytes after it).
+pub async fn read_uwsgi_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    buffer_size: usize,
+    timeout: Duration,
+) -> Result<Option<uwsgi::UwsgiRequest>, UwsgiReadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            match uwsgi::parse_packet(buf, buffer_size) {
+                uwsgi::UwsgiParse::Complete(r) => return Ok(Some(r)),
+                uwsgi::UwsgiParse::Invalid(e) => return Err(e.into()),
+                uwsgi::UwsgiParse::Partial => {}
+            }
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Err(_elapsed) => return Err(UwsgiReadError::Timeout { got: buf.len() }),
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(UwsgiReadError::Truncated { got: buf.len() }),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,6 +229,15 @@ pub struct Config {
     pub http: Vec<SocketAddr>,
     /// The addresses of `shared-socket` options, in order (`=N` refers to them).
     pub shared_sockets: Vec<SocketAddr>,
+    /// uwsgi-protocol listeners (`socket`, `uwsgi-socket`), in declaration order.
+    pub uwsgi_sockets: Vec<UwsgiAddr>,
+    /// Largest uwsgi packet head (`buffer-size`, default 4096, at most 65535).
+    pub uwsgi_buffer_size: usize,
+    /// Mode of the Unix sockets the pool creates for uwsgi (`chmod-socket`; no
+    /// value means 666); `None` leaves the mode to the umask, as uWSGI does.
+    pub chmod_socket: Option<u32>,
+    /// Owner of those Unix sockets (`chown-socket = USER[:GROUP]`).
+    pub chown_socket: Option<(u32, Option<u32>)>,
     /// Listeners that redirect every request to https (`http-to-https`).
     pub http_to_https: Vec<SocketAddr>,
     /// The user to become after binding (`uid`).
@@ -288,6 +297,10 @@ impl Default for Config {
         Config {
             http: Vec::new(),
             http_to_https: Vec::new(),
+            uwsgi_sockets: Vec::new(),
+            uwsgi_buffer_size: 4096,
+            chmod_socket: None,
+            chown_socket: None,
             shared_sockets: Vec::new(),
             uid: None,
             gid: None,
@@ -314,6 +327,15 @@ impl Default for Config {
             superseded: Vec::new(),
         }
     }
+}
+
+/// Where a uwsgi listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UwsgiAddr {
+    /// TCP (`127.0.0.1:3031`, `:3031`, `[::1]:3031`).
+    Tcp(SocketAddr),
+    /// A Unix socket path (a value without `:`, as in uWSGI).
+    Unix(PathBuf),
 }
 
 /// One `static-map = /mount=dir`: files under `dir` are served at URL path `mount`.
@@ -411,11 +433,39 @@ impl Config {
                     Some(n) => shared_socket(o, n, &shared)?,
                     None => parse_tcp_addr(o)?,
                 }),
+                "socket" | "uwsgi-socket" => c.uwsgi_sockets.push(match o.value.trim().strip_prefix('=') {
+                    Some(n) => UwsgiAddr::Tcp(shared_socket(o, n, &shared)?),
+                    None if o.value.contains(':') => UwsgiAddr::Tcp(parse_tcp_addr(o)?),
+                    None => UwsgiAddr::Unix(PathBuf::from(non_empty(o)?)),
+                }),
+                "chmod-socket" => {
+                    c.chmod_socket = Some(if o.value.is_empty() {
+                        0o666
+                    } else {
+                        u32::from_str_radix(o.value.trim(), 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .ok_or_else(|| ConfigError::bad(o, "expected an octal file mode such as 660 or 666"))?
+                    })
+                }
+                "chown-socket" => {
+                    let (user, group) = match o.value.split_once(':') {
+                        Some((u, g)) => (u, Some(g)),
+                        None => (o.value.as_str(), None),
+                    };
+                    let uid = parse_uid(&ConfigOption { value: user.to_owned(), ..o.clone() })?;
+                    let gid = group.map(|g| parse_gid(&ConfigOption { value: g.to_owned(), ..o.clone() })).transpose()?;
+                    c.chown_socket = Some((uid, gid));
+                }
                 "uid" => c.uid = Some(parse_uid(o)?),
                 "gid" => c.gid = Some(parse_gid(o)?),
                 "shared-socket" => c.shared_sockets.push(parse_shared(o)?),
                 "listen" => c.listen_backlog = parse_num(o, 1, i32::MAX as u64)? as u32,
-                "buffer-size" => c.buffer_size = parse_num(o, 512, 1 << 20)? as usize,
+                "buffer-size" => {
+                    c.buffer_size = parse_num(o, 512, 1 << 20)? as usize;
+                    // uWSGI clamps it to 65535 for the uwsgi protocol (u16 sizes).
+                    c.uwsgi_buffer_size = c.buffer_size.min(65535);
+                }
                 "http-timeout" => c.http_timeout = parse_secs(o)?,
                 "static-map" => c.static_maps.push(
                     StaticMap::parse(&o.value)
@@ -453,7 +503,7 @@ impl Config {
                 _ => {}
             }
         }
-        if c.http.is_empty() && c.http_to_https.is_empty() && list.last("https").is_none() {
+        if c.http.is_empty() && c.http_to_https.is_empty() && c.uwsgi_sockets.is_empty() && list.last("https").is_none() {
             let waiting: Vec<String> = c
                 .unimplemented
                 .iter()

@@ -142,8 +142,8 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListe
 }
 
 /// Binds a Unix stream listener at `path` (a stale socket file is replaced; any
-/// other file is an error), with file mode `mode`.
-pub fn bind_unix(path: &Path, backlog: u32, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+/// other file is an error), with file mode `mode` when given (else the umask's).
+pub fn bind_unix(path: &Path, backlog: u32, mode: Option<u32>) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if !md.file_type().is_socket() {
@@ -158,7 +158,9 @@ pub fn bind_unix(path: &Path, backlog: u32, mode: u32) -> io::Result<std::os::un
     socket.bind(&socket2::SockAddr::unix(path)?)?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     socket.set_nonblocking(true)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
     Ok(std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(socket)))
 }
 

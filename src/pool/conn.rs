@@ -175,8 +175,31 @@ async fn relay<T: AsyncRead + AsyncWrite + Unpin>(mut tls: T, mut plain: UnixStr
 
 /// uwsgi (from nginx's `uwsgi_pass`): read the packet head, serve static-map hits
 /// (by `PATH_INFO`), hand everything else over with the bytes read.
-async fn serve_uwsgi(ctx: Arc<Ctx>, stream: ConnStream, meta: ConnMeta) {
-    let _ = (ctx, stream, meta); // wired with the uwsgi parser
+async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) {
+    let arrived = Instant::now();
+    let mut buf = BytesMut::with_capacity(4096);
+    let limit = ctx.config.uwsgi_buffer_size;
+    let request = match classify::read_uwsgi_packet(&mut stream, &mut buf, limit, ctx.config.http_timeout).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(listener = %meta.listener, peer = %meta.peer, error = %e, "bad uwsgi request; closing");
+            return;
+        }
+    };
+    if !ctx.statics.is_empty() {
+        match offload::try_serve_vars(&ctx.statics, &mut stream, |k| request.var(k)).await {
+            Ok(Outcome::NotStatic) => {}
+            Ok(Outcome::Served { .. }) => return,
+            Err(e) => {
+                debug!(error = %e, "static response failed");
+                return;
+            }
+        }
+    }
+    debug!(method = request.method().unwrap_or("-"), path = request.path_info().unwrap_or("-"), "dynamic uwsgi request");
+    meta.prefix = buf.freeze();
+    hand_over(&ctx.dispatcher, stream, meta, arrived);
 }
 
 /// `http-to-https`: every request gets `301` to the https URL, then the

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, UwsgiAddr};
 use crate::control::{self, Control};
 use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket};
 use crate::dispatch::Dispatcher;
@@ -110,6 +110,8 @@ pub struct Pool {
     statics: StaticOptions,
     attach: Arc<AttachSocket>,
     fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
+    /// Unix socket files of uwsgi listeners, removed at exit.
+    unix_paths: Vec<PathBuf>,
 }
 
 impl Pool {
@@ -154,6 +156,27 @@ impl Pool {
             let role = Role::RedirectToHttps { https_port: https_port.unwrap_or(443) };
             listeners.push((Arc::new(ListenerInfo { name, role, local }), Bound::Tcp(l)));
         }
+        let mut unix_paths = Vec::new();
+        for (i, addr) in config.uwsgi_sockets.iter().enumerate() {
+            let name = format!("uwsgi{i}");
+            match addr {
+                UwsgiAddr::Tcp(a) => {
+                    let (l, local) = bind_tcp(&name, *a)?;
+                    listeners.push((Arc::new(ListenerInfo { name, role: Role::Uwsgi, local }), Bound::Tcp(l)));
+                }
+                UwsgiAddr::Unix(path) => {
+                    let bind_err = |source| PoolError::Bind { name: name.clone(), addr: path.display().to_string(), source };
+                    let l = listener::bind_unix(path, backlog, config.chmod_socket).map_err(bind_err)?;
+                    if let Some((uid, gid)) = config.chown_socket {
+                        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), gid.map(nix::unistd::Gid::from_raw))
+                            .map_err(|source| PoolError::Chown { path: path.clone(), uid, source })?;
+                    }
+                    unix_paths.push(path.clone());
+                    let local = path.display().to_string();
+                    listeners.push((Arc::new(ListenerInfo { name, role: Role::Uwsgi, local }), Bound::Unix(l)));
+                }
+            }
+        }
         let statics = StaticOptions::from_options(&config.options)?;
         let path = config
             .zerg_server
@@ -168,6 +191,9 @@ impl Pool {
         // still remove them, and zerglings running as that user can attach.
         if let Some((uid, gid)) = privileges::target_ids(config.uid, config.gid) {
             let mut owned = vec![path.clone()];
+            if config.chown_socket.is_none() {
+                owned.extend(unix_paths.iter().cloned());
+            }
             owned.extend(fifo.as_ref().map(|(p, _)| p.clone()));
             for p in owned {
                 nix::unistd::chown(&p, Some(uid), Some(gid))
@@ -175,7 +201,7 @@ impl Pool {
             }
         }
         privileges::drop_privileges(config.uid, config.gid)?;
-        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo })
+        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths })
     }
 
     /// The bound listeners (name and address), in declaration order.
@@ -296,7 +322,7 @@ impl Pool {
             drop(p); // closing is all we can still do
         }
         self.attach.remove_file();
-        if let Some(path) = fifo_path {
+        for path in fifo_path.iter().chain(&self.unix_paths) {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped");

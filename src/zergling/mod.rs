@@ -390,6 +390,15 @@ where
     };
     let (chan, worker) = (chan.clone(), worker.clone());
     let info = Arc::new(ConnInfo::new(id, &meta));
+    if meta.kind == ListenerKind::Uwsgi {
+        // One request per connection, closed after the response (what nginx expects).
+        worker.conns.clone().spawn(async move {
+            let io = Prefixed::new(meta.prefix.clone(), stream);
+            uwsgi::serve_uwsgi(io, info, worker.service.clone(), crate::classify::uwsgi::MAX_BUFFER_SIZE).await;
+            let _ = chan.send(&Message::Closed { conn }, None).await;
+        });
+        return;
+    }
     if meta.alpn.as_deref() == Some("h2") {
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
