@@ -3,6 +3,7 @@
 //! Decision it informs: whether the pool can afford to parse every first head with
 //! httparse on the accept path (it must cost far less than the hand-off itself,
 //! a few microseconds), and whether a 100-header limit is cheap enough.
+#![allow(missing_docs, reason = "criterion macros generate undocumented functions")]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use zergpool::classify::parse_head;

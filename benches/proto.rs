@@ -3,6 +3,7 @@
 //! Decision it informs: whether a tag-length-value frame (extensible, easy for
 //! other languages) is cheap enough on the hand-off path, compared with the
 //! syscalls around it (`sendmsg` with `SCM_RIGHTS` costs a few microseconds).
+#![allow(missing_docs, reason = "criterion macros generate undocumented functions")]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

@@ -12,21 +12,28 @@
 #               handshakes are done (rps, and server CPU µs per request).
 #   handshake   h2load --h1 -c$HANDSHAKES -n$HANDSHAKES: every client opens its own TLS
 #               connection, makes exactly one request and closes, so each request costs
-#               one new full handshake (h2load keeps no session cache: no resumption).
-#               The figure is h2load's req/s = new TLS handshakes (+ one request) per
-#               second over the batch, $HS_BATCHES batches per round, and the server CPU
-#               µs per handshake (the fair figure when h2load on one core is the limit).
+#               one new full handshake (h2load keeps no session cache: no resumption;
+#               checked with nginx's $ssl_session_reused. wrk with `Connection: close`
+#               would not do: it resumes its TLS sessions). $HS_BATCHES batches per
+#               round; the figure is handshakes (+ one request each) over the sum of
+#               h2load's own "finished in" times (h2load's start-up excluded), and the
+#               server CPU µs per handshake (the fair figure when h2load on one core is
+#               the limit). Batches are bursts: every client connects at once.
+#               HANDSHAKES defaults to 250 because a 1000-connection burst currently
+#               stalls the pool for good (attach-channel deadlock between the pool and
+#               the zergling, reported with issue 4's tests); each h2load run is bounded
+#               by `timeout`, and a stall is printed instead of a figure.
 #
 # Decision it informs: whether terminating TLS in the pool (rustls + relay) costs more
 # than putting nginx in front. Goal (issue 4): ratio zergpool/nginx >= 1.0 on both rows
 # (for rps; <= 1.0 for CPU µs per request/handshake).
 #
-# Usage: benches/tls.sh   (DURATION=10 ROUNDS=3 CONNS=50 HANDSHAKES=1000 HS_BATCHES=3)
+# Usage: benches/tls.sh   (DURATION=10 ROUNDS=3 CONNS=50 HANDSHAKES=250 HS_BATCHES=8)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need wrk; need curl; need openssl; need h2load nghttp2-client; need nginx; need taskset util-linux
-HANDSHAKES=${HANDSHAKES:-1000}
-HS_BATCHES=${HS_BATCHES:-3}
+HANDSHAKES=${HANDSHAKES:-250}
+HS_BATCHES=${HS_BATCHES:-8}
 SUITE=TLS_AES_256_GCM_SHA384
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
@@ -105,7 +112,11 @@ run_h2load() {
   local t0 t1 total=0 secs=0 out
   t0=$(cpu_ticks "$@")
   for _ in $(seq 1 "$HS_BATCHES"); do
-    out=$(taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" "$url" 2>&1)
+    if ! out=$(timeout 60 taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" "$url" 2>&1); then
+      echo "    (h2load $url: no result within 60 s: the server stalled)" >&2
+      echo "stalled n/a"
+      return
+    fi
     local ok; ok=$(awk '/^requests:/ {print $8}' <<<"$out")
     local fail; fail=$(awk '/^requests:/ {print $10}' <<<"$out")
     local tls; tls=$(awk -F': ' '/^TLS Protocol|^Cipher/ {printf "%s ", $2}' <<<"$out")

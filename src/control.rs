@@ -77,7 +77,12 @@ pub fn spawn_signals(tx: mpsc::UnboundedSender<Control>, table: &SignalTable) ->
 }
 
 /// Polls `files` about once a second; sends `control` when one changes.
-pub async fn watch_touch_files(files: Vec<PathBuf>, control: Control, tx: mpsc::UnboundedSender<Control>, stop: CancellationToken) {
+pub async fn watch_touch_files(
+    files: Vec<PathBuf>,
+    control: Control,
+    tx: mpsc::UnboundedSender<Control>,
+    stop: CancellationToken,
+) {
     if files.is_empty() {
         return;
     }
@@ -128,7 +133,11 @@ pub fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver, FifoEr
 /// Reads uWSGI's single-letter commands from the master FIFO: `r`, `c`, `w`
 /// (reload zerglings one by one), `q` (graceful stop), `Q` (immediate stop).
 /// Other letters are logged and ignored.
-pub async fn read_fifo(mut rx: tokio::net::unix::pipe::Receiver, tx: mpsc::UnboundedSender<Control>, stop: CancellationToken) {
+pub async fn read_fifo(
+    mut rx: tokio::net::unix::pipe::Receiver,
+    tx: mpsc::UnboundedSender<Control>,
+    stop: CancellationToken,
+) {
     let mut buf = [0u8; 64];
     loop {
         let n = tokio::select! {

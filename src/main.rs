@@ -81,4 +81,3 @@ fn init_tracing() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
-

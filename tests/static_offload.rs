@@ -1,7 +1,9 @@
 //! Static-map offload (issue 5) through the real binaries, over loopback TCP: the
-//! conformance table, the attack list, a 200 MiB file with ranges, keep-alive
-//! connections mixing static and dynamic requests, and static files served while
-//! no zergling is attached and a dynamic request waits in the queue.
+//! conformance table, the attack list (against the pool and against a zergling
+//! holding the connection), a 200 MiB file with ranges, keep-alive connections
+//! mixing static and dynamic requests, the same answers whoever holds the
+//! connection, and static files served while no zergling is attached and a dynamic
+//! request waits in the queue.
 //!
 //! The unit-level tests of the module live in `src/offload/tests.rs`; these check
 //! what a client of the running pool sees. Every request here reads its response
@@ -465,22 +467,42 @@ fn attacks_never_reach_the_secret() {
         ("/s/link-sibling-dir/secret.txt", &[403]),
         ("/s/link-sibling-dir/", &[403]),
         ("/s/link-dir/", &[403]),
-        ("http://test/s/../www2/secret.txt", &[404]),
+        ("http://test/s/../www2/secret.txt", &[403, 404]),
     ];
+    // Each attack twice: on a fresh connection (the pool answers), and after a
+    // dynamic request on the same connection (a zergling holds it and answers).
     let mut failures = Vec::new();
     for (target, allowed) in attacks {
-        for method in ["GET", "HEAD"] {
-            let raw = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-            let (resp, all) = raw_exchange(pool.addr, raw.as_bytes());
+        for (method, holder) in [("GET", "pool"), ("HEAD", "pool"), ("GET", "zergling"), ("HEAD", "zergling")] {
+            let mut raw = Vec::new();
+            if holder == "zergling" {
+                raw.extend_from_slice(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            }
+            raw.extend_from_slice(
+                format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            let (responses, all) = raw_exchange(pool.addr, &raw);
             let text = String::from_utf8_lossy(&all);
+            let what = format!("{method} {target} ({holder})");
             if text.contains(SECRET) || text.contains("root:x:0:0") {
-                failures.push(format!("{method} {target}: THE SECRET LEAKED:\n{text}"));
+                failures.push(format!("{what}: THE SECRET LEAKED:\n{text}"));
                 continue;
             }
+            let resp = if holder == "zergling" {
+                match responses.first() {
+                    Some(first) if first.text() == "Hello, world!" => responses.get(1),
+                    _ => {
+                        failures.push(format!("{what}: the dynamic request before it failed: {text:?}"));
+                        continue;
+                    }
+                }
+            } else {
+                responses.first()
+            };
             match resp {
                 Some(r) if allowed.contains(&r.status) => {}
-                Some(r) => failures.push(format!("{method} {target}: status {} (allowed {allowed:?})", r.status)),
-                None => failures.push(format!("{method} {target}: no response: {text:?}")),
+                Some(r) => failures.push(format!("{what}: status {} (allowed {allowed:?})", r.status)),
+                None => failures.push(format!("{what}: no response: {text:?}")),
             }
         }
     }
@@ -506,7 +528,7 @@ fn attacks_never_reach_the_secret() {
         assert_eq!((r.status, r.text().as_str()), (200, body), "{target}");
     }
     // Nothing was read outside: the pool says so in its log for the symlinks.
-    assert!(pool.proc.log().contains("refused a path that leaves its directory"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("refused a path that leaves its directory", 1, T), "{}", pool.proc.log());
 }
 
 // ---------------------------------------------------------------------------
@@ -695,7 +717,11 @@ fn small_site() -> (tempfile::TempDir, PathBuf) {
     let www = dir.path().join("www");
     write_file(&www.join("a.txt"), b"static file a\n");
     write_file(&www.join("b.css"), b"b { color: red }\n");
+    write_file(&www.join("b.css.gz"), b"\x1f\x8bgzipped b.css");
     write_file(&www.join("data.bin"), &noise(5000, 3));
+    write_file(&www.join("dir/index.html"), b"<p>index of dir</p>\n");
+    write_file(&dir.path().join("www2/secret.txt"), SECRET.as_bytes());
+    std::os::unix::fs::symlink(dir.path().join("www2/secret.txt"), www.join("link-out")).expect("symlink");
     (dir, www)
 }
 
@@ -732,6 +758,7 @@ fn many_static_requests_then_the_connection_goes_to_a_zergling() {
         let r = c.request("GET", "/pid", "").unwrap();
         assert_eq!((r.status, r.text()), (200, z.pid().to_string()));
     }
+    assert!(pool.proc.wait_log("dispatched", 1, T), "{}", pool.proc.log());
     assert_eq!(pool.proc.count("dispatched"), 1, "one hand-over for the whole connection");
 
     // Pipelined: two static requests and a dynamic one in one write.
@@ -754,8 +781,6 @@ fn many_static_requests_then_the_connection_goes_to_a_zergling() {
 /// and in order, whoever holds the connection (the pool, then a zergling, which
 /// serves the same static-map from the configuration the pool sent at attach time).
 #[test]
-#[ignore = "gap: the zergling library does not serve static-map yet (issue 5 point 5); \
-            after the first dynamic request the zergling answers 404 for static paths"]
 fn alternating_static_and_dynamic_on_one_connection() {
     let (_dir, www) = small_site();
     let pool = Pool::start(&["--static-map", &format!("/s={}", www.display())]);
@@ -776,6 +801,93 @@ fn alternating_static_and_dynamic_on_one_connection() {
         let r = c.request("GET", "/", "").unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"), "dynamic, round {round}");
     }
+}
+
+/// Issue 5: "behaviour is identical whoever answers". The same requests on a
+/// connection the pool holds and on one a zergling holds (after a dynamic request)
+/// get the same status, headers (those that depend on the clock or on a random
+/// multipart boundary aside) and bodies.
+#[test]
+fn the_same_answers_whoever_holds_the_connection() {
+    let (_dir, www) = small_site();
+    let pool = Pool::start(&[
+        "--static-map",
+        &format!("/s={}", www.display()),
+        "--static-index",
+        "index.html",
+        "--static-gzip-ext",
+        "css",
+        "--static-expires",
+        r"\.css$ 100",
+    ]);
+    let _z = pool.zergling(&[]);
+    pool.wait_attached(1);
+    let etag = once(pool.addr, "GET", "/s/a.txt", "").unwrap().header("etag").unwrap().to_owned();
+    let requests: Vec<(&str, &str, String)> = vec![
+        ("GET", "/s/a.txt", String::new()),
+        ("HEAD", "/s/a.txt", String::new()),
+        ("GET", "/s/a.txt?x=1", String::new()),
+        ("GET", "/s/a.txt", format!("If-None-Match: {etag}\r\n")),
+        ("HEAD", "/s/a.txt", format!("If-None-Match: {etag}\r\n")),
+        ("GET", "/s/a.txt", format!("If-Modified-Since: {LM}\r\n")),
+        ("GET", "/s/a.txt", format!("If-Modified-Since: {OLD}\r\n")),
+        ("GET", "/s/data.bin", "Range: bytes=10-19\r\n".into()),
+        ("GET", "/s/data.bin", "Range: bytes=-7\r\n".into()),
+        ("HEAD", "/s/data.bin", "Range: bytes=10-19\r\n".into()),
+        ("GET", "/s/data.bin", "Range: bytes=0-9,4000-4009\r\n".into()),
+        ("GET", "/s/data.bin", "Range: bytes=99999-\r\n".into()),
+        ("GET", "/s/data.bin", format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n")),
+        ("GET", "/s/data.bin", "Range: bytes=0-9\r\nIf-Range: \"other\"\r\n".into()),
+        ("GET", "/s/b.css", "Accept-Encoding: gzip\r\n".into()),
+        ("GET", "/s/b.css", String::new()),
+        ("GET", "/s/dir", String::new()),
+        ("GET", "/s/dir?q=1", String::new()),
+        ("GET", "/s/dir/", String::new()),
+        ("GET", "/s/%2e%2e/www2/secret.txt", String::new()),
+        ("HEAD", "/s/%2e%2e/www2/secret.txt", String::new()),
+        ("GET", "/s/link-out", String::new()),
+        ("GET", "/s/missing.txt", String::new()),
+        ("GET", "/s/", String::new()),
+    ];
+    let mut by_pool = Http::connect(pool.addr);
+    let mut by_zergling = Http::connect(pool.addr);
+    assert_eq!(by_zergling.request("GET", "/", "").unwrap().text(), "Hello, world!");
+    let mut differences = Vec::new();
+    for (method, target, headers) in &requests {
+        let p = by_pool.request(method, target, headers).unwrap();
+        let z = by_zergling.request(method, target, headers).unwrap();
+        assert!(!p.text().contains(SECRET) && !z.text().contains(SECRET), "{method} {target}");
+        let multipart_response = p.header("content-type").is_some_and(|t| t.starts_with("multipart/"));
+        let comparable = |r: &Resp| {
+            let mut h: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| !matches!(n.as_str(), "date" | "expires"))
+                .filter(|(n, _)| !(multipart_response && n == "content-type"))
+                .cloned()
+                .collect();
+            h.sort();
+            h
+        };
+        let (ph, zh) = (comparable(&p), comparable(&z));
+        if p.status != z.status || ph != zh {
+            differences.push(format!(
+                "{method} {target} {headers:?}:\n  pool     {} {ph:?}\n  zergling {} {zh:?}",
+                p.status, z.status
+            ));
+            continue;
+        }
+        let same_body = if multipart_response {
+            let parts = |r: &Resp| multipart(r).map(|v| v.into_iter().map(|p| (p.range, p.body)).collect::<Vec<_>>());
+            parts(&p) == parts(&z)
+        } else {
+            p.body == z.body
+        };
+        if !same_body {
+            differences.push(format!("{method} {target} {headers:?}: the bodies differ"));
+        }
+    }
+    assert!(differences.is_empty(), "{} differences:\n{}", differences.len(), differences.join("\n"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,15 +1137,26 @@ fn once_with_body(addr: SocketAddr, method: &str, target: &str, headers: &str, b
 
 /// Sends raw bytes on a fresh connection and reads until the server closes:
 /// the parsed first response (if any) and every byte received.
-fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (Option<Resp>, Vec<u8>) {
+fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<Resp>, Vec<u8>) {
     let mut c = Http::connect(addr);
     c.send_raw(raw).expect("send");
     let mut all = Vec::new();
     let _ = c.stream.read_to_end(&mut all);
+    // The responses, in order, each framed as the answer to its request's method.
+    let methods: Vec<bool> = String::from_utf8_lossy(raw)
+        .split("\r\n\r\n")
+        .filter(|r| !r.is_empty())
+        .map(|r| r.starts_with("HEAD "))
+        .collect();
     let mut parser = Http { stream: c.stream.try_clone().expect("clone"), buf: all.clone() };
-    let head_only = raw.starts_with(b"HEAD ");
-    let resp = parser.response(head_only).ok();
-    (resp, all)
+    let mut responses = Vec::new();
+    for head_only in methods {
+        match parser.response(head_only) {
+            Ok(r) => responses.push(r),
+            Err(_) => break,
+        }
+    }
+    (responses, all)
 }
 
 struct PartOut {

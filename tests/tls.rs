@@ -1,6 +1,7 @@
 //! TLS termination through the real binaries (issue 4): real clients (curl, `openssl
-//! s_client`, a rustls client), hostile handshakes, the privilege drop on ports 80/443,
-//! `http-to-https`, and certificate reload on SIGHUP.
+//! s_client`, a rustls client), client certificates, hostile handshakes and a client that
+//! never closes, the privilege drop on ports 80/443, `http-to-https`, and certificate reload
+//! on SIGHUP.
 //!
 //! Every pool listens on port 0 except the privilege-drop test, which needs the real ports
 //! 80 and 443 (and root; it prints one SKIP line otherwise). Certificates are the

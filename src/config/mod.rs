@@ -454,7 +454,8 @@ impl Config {
                         None => (o.value.as_str(), None),
                     };
                     let uid = parse_uid(&ConfigOption { value: user.to_owned(), ..o.clone() })?;
-                    let gid = group.map(|g| parse_gid(&ConfigOption { value: g.to_owned(), ..o.clone() })).transpose()?;
+                    let gid =
+                        group.map(|g| parse_gid(&ConfigOption { value: g.to_owned(), ..o.clone() })).transpose()?;
                     c.chown_socket = Some((uid, gid));
                 }
                 "uid" => c.uid = Some(parse_uid(o)?),
@@ -503,7 +504,8 @@ impl Config {
                 _ => {}
             }
         }
-        if c.http.is_empty() && c.http_to_https.is_empty() && c.uwsgi_sockets.is_empty() && list.last("https").is_none() {
+        if c.http.is_empty() && c.http_to_https.is_empty() && c.uwsgi_sockets.is_empty() && list.last("https").is_none()
+        {
             let waiting: Vec<String> = c
                 .unimplemented
                 .iter()
@@ -731,10 +733,11 @@ uwsgi:
             keys(&c.ignored_app_options),
             "module virtualenv pythonpath enable-threads processes threads mule mule farm"
         );
-        assert_eq!(keys(&c.unimplemented), "socket https");
+        // `socket` and `https` are implemented now: nothing is left unimplemented.
+        assert_eq!(keys(&c.unimplemented), "");
         assert_eq!(keys(&c.superseded), "offload-threads");
         let notices = c.notices();
-        assert_eq!(notices.len(), 3);
+        assert_eq!(notices.len(), 2);
         let app = notices[0].to_string();
         assert!(app.starts_with("application-side options ignored"), "{app}");
         assert!(app.contains("`module` (") && app.contains("galaxy.yml:2)") && app.contains("`farm` ("), "{app}");
@@ -795,8 +798,9 @@ uwsgi:
 
     #[test]
     fn without_a_listener_the_unimplemented_ones_are_named() {
-        let e = cli(&["--socket", "/run/app.sock"]).unwrap_err().to_string();
-        assert!(e.contains("no listener") && e.contains("`socket` (command line (argument 1))"), "{e}");
+        let e = cli(&["--master"]).unwrap_err().to_string();
+        assert!(e.contains("no listener") && e.contains("--http"), "{e}");
+        assert!(cli(&["--socket", "/run/app.sock"]).is_ok(), "a uwsgi socket is a listener");
     }
 
     #[test]

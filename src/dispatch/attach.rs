@@ -98,11 +98,13 @@ impl AttachSocket {
     }
 }
 
-/// Who may attach.
+/// Who may attach, and what they are told when they do.
 #[derive(Debug, Clone)]
 pub struct AttachPolicy {
     /// Uids allowed besides root and the pool's effective uid.
     pub allow_uids: Vec<u32>,
+    /// The static-map options sent in WELCOME (`key=value`).
+    pub statics: Arc<Vec<String>>,
 }
 
 impl AttachPolicy {
@@ -182,7 +184,8 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         return;
     }
     let (id, orders) = dispatcher.register(pid, capacity);
-    if let Err(e) = chan.send(&Message::Welcome { version: proto::VERSION, id }, None).await {
+    let welcome = Message::Welcome { version: proto::VERSION, id, statics: policy.statics.to_vec() };
+    if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");
         dispatcher.unregister(id);
         recover(&dispatcher, id, orders, HashMap::new());
@@ -203,51 +206,71 @@ async fn run_session(
     mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
 ) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, String) {
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
-    let mut buf = RecvBuf::new();
     let mut draining = false;
-    let why = loop {
-        tokio::select! {
-            order = orders.recv() => match order {
-                Some(Order::Conn(p)) => {
-                    let conn = p.meta.conn;
-                    let sent = chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd())).await;
-                    unacked.insert(conn, p);
-                    if let Err(e) = sent {
-                        break format!("sending CONN failed: {e}");
-                    }
-                }
-                Some(Order::Drain { handback }) => {
-                    draining = true;
-                    if let Err(e) = chan.send(&Message::Drain { handback }, None).await {
-                        break format!("sending DRAIN failed: {e}");
-                    }
-                }
-                None => break "order channel closed".to_owned(),
-            },
-            msg = chan.recv_with(&mut buf) => match msg {
-                Ok((Message::Ack { conn }, _)) => {
-                    // Dropping the Pending closes the pool's copy of the descriptor.
-                    if unacked.remove(&conn).is_none() {
-                        debug!(%id, %conn, "ACK for a connection not waiting for one");
-                    }
-                }
-                Ok((Message::Closed { .. }, _)) => dispatcher.closed(id),
-                Ok((Message::Draining, _)) => {
-                    info!(%id, "zergling is draining");
-                    dispatcher.drain(id);
-                }
-                Ok((Message::HandBack(meta), Some(fd))) => {
-                    // An idle connection given back: it counts as closed here, and
-                    // the pool classifies it again like a new connection.
-                    dispatcher.closed(id);
-                    debug!(%id, conn = %meta.conn, buffered = meta.prefix.len(), "connection handed back");
-                    dispatcher.hand_back(fd, meta);
-                }
-                Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
-                Err(ChannelError::Closed) => break "channel closed".to_owned(),
-                Err(e) => break format!("channel error: {e}"),
-            },
+    // Reading never waits for sending: a reader runs beside the loop below and
+    // queues what arrives, so a CONN stuck on a full socket cannot stop the ACKs
+    // that would free it (both sides waiting to send, neither reading).
+    let (inbox_tx, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    let reader = async {
+        let mut buf = RecvBuf::new();
+        loop {
+            let r = chan.recv_with(&mut buf).await;
+            let end = r.is_err();
+            if inbox_tx.send(r).is_err() || end {
+                break;
+            }
         }
+        std::future::pending::<()>().await
+    };
+    let main = async {
+        loop {
+            tokio::select! {
+                order = orders.recv() => match order {
+                    Some(Order::Conn(p)) => {
+                        let conn = p.meta.conn;
+                        let sent = chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd())).await;
+                        unacked.insert(conn, p);
+                        if let Err(e) = sent {
+                            break format!("sending CONN failed: {e}");
+                        }
+                    }
+                    Some(Order::Drain { handback }) => {
+                        draining = true;
+                        if let Err(e) = chan.send(&Message::Drain { handback }, None).await {
+                            break format!("sending DRAIN failed: {e}");
+                        }
+                    }
+                    None => break "order channel closed".to_owned(),
+                },
+                Some(msg) = inbox.recv() => match msg {
+                    Ok((Message::Ack { conn }, _)) => {
+                        // Dropping the Pending closes the pool's copy of the descriptor.
+                        if unacked.remove(&conn).is_none() {
+                            debug!(%id, %conn, "ACK for a connection not waiting for one");
+                        }
+                    }
+                    Ok((Message::Closed { .. }, _)) => dispatcher.closed(id),
+                    Ok((Message::Draining, _)) => {
+                        info!(%id, "zergling is draining");
+                        dispatcher.drain(id);
+                    }
+                    Ok((Message::HandBack(meta), Some(fd))) => {
+                        // An idle connection given back: it counts as closed here, and
+                        // the pool classifies it again like a new connection.
+                        dispatcher.closed(id);
+                        debug!(%id, conn = %meta.conn, buffered = meta.prefix.len(), "connection handed back");
+                        dispatcher.hand_back(fd, meta);
+                    }
+                    Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
+                    Err(ChannelError::Closed) => break "channel closed".to_owned(),
+                    Err(e) => break format!("channel error: {e}"),
+                },
+            }
+        }
+    };
+    let why = tokio::select! {
+        why = main => why,
+        _ = reader => unreachable!("the reader never ends"),
     };
     if !draining {
         let lost = dispatcher.outstanding(id);

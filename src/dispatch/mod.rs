@@ -43,6 +43,10 @@ pub struct Pending {
 
 /// What a zergling's task is told to do.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a connection moves by value once; boxing it would cost an allocation per connection"
+)]
 pub enum Order {
     /// Hand this connection over.
     Conn(Pending),
@@ -82,6 +86,10 @@ impl Slot {
 
 /// The result of [`Dispatcher::submit`].
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a connection moves by value once; boxing it would cost an allocation per connection"
+)]
 pub enum Submitted {
     /// Sent to a zergling.
     Dispatched(ZerglingId),
@@ -302,6 +310,10 @@ fn pump(st: &mut State) {
 }
 
 /// Sends `p` to the best zergling, or gives it back if none can take it.
+#[allow(
+    clippy::result_large_err,
+    reason = "the connection is given back by value; boxing it would cost an allocation per connection"
+)]
 fn try_send(st: &mut State, mut p: Pending) -> Result<ZerglingId, Pending> {
     loop {
         let Some(i) = select(&st.slots, st.rotation) else { return Err(p) };

@@ -125,6 +125,30 @@ impl StaticOptions {
         Ok(StaticOptions { inner: Arc::new(inner) })
     }
 
+    /// The options again as `(key, value)` pairs, with every folder already
+    /// resolved to its canonical path: what the pool sends a zergling at attach
+    /// time, so that the zergling serves static files exactly as the pool does,
+    /// whatever its working directory.
+    pub fn to_option_lines(&self) -> Vec<(String, String)> {
+        let i = &self.inner;
+        let mut out = Vec::new();
+        for m in &i.mappings {
+            let key = if m.whole_path { "static-map2" } else { "static-map" };
+            out.push((key.to_owned(), format!("{}={}", m.mount, m.root.display())));
+        }
+        out.extend(i.index.iter().map(|n| ("static-index".to_owned(), n.clone())));
+        for (key, rules) in [("static-expires", &i.expires_file), ("static-expires-uri", &i.expires_uri)] {
+            out.extend(rules.iter().map(|r| (key.to_owned(), format!("{} {}", r.regex.as_str(), r.seconds))));
+        }
+        if i.gzip_all {
+            out.push(("static-gzip-all".to_owned(), String::new()));
+        }
+        out.extend(i.gzip_dirs.iter().map(|d| ("static-gzip-dir".to_owned(), d.display().to_string())));
+        out.extend(i.gzip_exts.iter().map(|e| ("static-gzip-ext".to_owned(), e.clone())));
+        out.extend(i.safe.iter().map(|d| ("static-safe".to_owned(), d.display().to_string())));
+        out
+    }
+
     /// Whether no mapping is active: the pool can skip static lookups entirely.
     pub fn is_empty(&self) -> bool {
         self.inner.mappings.is_empty()

@@ -2,6 +2,7 @@
 //! table-driven conformance test (request → status and headers), the attack list
 //! (the secret beside the mapped folder is never served), and I/O through
 //! `tokio::io::duplex` and a loopback TCP connection (sendfile, keep-alive).
+#![allow(clippy::type_complexity, reason = "inline test tables read best as tuples")]
 
 use std::fs;
 use std::os::unix::fs::symlink;

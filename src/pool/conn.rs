@@ -36,6 +36,8 @@ use crate::stream::ConnStream;
 
 /// Buffer size of each direction of the TLS relay.
 const RELAY_BUF: usize = 256 * 1024;
+/// How long a TLS client gets to close its side after the server side closed.
+const RELAY_LINGER: Duration = Duration::from_secs(2);
 
 /// Entry point for every accepted connection.
 pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: ConnStream, peer: String) {
@@ -71,7 +73,8 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
     buf.extend_from_slice(&meta.prefix);
     loop {
         let arrived = Instant::now();
-        let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+        let class =
+            classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
         let head = match class {
             Classification::Dynamic(head) => head,
             Classification::Gone => return,
@@ -154,7 +157,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
             return;
         }
     };
-    ctx.relays.spawn(relay(tls, relay_end));
+    ctx.relays.spawn(relay(tls, relay_end, RELAY_LINGER));
     if meta.alpn.as_deref() == Some("h2") {
         // HTTP/2 is multiplexed: the zergling gets the whole connection.
         return hand_over(&ctx.dispatcher, ConnStream::Unix(ours), meta, Instant::now());
@@ -162,15 +165,39 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
     serve_http(ctx, ConnStream::Unix(ours), meta).await;
 }
 
-/// Copies plaintext both ways between a TLS session and the relay's socket pair
-/// until either side closes. Runs as long as the client's connection lives,
-/// whichever zergling (or the pool itself) holds the other end.
-async fn relay<T: AsyncRead + AsyncWrite + Unpin>(mut tls: T, mut plain: UnixStream) {
-    match tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut plain, RELAY_BUF, RELAY_BUF).await {
-        Ok((up, down)) => debug!(up, down, "TLS relay closed"),
-        Err(e) => debug!(error = %e, "TLS relay ended"),
+/// Copies plaintext both ways between a TLS session and the relay's socket pair.
+/// Runs as long as the client's connection lives, whichever zergling (or the pool
+/// itself) holds the other end. When the plaintext side closes (the zergling
+/// closed the connection), close_notify is sent and the client gets at most
+/// `linger` to close its side: a client that never closes cannot hold the pool's
+/// descriptors. When the client closes first, the zergling sees end of file and
+/// may still finish its answer.
+async fn relay<T: AsyncRead + AsyncWrite + Unpin>(tls: T, plain: UnixStream, linger: Duration) {
+    let (tls_r, mut tls_w) = tokio::io::split(tls);
+    let (plain_r, mut plain_w) = plain.into_split();
+    let up = async {
+        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF, tls_r);
+        let n = tokio::io::copy_buf(&mut r, &mut plain_w).await;
+        let _ = plain_w.shutdown().await;
+        n
+    };
+    let down = async {
+        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF, plain_r);
+        let n = tokio::io::copy_buf(&mut r, &mut tls_w).await;
+        let _ = tls_w.shutdown().await; // close_notify, then FIN
+        n
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        n = &mut down => {
+            debug!(down = ?n.ok(), "TLS relay: server side closed");
+            let _ = tokio::time::timeout(linger, up).await;
+        }
+        n = &mut up => {
+            debug!(up = ?n.ok(), "TLS relay: client side closed");
+            let _ = down.await;
+        }
     }
-    let _ = tls.shutdown().await;
 }
 
 /// uwsgi (from nginx's `uwsgi_pass`): read the packet head, serve static-map hits
@@ -197,7 +224,11 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) 
             }
         }
     }
-    debug!(method = request.method().unwrap_or("-"), path = request.path_info().unwrap_or("-"), "dynamic uwsgi request");
+    debug!(
+        method = request.method().unwrap_or("-"),
+        path = request.path_info().unwrap_or("-"),
+        "dynamic uwsgi request"
+    );
     meta.prefix = buf.freeze();
     hand_over(&ctx.dispatcher, stream, meta, arrived);
 }
@@ -219,7 +250,8 @@ async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_p
     let _ = stream.write_all(&reply::redirect_response(&location)).await;
     let _ = stream.shutdown().await;
     // Let the client read the answer before the socket goes away.
-    let _ = tokio::time::timeout(Duration::from_millis(500), tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
 }
 
 /// Gives the connection to dispatch: a fresh id, the descriptor out of the runtime.

@@ -141,7 +141,9 @@ impl Pool {
             let addr = match h.addr {
                 AddrRef::Addr(a) => a,
                 AddrRef::Shared(n) => *config.shared_sockets.get(n).ok_or_else(|| {
-                    ConfigError::Invalid(format!("https `={n}`: there is no shared-socket number {n} (they count from 0)"))
+                    ConfigError::Invalid(format!(
+                        "https `={n}`: there is no shared-socket number {n} (they count from 0)"
+                    ))
                 })?,
             };
             let store = Arc::new(TlsStore::new(h.settings)?);
@@ -165,11 +167,20 @@ impl Pool {
                     listeners.push((Arc::new(ListenerInfo { name, role: Role::Uwsgi, local }), Bound::Tcp(l)));
                 }
                 UwsgiAddr::Unix(path) => {
-                    let bind_err = |source| PoolError::Bind { name: name.clone(), addr: path.display().to_string(), source };
+                    let bind_err =
+                        |source| PoolError::Bind { name: name.clone(), addr: path.display().to_string(), source };
                     let l = listener::bind_unix(path, backlog, config.chmod_socket).map_err(bind_err)?;
                     if let Some((uid, gid)) = config.chown_socket {
-                        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), gid.map(nix::unistd::Gid::from_raw))
-                            .map_err(|source| PoolError::Chown { path: path.clone(), uid, source })?;
+                        nix::unistd::chown(
+                            path,
+                            Some(nix::unistd::Uid::from_raw(uid)),
+                            gid.map(nix::unistd::Gid::from_raw),
+                        )
+                        .map_err(|source| PoolError::Chown {
+                            path: path.clone(),
+                            uid,
+                            source,
+                        })?;
                     }
                     unix_paths.push(path.clone());
                     let local = path.display().to_string();
@@ -190,14 +201,17 @@ impl Pool {
         // Files the pool created are given to the user it becomes, so that it can
         // still remove them, and zerglings running as that user can attach.
         if let Some((uid, gid)) = privileges::target_ids(config.uid, config.gid) {
-            let mut owned = vec![path.clone()];
+            let mut owned = vec![path];
             if config.chown_socket.is_none() {
                 owned.extend(unix_paths.iter().cloned());
             }
             owned.extend(fifo.as_ref().map(|(p, _)| p.clone()));
             for p in owned {
-                nix::unistd::chown(&p, Some(uid), Some(gid))
-                    .map_err(|source| PoolError::Chown { path: p.clone(), uid: uid.as_raw(), source })?;
+                nix::unistd::chown(&p, Some(uid), Some(gid)).map_err(|source| PoolError::Chown {
+                    path: p.clone(),
+                    uid: uid.as_raw(),
+                    source,
+                })?;
             }
         }
         privileges::drop_privileges(config.uid, config.gid)?;
@@ -223,7 +237,11 @@ impl Pool {
 
     /// Runs until a stop arrives on `rx` (signals, the master FIFO and touch files
     /// send theirs on `tx`).
-    pub async fn run_with(self, tx: mpsc::UnboundedSender<Control>, mut rx: mpsc::UnboundedReceiver<Control>) -> Result<(), PoolError> {
+    pub async fn run_with(
+        self,
+        tx: mpsc::UnboundedSender<Control>,
+        mut rx: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<(), PoolError> {
         let ctx = Arc::new(Ctx {
             config: self.config.clone(),
             dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
@@ -244,9 +262,13 @@ impl Pool {
                 }
             };
             let c = ctx.clone();
-            background.spawn(listener::accept_loop(l, info, stop_accept.clone(), conns.clone(), move |info, s, peer| {
-                conn::handle_connection(c.clone(), info, s, peer)
-            }));
+            background.spawn(listener::accept_loop(
+                l,
+                info,
+                stop_accept.clone(),
+                conns.clone(),
+                move |info, s, peer| conn::handle_connection(c.clone(), info, s, peer),
+            ));
         }
         let stop_attach = CancellationToken::new();
         let sessions = TaskTracker::new();
@@ -254,7 +276,10 @@ impl Pool {
         background.spawn(attach::serve(
             self.attach.clone(),
             ctx.dispatcher.clone(),
-            AttachPolicy { allow_uids: self.config.zerg_allow_uid.clone() },
+            AttachPolicy {
+                allow_uids: self.config.zerg_allow_uid.clone(),
+                statics: Arc::new(ctx.statics.to_option_lines().into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            },
             stop_attach.clone(),
             sessions.clone(),
         ));
@@ -271,14 +296,25 @@ impl Pool {
             None => None,
         };
         let reload = Control::ChainReload { why: "touch-reload" };
-        background.spawn(control::watch_touch_files(self.config.touch_reload.clone(), reload, tx.clone(), stop_attach.clone()));
+        background.spawn(control::watch_touch_files(
+            self.config.touch_reload.clone(),
+            reload,
+            tx.clone(),
+            stop_attach.clone(),
+        ));
         let chain = Control::ChainReload { why: "touch-chain-reload" };
-        background.spawn(control::watch_touch_files(self.config.touch_chain_reload.clone(), chain, tx.clone(), stop_attach.clone()));
+        background.spawn(control::watch_touch_files(
+            self.config.touch_chain_reload.clone(),
+            chain,
+            tx.clone(),
+            stop_attach.clone(),
+        ));
         let settings = supervise::Settings {
             worker_mercy: self.config.worker_reload_mercy,
             attach_timeout: self.config.attach_timeout,
         };
-        let supervisor = Supervisor::start(&self.config.zerglings, self.attach.path().to_owned(), ctx.dispatcher.clone(), settings);
+        let supervisor =
+            Supervisor::start(&self.config.zerglings, self.attach.path().to_owned(), ctx.dispatcher.clone(), settings);
 
         let kind = loop {
             match rx.recv().await {
@@ -335,7 +371,9 @@ fn reload_certificates(stores: &[Arc<TlsStore>]) {
     for store in stores {
         match store.reload() {
             Ok(()) => info!(certificate = %store.settings().default.cert.display(), "certificates reloaded"),
-            Err(e) => warn!(error = %crate::error_chain(&e), "certificate reload failed; keeping the certificates in use"),
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), "certificate reload failed; keeping the certificates in use")
+            }
         }
     }
 }

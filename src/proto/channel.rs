@@ -101,12 +101,17 @@ impl Channel {
             return Err(ChannelError::Oversize);
         }
         loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|inner| sys::send_frame(inner.get_ref().as_fd(), &frame, fd)) {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) if is_closed(&e) => return Err(ChannelError::Closed),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => continue,
+            // Try first; wait for writability only after EAGAIN. The wait is also
+            // bounded: a Unix datagram-style socket becomes writable when the
+            // *peer* reads, and a missed edge must not stall the channel.
+            match sys::send_frame(self.fd.get_ref().as_fd(), &frame, fd) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if is_closed(&e) => return Err(ChannelError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+            if let Ok(guard) = tokio::time::timeout(Duration::from_millis(20), self.fd.writable()).await {
+                guard?.clear_ready();
             }
         }
     }

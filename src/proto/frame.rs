@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 
-use super::{ConnId, ConnMeta, ListenerKind, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STRING, MAX_TAGS};
+use super::{ConnId, ConnMeta, ListenerKind, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING, MAX_TAGS};
 
 /// Message types (the first byte of every frame).
 mod kind {
@@ -48,6 +48,7 @@ mod tag {
     pub(super) const TLS_VERSION: u8 = 15;
     pub(super) const PREFIX: u8 = 16;
     pub(super) const HANDBACK: u8 = 17;
+    pub(super) const STATIC: u8 = 18;
 }
 
 /// One message of the protocol. Which ones carry a descriptor is said by
@@ -72,6 +73,9 @@ pub enum Message {
         version: u16,
         /// The id the pool gave this zergling.
         id: ZerglingId,
+        /// The pool's static-map options as `key=value` (folders already resolved),
+        /// so that the zergling serves static files as the pool does.
+        statics: Vec<String>,
     },
     /// Pool → zergling: not attached, and why. The pool closes the channel after it.
     Refuse {
@@ -198,10 +202,13 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put(&mut out, tag::TAG, t.as_bytes());
             }
         }
-        Message::Welcome { version, id } => {
+        Message::Welcome { version, id, statics } => {
             out.push(kind::WELCOME);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
+            for line in statics {
+                put(&mut out, tag::STATIC, line.as_bytes());
+            }
         }
         Message::Refuse { reason } => {
             out.push(kind::REFUSE);
@@ -287,6 +294,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::WELCOME => Message::Welcome {
             version: need(f.version, tag::VERSION)? as u16,
             id: ZerglingId(need(f.zergling_id, tag::ZERGLING_ID)?),
+            statics: f.statics,
         },
         kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
         kind::CONN | kind::HANDBACK => {
@@ -338,6 +346,7 @@ struct Fields {
     tls_version: Option<String>,
     prefix: Option<Bytes>,
     handback: Option<u64>,
+    statics: Vec<String>,
 }
 
 impl Fields {
@@ -355,6 +364,12 @@ impl Fields {
                 self.tags.push(text(t, v)?);
             }
             tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
+            tag::STATIC => {
+                if self.statics.len() >= MAX_STATICS {
+                    return Err(DecodeError::TooManyTags);
+                }
+                self.statics.push(text(t, v)?);
+            }
             tag::REASON => self.reason = Some(text(t, v)?),
             tag::LISTENER => self.listener = Some(text(t, v)?),
             tag::KIND => self.kind = Some(text(t, v)?),
@@ -414,7 +429,7 @@ mod tests {
     fn samples() -> Vec<Message> {
         vec![
             Message::Hello { version: 1, pid: 77, capacity: 9, tags: vec!["app=demo".into()] },
-            Message::Welcome { version: 1, id: ZerglingId(3) },
+            Message::Welcome { version: 1, id: ZerglingId(3), statics: vec!["static-map=/s=/srv/www".into()] },
             Message::Refuse { reason: "no".into() },
             sample_conn(),
             Message::Ack { conn: ConnId(1) },

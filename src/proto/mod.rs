@@ -30,6 +30,8 @@ pub const MAX_PREFIX: usize = 128 * 1024;
 pub const MAX_STRING: usize = 4096;
 /// Most `TAG` fields in one HELLO.
 pub const MAX_TAGS: usize = 32;
+/// Most `STATIC` fields in one WELCOME.
+pub const MAX_STATICS: usize = 256;
 /// Descriptors a receiver makes room for; any message carrying more is an error.
 pub const MAX_FDS_PER_FRAME: usize = 1;
 

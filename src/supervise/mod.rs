@@ -83,7 +83,12 @@ struct Slot {
 
 impl Supervisor {
     /// Starts one supervised process per command.
-    pub fn start(commands: &[Vec<String>], socket: PathBuf, dispatcher: Arc<Dispatcher>, settings: Settings) -> Arc<Supervisor> {
+    pub fn start(
+        commands: &[Vec<String>],
+        socket: PathBuf,
+        dispatcher: Arc<Dispatcher>,
+        settings: Settings,
+    ) -> Arc<Supervisor> {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in commands {

@@ -33,16 +33,18 @@
 //! Each request carries a [`ConnInfo`] in its extensions: the listener, the
 //! client's address, the scheme, and the zergling's id.
 
+mod statics;
 pub mod uwsgi;
 
 use std::error::Error as StdError;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
@@ -56,6 +58,8 @@ use tracing::{debug, info, warn};
 
 pub use crate::stream::{ConnStream, Prefixed};
 
+use crate::config::{ConfigOption, OptionList, Origin};
+use crate::offload::StaticOptions;
 use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, ListenerKind, Message, RecvBuf, ZerglingId};
 
 /// How long the pool has to answer HELLO, and to confirm DRAINING.
@@ -208,14 +212,15 @@ struct Worker<S> {
     handback: AtomicBool,
     /// Every connection being served.
     conns: TaskTracker,
+    /// The pool's static-map options, as its last WELCOME said.
+    statics: ArcSwap<StaticOptions>,
 }
 
 /// Runs a zergling on the current tokio runtime until it has drained.
 pub async fn serve<S, B>(config: ZerglingConfig, service: S) -> Result<(), ZerglingError>
 where
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let worker = Arc::new(Worker {
@@ -225,6 +230,7 @@ where
         drain: CancellationToken::new(),
         handback: AtomicBool::new(false),
         conns: TaskTracker::new(),
+        statics: ArcSwap::from_pointee(StaticOptions::default()),
     });
     if worker.config.handle_signals {
         install_signals(worker.drain_requested.clone()).map_err(ZerglingError::Runtime)?;
@@ -234,9 +240,10 @@ where
     let mut failures: u64 = 0;
     while !worker.drain_requested.is_cancelled() {
         match attach(&worker.config).await {
-            Ok((chan, id)) => {
+            Ok((chan, id, statics)) => {
                 delay = REATTACH_MIN;
                 failures = 0;
+                worker.statics.store(Arc::new(static_options(&statics)));
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
                 if !worker.drain_requested.is_cancelled() {
@@ -273,8 +280,7 @@ where
 pub fn serve_blocking<S, B>(config: ZerglingConfig, service: S) -> Result<(), ZerglingError>
 where
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     tokio::runtime::Builder::new_multi_thread()
@@ -295,8 +301,27 @@ impl From<ChannelError> for AttachFailure {
     }
 }
 
+/// The static-map options a WELCOME carried (`key=value` lines); bad ones are
+/// logged and leave static-map off (the application then answers).
+fn static_options(lines: &[String]) -> StaticOptions {
+    let list = OptionList(
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (key, value) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                ConfigOption { key: key.to_owned(), value: value.to_owned(), origin: Origin::CommandLine(i + 1) }
+            })
+            .collect(),
+    );
+    StaticOptions::from_options(&list).unwrap_or_else(|e| {
+        warn!(error = %e, "the pool's static-map options do not load here; static requests go to the application");
+        StaticOptions::default()
+    })
+}
+
 /// Connects and does the handshake.
-async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId), AttachFailure> {
+async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<String>), AttachFailure> {
     let chan = Channel::connect(&config.socket).await.map_err(|e| AttachFailure::Other(Box::new(e)))?;
     let hello = Message::Hello {
         version: proto::VERSION,
@@ -306,7 +331,7 @@ async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId), Attach
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
-        (Message::Welcome { id, .. }, _) => Ok((chan, id)),
+        (Message::Welcome { id, statics, .. }, _) => Ok((chan, id, statics)),
         (Message::Refuse { reason }, _) => Err(AttachFailure::Refused(reason)),
         (other, _) => Err(AttachFailure::Other(format!("unexpected {} during the handshake", other.name()).into())),
     }
@@ -316,8 +341,7 @@ async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId), Attach
 async fn session<S, B>(chan: Arc<Channel>, id: ZerglingId, worker: &Arc<Worker<S>>)
 where
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut buf = RecvBuf::new();
@@ -367,8 +391,7 @@ where
 async fn accept_conn<S, B>(chan: &Arc<Channel>, id: ZerglingId, worker: &Arc<Worker<S>>, meta: ConnMeta, fd: OwnedFd)
 where
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     if worker.config.fault == Some(Fault::ExitBeforeAck) {
@@ -402,7 +425,7 @@ where
     if meta.alpn.as_deref() == Some("h2") {
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            serve_h2(io, info, worker.service.clone(), worker.drain.clone()).await;
+            serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()).await;
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;
@@ -411,13 +434,14 @@ where
         let mut meta = meta;
         let io = Prefixed::new(std::mem::take(&mut meta.prefix), stream);
         let handback = || worker.handback.load(Ordering::SeqCst);
-        match run_http1(io, info, worker.service.clone(), worker.drain.clone(), handback).await {
+        let statics = worker.statics.load_full();
+        match run_http1(io, info, worker.service.clone(), statics, worker.drain.clone(), handback).await {
             Http1End::HandBack { io, buffered } => {
                 meta.prefix = buffered;
                 match io.into_fd() {
                     Ok(fd) => {
                         if let Err(e) = chan.send(&Message::HandBack(meta), Some(fd.as_fd())).await {
-                            debug!(%conn, error = %e, "hand-back failed; closing the connection");
+                            warn!(%conn, error = %e, "hand-back failed; closing the connection");
                             let _ = chan.send(&Message::Closed { conn }, None).await;
                         }
                     }
@@ -437,17 +461,28 @@ where
 /// Serves HTTP/2 on a connection whose ALPN was `h2`. On drain: GOAWAY, the
 /// streams in flight finish, then the connection closes (HTTP/2 connections are
 /// not handed back: the client opens a new one, as GOAWAY tells it to).
-async fn serve_h2<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drain: CancellationToken)
-where
+async fn serve_h2<IO, S, B>(
+    io: IO,
+    info: Arc<ConnInfo>,
+    service: S,
+    statics: Arc<StaticOptions>,
+    drain: CancellationToken,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let service = Arc::new(service);
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        service.call(req)
+        let (service, statics) = (service.clone(), statics.clone());
+        async move {
+            if let Some(resp) = statics::answer(&statics, &req).await {
+                return Ok::<_, S::Err>(resp.map(Tracked::fixed));
+            }
+            Ok(service.call(req).await?.map(|b| Tracked::app(b, None)))
+        }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(TokioIo::new(io), svc);
@@ -516,21 +551,44 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that releases its [`InFlight`] once its last frame was taken.
+/// A response body (the application's, or a static file's) that releases its
+/// [`InFlight`] once its last frame was taken.
 struct Tracked<B> {
-    inner: Pin<Box<B>>,
+    inner: AnyBody<B>,
     in_flight: Option<InFlight>,
 }
 
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+enum AnyBody<B> {
+    App(Pin<Box<B>>),
+    Static(statics::StaticBody),
+}
+
+impl<B> Tracked<B> {
+    fn app(b: B, in_flight: Option<InFlight>) -> Self {
+        Tracked { inner: AnyBody::App(Box::pin(b)), in_flight }
+    }
+
+    fn fixed(b: statics::StaticBody) -> Self {
+        Tracked { inner: AnyBody::Static(b), in_flight: None }
+    }
+}
+
+impl<B> Body for Tracked<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let r = self.inner.as_mut().poll_frame(cx);
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let r = match &mut self.inner {
+            AnyBody::App(b) => b.as_mut().poll_frame(cx).map_err(Into::into),
+            AnyBody::Static(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
         if let std::task::Poll::Ready(None) = r {
             self.in_flight = None;
         }
@@ -538,11 +596,17 @@ impl<B: Body> Body for Tracked<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            AnyBody::App(b) => b.is_end_stream(),
+            AnyBody::Static(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            AnyBody::App(b) => b.size_hint(),
+            AnyBody::Static(b) => b.size_hint(),
+        }
     }
 }
 
@@ -566,14 +630,14 @@ async fn run_http1<IO, S, B>(
     io: Prefixed<IO>,
     info: Arc<ConnInfo>,
     service: S,
+    statics: Arc<StaticOptions>,
     drain: CancellationToken,
     handback: impl Fn() -> bool,
 ) -> Http1End<IO>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
@@ -585,10 +649,15 @@ where
             act.client_closes.store(true, Ordering::SeqCst);
         }
         let in_flight = InFlight::new(act.clone());
-        let fut = service.call(req);
+        let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {
-            let resp = fut.await?;
-            Ok::<_, S::Err>(resp.map(|b| Tracked { inner: Box::pin(b), in_flight: Some(in_flight) }))
+            if let Some(resp) = statics::answer(&statics, &req).await {
+                return Ok::<_, S::Err>(
+                    resp.map(|b| Tracked { inner: AnyBody::Static(b), in_flight: Some(in_flight) }),
+                );
+            }
+            let resp = service.call(req).await?;
+            Ok(resp.map(|b| Tracked::app(b, Some(in_flight))))
         })
     });
     let mut conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
@@ -605,7 +674,7 @@ where
         }
     };
     if let Err(e) = &res {
-        debug!(error = %e, "connection ended with an error");
+        warn!(error = %e, "connection ended with an error");
     }
     if res.is_ok() && shutdown_asked && handback() && !activity.client_closes.load(Ordering::SeqCst) {
         let parts = conn.into_parts();
@@ -624,11 +693,11 @@ pub async fn serve_http1<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drai
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let _ = run_http1(Prefixed::new(Bytes::new(), io), info, service, drain, || false).await;
+    let statics = Arc::new(StaticOptions::default());
+    let _ = run_http1(Prefixed::new(Bytes::new(), io), info, service, statics, drain, || false).await;
 }
 
 /// SIGTERM, SIGINT and SIGHUP start a drain.

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Benchmark: nginx in front of an application server over the uwsgi protocol (issue 6),
+# keep-alive between wrk and nginx, one server core for everything server-side:
+#
+#   zergpool   nginx → uwsgi_pass 127.0.0.1:P → zergpool --socket (release build) →
+#              2 zergling-demo spawned by the pool (--zergling)
+#   uwsgi      nginx → uwsgi_pass 127.0.0.1:P → Debian's uWSGI, python3 plugin,
+#              --processes 2 --master, a WSGI app returning the same 13 bytes
+#   proxy      nginx → proxy_pass (upstream keepalive 32, HTTP/1.1) →
+#              zergling-demo --listen 127.0.0.1:P (no pool)
+#
+# One nginx (worker_processes 1, access_log off) with one server per setup; only one
+# setup is loaded at a time. nginx never reuses uwsgi upstream connections
+# (../shared/reference/uwsgi-compat.md §2.3): both uwsgi rows cost one loopback TCP
+# connection per request between nginx and the server, the proxy row does not.
+# Every figure is req/s with the server-side CPU time per request (nginx master and
+# worker plus the backend's processes), then the means and the ratios
+# zergpool/uwsgi and zergpool/proxy_pass measured in the same run.
+#
+# Decision it informs: whether the uwsgi path (pool reads the packet, hands the
+# descriptor over, the zergling parses the vars again and answers over a closing
+# connection) is cheap enough to put the pool behind nginx instead of uWSGI
+# (goal: ≥ 1.0 of uWSGI) and instead of a plain keep-alive proxy_pass to the
+# application (goal: ≥ 1.0; the price of a connection per request shows here).
+#
+# Usage: benches/uwsgi.sh   (DURATION=10 ROUNDS=3 CONNS=50 to change)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need wrk; need curl; need taskset util-linux; need nginx; need uwsgi "uwsgi uwsgi-plugin-python3"
+need python3
+[ -r /etc/nginx/uwsgi_params ] || { echo "missing /etc/nginx/uwsgi_params (nginx-common)" >&2; exit 1; }
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin zergpool --bin zergling-demo
+BIN=$ROOT/target/release
+TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
+chmod 755 "$TMP"
+
+# --- zergpool + 2 zerglings -----------------------------------------------------
+ZPORT=$(free_port)
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$ZPORT --listen 4096 \
+  --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
+  2>"$TMP/zergpool.log" &
+ZPID=$!; PIDS_TO_KILL+=($ZPID)
+
+# --- uWSGI, 2 processes ---------------------------------------------------------
+UPORT=$(free_port)
+cat >"$TMP/hello.py" <<'PY'
+BODY = b"Hello, world!"
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+PY
+taskset -c "$SERVER_CPU" uwsgi --plugin python3 --socket 127.0.0.1:$UPORT --wsgi-file "$TMP/hello.py" \
+  --processes 2 --master --die-on-term --disable-logging --listen 1024 >"$TMP/uwsgi.log" 2>&1 &
+UPID=$!; PIDS_TO_KILL+=($UPID)
+
+# --- zergling-demo alone (the proxy_pass backend) -------------------------------
+DPORT=$(free_port)
+taskset -c "$SERVER_CPU" "$BIN/zergling-demo" --listen 127.0.0.1:$DPORT 2>"$TMP/demo.log" &
+DPID=$!; PIDS_TO_KILL+=($DPID)
+
+# --- nginx: three servers --------------------------------------------------------
+NZ=$(free_port); NU=$(free_port); NP=$(free_port)
+NPREFIX=$TMP/nginx
+mkdir -p "$NPREFIX/logs" "$NPREFIX/tmp"
+cat >"$NPREFIX/nginx.conf" <<CONF
+worker_processes 1;
+pid $NPREFIX/nginx.pid;
+error_log $NPREFIX/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  client_body_temp_path $NPREFIX/tmp/body;
+  proxy_temp_path $NPREFIX/tmp/proxy;
+  fastcgi_temp_path $NPREFIX/tmp/fastcgi;
+  uwsgi_temp_path $NPREFIX/tmp/uwsgi;
+  scgi_temp_path $NPREFIX/tmp/scgi;
+  upstream demo {
+    server 127.0.0.1:$DPORT;
+    keepalive 32;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NZ backlog=4096;
+    location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$ZPORT; }
+  }
+  server {
+    listen 127.0.0.1:$NU backlog=4096;
+    location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$UPORT; }
+  }
+  server {
+    listen 127.0.0.1:$NP backlog=4096;
+    location / {
+      proxy_pass http://demo;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+CONF
+taskset -c "$SERVER_CPU" nginx -p "$NPREFIX" -e "$NPREFIX/logs/error.log" -c "$NPREFIX/nginx.conf" \
+  -g 'daemon off;' 2>"$TMP/nginx.log" &
+NPID=$!; PIDS_TO_KILL+=($NPID)
+
+for port in $NZ $NU $NP; do wait_http "http://127.0.0.1:$port/"; done
+for _ in $(seq 1 100); do [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && break; sleep 0.05; done
+# Children forked by the masters (nginx worker, uWSGI workers, the pool's zerglings):
+# measured (CPU) and killed by PID too.
+NPIDS=("$NPID" $(pgrep -P "$NPID" || true))
+UPIDS=("$UPID" $(pgrep -P "$UPID" || true))
+ZPIDS=("$ZPID" $(pgrep -P "$ZPID" || true))
+PIDS_TO_KILL+=("${NPIDS[@]:1}" "${UPIDS[@]:1}" "${ZPIDS[@]:1}")
+[ "${#ZPIDS[@]}" -eq 3 ] || { echo "expected 2 zerglings under the pool, found: ${ZPIDS[*]:1}" >&2; exit 1; }
+
+# Every setup must send the very same bytes.
+for port in $NZ $NU $NP; do
+  body=$(curl -sf "http://127.0.0.1:$port/")
+  [ "$body" = "Hello, world!" ] || { echo "nginx port $port answers $body" >&2; exit 1; }
+done
+
+echo "nginx in front, keep-alive client: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS round(s), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+printf '%-6s | %10s %7s | %10s %7s | %10s %7s\n' round zp_rps zp_us uwsgi_rps uws_us proxy_rps prx_us
+Z=(); U=(); P=()
+for r in $(seq 1 "$ROUNDS"); do
+  read -r zrps zus < <(run_wrk zergpool "http://127.0.0.1:$NZ/" 0 "${NPIDS[@]}" "${ZPIDS[@]}")
+  read -r urps uus < <(run_wrk uwsgi "http://127.0.0.1:$NU/" 0 "${NPIDS[@]}" "${UPIDS[@]}")
+  read -r prps pus < <(run_wrk proxy_pass "http://127.0.0.1:$NP/" 0 "${NPIDS[@]}" "$DPID")
+  Z+=("$zrps"); U+=("$urps"); P+=("$prps")
+  printf '%-6s | %10s %7s | %10s %7s | %10s %7s\n' "$r" "$zrps" "$zus" "$urps" "$uus" "$prps" "$pus"
+done
+z=$(printf '%s\n' "${Z[@]}" | mean); u=$(printf '%s\n' "${U[@]}" | mean); p=$(printf '%s\n' "${P[@]}" | mean)
+echo
+printf '%-6s | %10s | %10s | %10s | %14s %17s\n' mean zp_rps uwsgi_rps proxy_rps zergpool/uwsgi zergpool/proxy_pass
+printf '%-6s | %10s | %10s | %10s | %14s %17s\n' "" "$z" "$u" "$p" "$(ratio "$z" "$u")" "$(ratio "$z" "$p")"
+if grep -q '\[error\]' "$NPREFIX/logs/error.log"; then
+  echo "nginx logged errors:" >&2; grep '\[error\]' "$NPREFIX/logs/error.log" | sort | uniq -c | sort -rn | head -5 >&2
+fi
