@@ -51,7 +51,7 @@ printf '%-11s %-9s %9s %8s %-44s %8s %8s\n' setup mode requests non-2xx socket-e
 
 # --- zergpool
 PORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$PORT --listen 4096 \
+ZERGPOOL_LOG=info taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$PORT --listen 4096 \
   --zerg-server "$TMP/zp.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" 2>"$TMP/zp.log" &
 ZP=$!; PIDS_TO_KILL+=($ZP)
 wait_http "http://127.0.0.1:$PORT/"
@@ -94,7 +94,7 @@ kill -INT $UZ 2>/dev/null || true; wait $UZ 2>/dev/null || true
 
 # --- uWSGI --http router
 PORT=$(free_port)
-taskset -c "$SERVER_CPU" uwsgi --master --http 127.0.0.1:$PORT --plugin python3 --wsgi-file "$TMP/hello.py" \
+taskset -c "$SERVER_CPU" uwsgi --plugin http,python3 --master --http 127.0.0.1:$PORT --wsgi-file "$TMP/hello.py" \
   --processes 2 --add-header 'Connection: close' --disable-logging --die-on-term >"$TMP/uh.log" 2>&1 &
 UH=$!; PIDS_TO_KILL+=($UH)
 wait_http "http://127.0.0.1:$PORT/"
