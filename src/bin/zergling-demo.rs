@@ -132,7 +132,12 @@ async fn listen_directly(addr: SocketAddr) -> std::io::Result<()> {
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZERGLING_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     let mut attach = std::env::var_os("ZERGPOOL_SOCKET").map(std::path::PathBuf::from);
     let mut capacity = 1024u32;
     let mut listen: Option<SocketAddr> = None;
