@@ -517,6 +517,8 @@ struct Activity {
     /// The client asked to close (`Connection: close`, or HTTP/1.0 without
     /// keep-alive): such a connection is never handed back.
     client_closes: AtomicBool,
+    /// Requests that reached the service on this connection.
+    served: AtomicUsize,
 }
 
 impl Activity {
@@ -649,6 +651,7 @@ where
             act.client_closes.store(true, Ordering::SeqCst);
         }
         let in_flight = InFlight::new(act.clone());
+        act.served.fetch_add(1, Ordering::Relaxed);
         let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {
             if let Some(resp) = statics::answer(&statics, &req).await {
@@ -675,6 +678,9 @@ where
     };
     if let Err(e) = &res {
         warn!(error = %e, "connection ended with an error");
+    }
+    if activity.served.load(Ordering::Relaxed) == 0 {
+        debug!(shutdown_asked, ok = res.is_ok(), "connection ended before serving a request");
     }
     if res.is_ok() && shutdown_asked && handback() && !activity.client_closes.load(Ordering::SeqCst) {
         let parts = conn.into_parts();
