@@ -94,7 +94,10 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
                         tally.bad_status.fetch_add(1, Ordering::Relaxed);
                         tally.error(format!("new connection from port {port}: status {}", r.status));
                     }
-                    Err(e) => tally.error(format!("new connection from port {port}: {e}")),
+                    Err(e) => {
+                        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                        tally.error(format!("new connection from port {port}: {e} at {:.3}", t.as_secs_f64()))
+                    }
                 }
             }
         }));
