@@ -191,3 +191,51 @@ fn hook_master_start_remaps_a_signal_and_sigusr2_is_harmless() {
     let status = pool.proc.wait_exit(T).expect("SIGUSR1 now stops gracefully");
     assert_eq!(status.code(), Some(0), "{}", pool.proc.log());
 }
+
+#[test]
+fn the_attach_socket_is_0600_a_stale_file_is_replaced_and_a_live_one_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("zerg.sock");
+    // A stale socket file: bound, then its listener gone.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let keep = tempfile::tempdir().unwrap();
+    let pool = Pool::start_in(keep, sock.clone(), &["--listen", "1000000000"], &[]);
+    assert!(pool.proc.log().contains("replacing a stale zerg-server socket file"), "{}", pool.proc.log());
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The backlog asked for is larger than net.core.somaxconn: clamped, with a warning.
+    assert!(pool.proc.log().contains("somaxconn"), "{}", pool.proc.log());
+    // A second pool on the live socket refuses to start, with a clear message.
+    let out = std::process::Command::new(common::POOL)
+        .args(["--http", "127.0.0.1:0", "--zerg-server"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process is listening"), "{err}");
+}
+
+#[test]
+fn sigquit_stops_at_once_and_a_second_sigterm_too() {
+    let mut pool = Pool::start(&["--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    let addr = pool.addr;
+    let slow = std::thread::spawn(move || get_once(addr, "/sleep?ms=20000"));
+    assert!(pool.proc.wait_log("dispatched", 1, T), "{}", pool.proc.log());
+    pool.proc.signal(Signal::SIGTERM);
+    assert!(pool.proc.wait_log("stopping", 1, T));
+    pool.proc.signal(Signal::SIGTERM);
+    let status = pool.proc.wait_exit(Duration::from_secs(10)).expect("a second SIGTERM stops at once");
+    assert_eq!(status.code(), Some(0));
+    assert!(pool.proc.log().contains("second stop request"), "{}", pool.proc.log());
+    assert!(slow.join().unwrap().is_err(), "the 20 s request was cut, as an immediate stop does");
+
+    let mut pool = Pool::start(&[]);
+    pool.proc.signal(Signal::SIGQUIT);
+    let status = pool.proc.wait_exit(Duration::from_secs(10)).expect("SIGQUIT stops at once");
+    assert_eq!(status.code(), Some(0));
+    assert!(pool.proc.log().contains("Immediate"), "{}", pool.proc.log());
+}
