@@ -20,7 +20,9 @@ RATE=${RATE:-8000}
 CONNS=${CONNS:-50}
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
-TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d)
+# Zerglings started by the dance run in a subshell: their pids go to a file too.
+trap 'cleanup; [ -f "$TMP/all-pids" ] && xargs -r kill -9 <"$TMP/all-pids" 2>/dev/null; rm -rf "$TMP"' EXIT
 
 cat >"$TMP/hello.py" <<'PY'
 def application(env, start_response):
@@ -72,6 +74,7 @@ for _ in $(seq 1 100); do [ -S "$TMP/uz.sock" ] && break; sleep 0.05; done
 zergling() {
   taskset -c "$SERVER_CPU" uwsgi --zerg "$TMP/uz.sock" --protocol http --plugin python3 --wsgi-file "$TMP/hello.py" \
     --processes 1 --add-header 'Connection: close' --disable-logging --die-on-term >>"$TMP/uzl.log" 2>&1 &
+  echo $! >>"$TMP/all-pids"
   echo $!
 }
 Z1=$(zergling); Z2=$(zergling); PIDS_TO_KILL+=($Z1 $Z2)
