@@ -15,7 +15,9 @@ PIDS_TO_KILL=()
 
 need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y ${2:-$1}" >&2; exit 1; }; }
 
-cleanup() { for p in "${PIDS_TO_KILL[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
+# Servers that fork (uWSGI) are started with `setsid`, so their pid is also their
+# process group: killing the group takes their children too.
+cleanup() { for p in "${PIDS_TO_KILL[@]}"; do kill -9 -- "-$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -22,7 +22,7 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 TMP=$(mktemp -d)
 # Zerglings started by the dance run in a subshell: their pids go to a file too.
-trap 'cleanup; [ -f "$TMP/all-pids" ] && xargs -r kill -9 <"$TMP/all-pids" 2>/dev/null; rm -rf "$TMP"' EXIT
+trap 'cleanup; [ -f "$TMP/all-pids" ] && for p in $(cat "$TMP/all-pids"); do kill -9 -- "-$p" "$p" 2>/dev/null; done; rm -rf "$TMP"' EXIT
 
 cat >"$TMP/hello.py" <<'PY'
 def application(env, start_response):
@@ -60,19 +60,19 @@ wait_http "http://127.0.0.1:$PORT/"
 for close in 0 1; do
   restart_loop kill -HUP $ZP & RL=$!
   measure zergpool "http://127.0.0.1:$PORT/" $close
-  kill $RL; wait $RL 2>/dev/null || true
+  kill $RL 2>/dev/null || true; wait $RL 2>/dev/null || true
 done
 echo "    (zergpool chain reloads completed: $(grep -c 'chain reload complete' "$TMP/zp.log" || true))"
 kill -TERM $ZP; wait $ZP 2>/dev/null || true
 
 # --- uWSGI zerg mode
 PORT=$(free_port)
-taskset -c "$SERVER_CPU" uwsgi --master --plugin zergpool --zergpool "$TMP/uz.sock:127.0.0.1:$PORT" --die-on-term \
+setsid taskset -c "$SERVER_CPU" uwsgi --master --plugin zergpool --zergpool "$TMP/uz.sock:127.0.0.1:$PORT" --die-on-term \
   >"$TMP/uz.log" 2>&1 &
 UZ=$!; PIDS_TO_KILL+=($UZ)
 for _ in $(seq 1 100); do [ -S "$TMP/uz.sock" ] && break; sleep 0.05; done
 zergling() {
-  taskset -c "$SERVER_CPU" uwsgi --zerg "$TMP/uz.sock" --protocol http --plugin python3 --wsgi-file "$TMP/hello.py" \
+  setsid taskset -c "$SERVER_CPU" uwsgi --zerg "$TMP/uz.sock" --protocol http --plugin python3 --wsgi-file "$TMP/hello.py" \
     --processes 1 --add-header 'Connection: close' --disable-logging --die-on-term >>"$TMP/uzl.log" 2>&1 &
   echo $! >>"$TMP/all-pids"
   echo $!
@@ -84,26 +84,26 @@ dance() { # start a new zergling, give it time to attach, stop the oldest
   local new; new=$(zergling); PIDS_TO_KILL+=($new)
   sleep 0.5
   read -r oldest rest <"$TMP/zerglings"
-  kill -INT "$oldest" 2>/dev/null || true
+  kill -INT -- "-$oldest" 2>/dev/null || true
   echo "$rest $new" >"$TMP/zerglings"
 }
 for close in 0 1; do
   restart_loop dance & RL=$!
   measure uwsgi-zerg "http://127.0.0.1:$PORT/" $close
-  kill $RL; wait $RL 2>/dev/null || true
+  kill $RL 2>/dev/null || true; wait $RL 2>/dev/null || true
 done
-for p in $(cat "$TMP/zerglings"); do kill -INT "$p" 2>/dev/null || true; done
-kill -INT $UZ 2>/dev/null || true; wait $UZ 2>/dev/null || true
+for p in $(cat "$TMP/zerglings"); do kill -INT -- "-$p" 2>/dev/null || true; done
+kill -INT -- "-$UZ" 2>/dev/null || true; wait $UZ 2>/dev/null || true
 
 # --- uWSGI --http router
 PORT=$(free_port)
-taskset -c "$SERVER_CPU" uwsgi --plugin http,python3 --master --http 127.0.0.1:$PORT --wsgi-file "$TMP/hello.py" \
+setsid taskset -c "$SERVER_CPU" uwsgi --plugin http,python3 --master --http 127.0.0.1:$PORT --wsgi-file "$TMP/hello.py" \
   --processes 2 --add-header 'Connection: close' --disable-logging --die-on-term >"$TMP/uh.log" 2>&1 &
 UH=$!; PIDS_TO_KILL+=($UH)
 wait_http "http://127.0.0.1:$PORT/"
 for close in 0 1; do
   restart_loop kill -HUP $UH & RL=$!
   measure uwsgi-http "http://127.0.0.1:$PORT/" $close
-  kill $RL; wait $RL 2>/dev/null || true
+  kill $RL 2>/dev/null || true; wait $RL 2>/dev/null || true
 done
-kill -INT $UH 2>/dev/null || true; wait $UH 2>/dev/null || true
+kill -INT -- "-$UH" 2>/dev/null || true; wait $UH 2>/dev/null || true
