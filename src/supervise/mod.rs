@@ -166,7 +166,7 @@ impl Supervisor {
                     tokio::select! {
                         status = child.wait() => {
                             let pid = child.id().unwrap_or(0);
-                            self.forget(&child, pid);
+                            self.forget(pid);
                             if self.stopping.is_cancelled() {
                                 info!(zergling = %slot.name, status = ?status.ok(), "exited");
                                 return;
@@ -228,7 +228,7 @@ impl Supervisor {
         Ok(child)
     }
 
-    fn forget(&self, _child: &Child, pid: u32) {
+    fn forget(&self, pid: u32) {
         self.lock().remove(&pid);
     }
 
@@ -247,7 +247,7 @@ impl Supervisor {
             if Instant::now() >= deadline {
                 let _ = kill(Pid::from_raw(new_pid as i32), Signal::SIGKILL);
                 let _ = new.wait().await;
-                self.forget(&new, new_pid);
+                self.forget(new_pid);
                 return Err(format!(
                     "the replacement (pid {new_pid}) did not attach within {:?} (zerg-attach-timeout)",
                     slot.settings.attach_timeout
@@ -255,7 +255,7 @@ impl Supervisor {
             }
             tokio::select! {
                 status = new.wait() => {
-                    self.forget(&new, new_pid);
+                    self.forget(new_pid);
                     return Err(format!("the replacement (pid {new_pid}) exited before attaching: {:?}", status.ok()));
                 }
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -273,7 +273,7 @@ impl Supervisor {
                 let _ = old.wait().await;
             }
         }
-        self.forget(old, old_pid);
+        self.forget(old_pid);
         Ok(new)
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -291,8 +291,4 @@ pub fn require_program(name: &str) -> bool {
         eprintln!("SKIP: {name} is not installed");
     }
     found
-}
-
-pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
