@@ -104,6 +104,11 @@ impl<S> Prefixed<S> {
         Prefixed { prefix, inner }
     }
 
+    /// How many bytes of the prefix are still to be read.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.len()
+    }
+
     /// The stream and the part of the prefix not read yet.
     pub fn into_parts(self) -> (Bytes, S) {
         (self.prefix, self.inner)

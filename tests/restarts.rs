@@ -26,23 +26,33 @@ struct Tally {
     bad_status: AtomicU64,
     errors: AtomicU64,
     pids: Mutex<HashSet<String>>,
-    first_error: Mutex<Option<String>>,
+    /// The first few errors, each with the time it was seen (to match pool logs).
+    first_errors: Mutex<Vec<String>>,
 }
 
 impl Tally {
     fn error(&self, what: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.first_error.lock().unwrap().get_or_insert(what);
+        let mut seen = self.first_errors.lock().unwrap();
+        if seen.len() < 10 {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            seen.push(format!("{what} at {:.3}", t.as_secs_f64()));
+        }
     }
 }
 
-/// Known gap (issue 3 stays open): in about one run of three, one request out of
-/// ~200,000 on a new connection stalls inside a zergling and is lost when that
-/// zergling drains. Run it with `cargo test --test restarts -- --ignored`.
+/// The proof of zero-downtime restarts: keep-alive and new-connection clients
+/// under a chain reload every 2 s; every request must get a 200.
+///
+/// It once lost about one request in 200,000: a `Connection: close` response still
+/// in hyper's write buffer when the drain came (see
+/// `zergling::tests::a_drain_never_drops_a_buffered_response`).
 #[test]
-#[ignore = "rare lost request under chain reloads, under investigation (see docs/ARCHITECTURE.md, Known gaps)"]
 fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
-    let pool = Pool::start_with(&["--zergling", common::DEMO, "--zergling", common::DEMO], &[("ZERGPOOL_LOG", "info")]);
+    let pool = Pool::start_with(
+        &["--zergling", common::DEMO, "--zergling", common::DEMO],
+        &[("ZERGPOOL_LOG", "info,zergpool::dispatch=debug")],
+    );
     pool.wait_attached(2);
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -68,7 +78,8 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
                         tally.error(format!("keep-alive: status {}", r.status));
                     }
                     Err(e) => {
-                        tally.error(format!("keep-alive: {e}"));
+                        let port = c.stream.local_addr().map(|a| a.port()).unwrap_or(0);
+                        tally.error(format!("keep-alive from port {port}: {e}"));
                         c = Client::connect(addr);
                     }
                 }
@@ -83,6 +94,7 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                let connected = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let mut c = Client::connect(addr);
                 let port = c.stream.local_addr().map(|a| a.port()).unwrap_or(0);
                 match c.request("GET", "/pid", "Connection: close\r\n", b"") {
@@ -94,10 +106,10 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
                         tally.bad_status.fetch_add(1, Ordering::Relaxed);
                         tally.error(format!("new connection from port {port}: status {}", r.status));
                     }
-                    Err(e) => {
-                        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                        tally.error(format!("new connection from port {port}: {e} at {:.3}", t.as_secs_f64()))
-                    }
+                    Err(e) => tally.error(format!(
+                        "new connection from port {port} (connected at {:.3}): {e}",
+                        connected.as_secs_f64()
+                    )),
                 }
             }
         }));
@@ -122,9 +134,20 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
     let pids = tally.pids.lock().unwrap().len();
     eprintln!("load: {ok} ok, {bad} non-200, {errors} errors, {pids} distinct zergling pids, {reloads} reloads");
     assert!(ok > 1000, "too little load to prove anything: {ok}");
+    if (bad, errors) != (0, 0) {
+        let path = std::env::temp_dir().join("zergpool-chain-reload-load.log");
+        let _ = std::fs::write(&path, pool.proc.log());
+        eprintln!("the pool's whole log is in {}", path.display());
+    }
     let warnings: Vec<String> =
         pool.proc.lines.lock().unwrap().iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).cloned().collect();
-    assert_eq!((bad, errors), (0, 0), "first error: {:?}\n{}", tally.first_error.lock().unwrap(), warnings.join("\n"));
+    assert_eq!(
+        (bad, errors),
+        (0, 0),
+        "first errors: {:#?}\n{}",
+        tally.first_errors.lock().unwrap(),
+        warnings.join("\n")
+    );
     assert!(pids > 4, "the reloads really replaced the zerglings: {pids} pids");
 }
 

@@ -207,6 +207,8 @@ async fn run_session(
 ) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, String) {
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
     let mut draining = false;
+    // What went through this session, logged when it ends.
+    let (mut sent_n, mut acked_n, mut closed_n, mut handed_back_n) = (0u64, 0u64, 0u64, 0u64);
     // Reading never waits for sending: a reader runs beside the loop below and
     // queues what arrives, so a CONN stuck on a full socket cannot stop the ACKs
     // that would free it (both sides waiting to send, neither reading).
@@ -229,7 +231,10 @@ async fn run_session(
                     Some(Order::Conn(p)) => {
                         let conn = p.meta.conn;
                         let sent = chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd())).await;
-                        unacked.insert(conn, p);
+                        sent_n += 1;
+                        if unacked.insert(conn, p).is_some() {
+                            warn!(%id, %conn, "two connections with one id");
+                        }
                         if let Err(e) = sent {
                             break format!("sending CONN failed: {e}");
                         }
@@ -245,11 +250,15 @@ async fn run_session(
                 Some(msg) = inbox.recv() => match msg {
                     Ok((Message::Ack { conn }, _)) => {
                         // Dropping the Pending closes the pool's copy of the descriptor.
+                        acked_n += 1;
                         if unacked.remove(&conn).is_none() {
                             debug!(%id, %conn, "ACK for a connection not waiting for one");
                         }
                     }
-                    Ok((Message::Closed { .. }, _)) => dispatcher.closed(id),
+                    Ok((Message::Closed { .. }, _)) => {
+                        closed_n += 1;
+                        dispatcher.closed(id);
+                    }
                     Ok((Message::Draining, _)) => {
                         info!(%id, "zergling is draining");
                         dispatcher.drain(id);
@@ -257,8 +266,9 @@ async fn run_session(
                     Ok((Message::HandBack(meta), Some(fd))) => {
                         // An idle connection given back: it counts as closed here, and
                         // the pool classifies it again like a new connection.
+                        handed_back_n += 1;
                         dispatcher.closed(id);
-                        debug!(%id, conn = %meta.conn, buffered = meta.prefix.len(), "connection handed back");
+                        debug!(%id, conn = %meta.conn, peer = %meta.peer, buffered = meta.prefix.len(), "connection handed back");
                         dispatcher.hand_back(fd, meta);
                     }
                     Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
@@ -272,6 +282,7 @@ async fn run_session(
         why = main => why,
         _ = reader => unreachable!("the reader never ends"),
     };
+    info!(%id, sent = sent_n, acked = acked_n, closed = closed_n, handed_back = handed_back_n, unacked = unacked.len(), "session totals");
     if !draining {
         let lost = dispatcher.outstanding(id);
         if lost > 0 {
