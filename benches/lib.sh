@@ -17,7 +17,12 @@ need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y ${
 
 # Servers that fork (uWSGI) are started with `setsid`, so their pid is also their
 # process group: killing the group takes their children too.
-cleanup() { for p in "${PIDS_TO_KILL[@]}"; do kill -9 -- "-$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
+# `|| true`: the scripts run with `set -e`, and a kill that finds nothing to kill
+# (not a group leader, already gone) must not end the cleanup half-way.
+cleanup() {
+  for p in "${PIDS_TO_KILL[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -22,7 +22,7 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 TMP=$(mktemp -d)
 # Zerglings started by the dance run in a subshell: their pids go to a file too.
-trap 'cleanup; [ -f "$TMP/all-pids" ] && for p in $(cat "$TMP/all-pids"); do kill -9 -- "-$p" "$p" 2>/dev/null; done; rm -rf "$TMP"' EXIT
+trap 'cleanup; [ -f "$TMP/all-pids" ] && for p in $(cat "$TMP/all-pids"); do kill -9 -- "-$p" "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 
 cat >"$TMP/hello.py" <<'PY'
 def application(env, start_response):

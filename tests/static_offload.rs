@@ -1208,3 +1208,43 @@ fn multipart(r: &Resp) -> Result<Vec<PartOut>, String> {
         at = data_end + 2;
     }
 }
+
+/// The resolution cache (`static-cache-paths`, default 1 s) never serves a changed
+/// file with stale headers: a file rewritten in place (new length) or replaced by
+/// rename is seen by the very next request; a file created where there was none
+/// shows within the cache's lifetime; `static-cache-paths = 0` turns it off.
+#[test]
+fn the_resolution_cache_sees_every_change() {
+    let (_dir, www) = small_site();
+    let pool = Pool::start(&["--static-map", &format!("/s={}", www.display())]);
+    let z = pool.zergling(&[]);
+    pool.wait_attached(1);
+    let get = |target: &str| once(pool.addr, "GET", target, "").expect("answer");
+
+    assert_eq!(get("/s/a.txt").text(), "static file a\n");
+    // Rewritten in place, longer: the cached descriptor's fstat shows it.
+    write_file(&www.join("a.txt"), b"static file a, rewritten\n");
+    let r = get("/s/a.txt");
+    assert_eq!((r.text().as_str(), r.header("content-length")), ("static file a, rewritten\n", Some("25")));
+    // Replaced by rename (how deploys swap files): the old inode is unlinked.
+    write_file(&www.join("a.txt.new"), b"new a\n");
+    fs::rename(www.join("a.txt.new"), www.join("a.txt")).unwrap();
+    assert_eq!(get("/s/a.txt").text(), "new a\n");
+    // Deleted: a miss, the application answers.
+    fs::remove_file(www.join("a.txt")).unwrap();
+    assert_eq!(get("/s/a.txt").status, 404, "the demo answers 404 for unknown paths");
+    // A miss is cached for at most the cache's lifetime.
+    assert_eq!(get("/s/late.txt").status, 404);
+    write_file(&www.join("late.txt"), b"late\n");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get("/s/late.txt").text(), "late\n");
+    drop(z);
+
+    // Off: a file created after a miss is served by the very next request.
+    let pool = Pool::start(&["--static-map", &format!("/s={}", www.display()), "--static-cache-paths", "0"]);
+    let _z = pool.zergling(&[]);
+    pool.wait_attached(1);
+    assert_eq!(once(pool.addr, "GET", "/s/later.txt", "").unwrap().status, 404);
+    write_file(&www.join("later.txt"), b"later\n");
+    assert_eq!(once(pool.addr, "GET", "/s/later.txt", "").unwrap().text(), "later\n");
+}

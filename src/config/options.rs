@@ -125,6 +125,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("static-gzip-dir", Value, true, "DIR", "like static-gzip-all for files under DIR"),
     pool("static-gzip-ext", Value, true, "EXT", "like static-gzip-all for files ending in EXT"),
     pool("honour-range", Flag, false, "", "accepted: Range requests are always honoured"),
+    pool("static-cache-paths", Value, false, "SECS", "how long a resolved static path stays cached, files kept open (default 1; 0: off)"),
     pool("socket", Value, true, "ADDR", "uwsgi-protocol listener (for nginx's uwsgi_pass): 127.0.0.1:3031, :3031, [::1]:3031, a Unix path, or =N"),
     pool("uwsgi-socket", Value, true, "ADDR", "the same as socket"),
     pool("chmod-socket", OptionalValue, false, "[MODE]", "file mode of the uwsgi Unix sockets (octal; no value means 666)"),

@@ -6,7 +6,7 @@
 //! request head ─► try_serve / try_serve_tcp / try_serve_vars
 //!   ├─ not GET/HEAD, has a body, no mount point matches ─► Outcome::NotStatic (nothing written)
 //!   ├─ path trick under a mount point ────────────────────► 403
-//!   └─ spawn_blocking(resolve): canonicalise, contain, open once, fstat
+//!   └─ cache hit (fstat: unchanged) or spawn_blocking(resolve): canonicalise, contain, open once, fstat
 //!        ├─ miss / directory without index ─► Outcome::NotStatic (nothing written)
 //!        ├─ directory asked without `/`    ─► 301 to `dir/` (nginx's way)
 //!        ├─ symlink out of the mapping     ─► 403
@@ -16,7 +16,8 @@
 //! Stages, one file each: [`options`] (uWSGI's option names → [`StaticOptions`]),
 //! [`path`] (pure: decode once, segments, refusals, mount matching), [`request`]
 //! (pure: the headers that matter, keep-alive), [`resolve`] (blocking: the file
-//! system), [`plan`] (pure: status, head, ranges), [`send`] (async I/O).
+//! system), [`cache`] (recent resolutions, files kept open, checked by `fstat`),
+//! [`plan`] (pure: status, head, ranges), [`send`] (async I/O).
 //!
 //! Invariants:
 //! * `Outcome::NotStatic` means not one byte was written: the caller hands the
@@ -37,6 +38,7 @@
 //! file target serves its mount point only; `honour-range` and `offload-threads` are
 //! accepted and have no effect.
 
+pub mod cache;
 pub mod options;
 pub mod path;
 pub mod plan;
@@ -51,13 +53,14 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::classify::http::RequestHead;
 
+pub use cache::{CacheKey, ResolutionCache};
 pub use options::{Mapping, StaticOptions};
 pub use path::{PathRefusal, RequestPath};
 pub use plan::{Body, FileMeta, Plan};
@@ -181,7 +184,8 @@ async fn answer(
     persistence: Persistence,
 ) -> io::Result<Option<Answer>> {
     let now = SystemTime::now();
-    let boundary = boundary();
+    // Only several ranges need a multipart boundary.
+    let boundary = if headers.range.as_deref().is_some_and(|r| r.contains(',')) { boundary() } else { String::new() };
     let cx = plan::Context { head_only: method == StaticMethod::Head, persistence, now, boundary: &boundary };
     match precheck(opts, &path) {
         Precheck::NoMount => return Ok(None),
@@ -191,14 +195,22 @@ async fn answer(
         }
         Precheck::Candidate => {}
     }
-    let accepted = accepted_encodings(headers.accept_encoding.as_deref());
-    let resolution = {
-        let opts = opts.clone();
-        let method = match method {
-            StaticMethod::Get => "GET",
-            StaticMethod::Head => "HEAD",
-        };
-        tokio::task::spawn_blocking(move || resolve(&opts, method, &path, &accepted)).await.map_err(io::Error::other)?
+    let key = CacheKey { path, accepted: accepted_encodings(headers.accept_encoding.as_deref()) };
+    let resolution = match opts.cache().get(&key, Instant::now()) {
+        Some(cached) => cached,
+        None => {
+            let (opts_copy, key_copy) = (opts.clone(), key.clone());
+            let method = match method {
+                StaticMethod::Get => "GET",
+                StaticMethod::Head => "HEAD",
+            };
+            let fresh =
+                tokio::task::spawn_blocking(move || resolve(&opts_copy, method, &key_copy.path, &key_copy.accepted))
+                    .await
+                    .map_err(io::Error::other)?;
+            opts.cache().put(key, fresh.clone(), Instant::now());
+            fresh
+        }
     };
     let answer = match resolution {
         Resolution::Fallthrough => return Ok(None),
@@ -214,7 +226,7 @@ async fn answer(
             };
             let plan = plan::plan_file(&rep, &headers, &cx);
             tracing::debug!(path = %f.path.display(), status = plan.status, "static-map hit");
-            let file = (plan.body != Body::Empty).then(|| Arc::new(f.file));
+            let file = (plan.body != Body::Empty).then(|| Arc::clone(&f.file));
             Answer { plan, file }
         }
     };

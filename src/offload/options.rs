@@ -14,9 +14,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use regex::Regex;
 
+use super::cache::{self, ResolutionCache};
 use super::path::mount_segments;
 use crate::config::options::truthy;
 use crate::config::{ConfigError, ConfigOption, OptionList};
@@ -41,6 +43,10 @@ struct Inner {
     gzip_dirs: Vec<PathBuf>,
     gzip_exts: Vec<String>,
     safe: Vec<PathBuf>,
+    /// Recent resolutions (`static-cache-paths`), shared by every request.
+    cache: ResolutionCache,
+    /// `static-cache-paths` as configured, to send it on to zerglings.
+    cache_seconds: Option<u64>,
 }
 
 /// One `static-map` or `static-map2` line, resolved.
@@ -75,7 +81,8 @@ impl StaticOptions {
     /// without the dot), `static-safe` (a directory). `honour-range` is accepted and
     /// has no effect: ranges are always honoured. `offload-threads` is accepted and
     /// has no effect: the pool sends files from its own runtime (sendfile on plain TCP,
-    /// a blocking-read pool otherwise).
+    /// a blocking-read pool otherwise). `static-cache-paths` (seconds, default 1, `0`
+    /// turns it off) is how long a resolved path is kept (see [`super::cache`]).
     pub fn from_options(list: &OptionList) -> Result<StaticOptions, ConfigError> {
         let mut inner = Inner::default();
         for (key, whole_path) in [("static-map", false), ("static-map2", true)] {
@@ -117,6 +124,13 @@ impl StaticOptions {
                 inner.safe.push(dir);
             }
         }
+        if let Some(o) = list.last("static-cache-paths") {
+            let seconds: u64 = o.value.trim().parse().map_err(|_| {
+                bad(o, "expected how many seconds a resolved path stays cached (0 turns the cache off)")
+            })?;
+            inner.cache = ResolutionCache::new(Duration::from_secs(seconds), cache::DEFAULT_CAPACITY);
+            inner.cache_seconds = Some(seconds);
+        }
         if let Some(o) = list.last("offload-threads") {
             if o.value.trim().parse::<u32>().is_err() {
                 return Err(bad(o, "expected a number of threads (accepted and ignored)"));
@@ -146,7 +160,15 @@ impl StaticOptions {
         out.extend(i.gzip_dirs.iter().map(|d| ("static-gzip-dir".to_owned(), d.display().to_string())));
         out.extend(i.gzip_exts.iter().map(|e| ("static-gzip-ext".to_owned(), e.clone())));
         out.extend(i.safe.iter().map(|d| ("static-safe".to_owned(), d.display().to_string())));
+        if let Some(seconds) = i.cache_seconds {
+            out.push(("static-cache-paths".to_owned(), seconds.to_string()));
+        }
         out
+    }
+
+    /// The resolution cache (`static-cache-paths`).
+    pub fn cache(&self) -> &ResolutionCache {
+        &self.inner.cache
     }
 
     /// Whether no mapping is active: the pool can skip static lookups entirely.

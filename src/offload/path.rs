@@ -16,7 +16,7 @@
 use std::fmt;
 
 /// Why a request path under a mount point is refused (answered `403`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PathRefusal {
     /// A `%` not followed by two hexadecimal digits.
@@ -47,7 +47,7 @@ impl fmt::Display for PathRefusal {
 }
 
 /// One segment of a request path, decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
     /// A segment that may be joined under a directory.
     Clean(String),
@@ -56,7 +56,7 @@ pub enum Segment {
 }
 
 /// A request path split into decoded segments (query kept aside for redirects only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestPath {
     segments: Vec<Segment>,
     trailing_slash: bool,

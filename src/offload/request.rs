@@ -182,7 +182,7 @@ impl Persistence {
 }
 
 /// A precompressed variant served from beside the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// `FILE.br`, `Content-Encoding: br`.
     Brotli,

@@ -18,14 +18,15 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::options::{Mapping, StaticOptions};
 use super::path::{MountMatch, PathRefusal, RequestPath};
 use super::plan::{content_type, FileMeta};
 use super::request::{Encoding, StaticMethod};
 
-/// What static-map makes of a request.
-#[derive(Debug)]
+/// What static-map makes of a request. Cheap to clone (the cache hands out copies).
+#[derive(Debug, Clone)]
 pub enum Resolution {
     /// Not a static request, a miss, or a directory without an index: the
     /// application answers.
@@ -39,7 +40,7 @@ pub enum Resolution {
         location: String,
     },
     /// A file to serve.
-    File(StaticFile),
+    File(Arc<StaticFile>),
 }
 
 /// Why a request was refused.
@@ -57,7 +58,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct StaticFile {
     /// The opened file (the variant, when one is served).
-    pub file: File,
+    pub file: Arc<File>,
     /// Its metadata, from `fstat` on `file`.
     pub meta: FileMeta,
     /// `Content-Type`, from the name asked for (not the variant's).
@@ -123,7 +124,7 @@ pub fn resolve(opts: &StaticOptions, method: &str, path: &RequestPath, accepted:
                 refused = Some(Refusal::Outside(real));
             }
             Attempt::Redirect(location) => return Resolution::Redirect { location },
-            Attempt::File(f) => return Resolution::File(f),
+            Attempt::File(f) => return Resolution::File(Arc::new(f)),
         }
     }
     refused.map_or(Resolution::Fallthrough, Resolution::Refused)
@@ -242,7 +243,7 @@ fn open_for_serving(
             };
             if let Some((file, meta)) = open_checked(opts, &variant_real, root) {
                 return Some(StaticFile {
-                    file,
+                    file: Arc::new(file),
                     meta,
                     content_type,
                     encoding: Some(encoding),
@@ -254,7 +255,7 @@ fn open_for_serving(
         }
     }
     let (file, meta) = open_checked(opts, real, root)?;
-    Some(StaticFile { file, meta, content_type, encoding: None, vary, max_age, path: real.to_owned() })
+    Some(StaticFile { file: Arc::new(file), meta, content_type, encoding: None, vary, max_age, path: real.to_owned() })
 }
 
 /// Opens a canonical path that passed the containment check, and checks again what
