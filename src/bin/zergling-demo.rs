@@ -182,9 +182,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        return match rt.block_on(listen_directly(addr)) {
-            Ok(()) => ExitCode::SUCCESS,
+        // On a worker thread, like the connections it spawns (see serve_blocking).
+        return match rt.block_on(async { tokio::spawn(listen_directly(addr)).await }) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
             Err(e) => {
+                eprintln!("zergling-demo: {e}");
+                ExitCode::FAILURE
+            }
+            Ok(Err(e)) => {
                 eprintln!("zergling-demo: cannot listen on {addr}: {e}");
                 ExitCode::FAILURE
             }

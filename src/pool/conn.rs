@@ -57,11 +57,14 @@ pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>
         tls_version: None,
         prefix: Bytes::new(),
     };
+    // Each role's future is boxed: this future is moved several times on its way
+    // into a task, and would otherwise be as large as the largest role's (11 KB,
+    // the TLS one), copied whole for every connection.
     match &listener.role {
-        Role::Http => serve_http(ctx, stream, meta).await,
-        Role::Https(store) => serve_https(ctx, store, stream, meta).await,
-        Role::Uwsgi => serve_uwsgi(ctx, stream, meta).await,
-        Role::RedirectToHttps { https_port } => redirect(ctx, stream, meta, *https_port).await,
+        Role::Http => Box::pin(serve_http(ctx, stream, meta)).await,
+        Role::Https(store) => Box::pin(serve_https(ctx, store, stream, meta)).await,
+        Role::Uwsgi => Box::pin(serve_uwsgi(ctx, stream, meta)).await,
+        Role::RedirectToHttps { https_port } => Box::pin(redirect(ctx, stream, meta, *https_port)).await,
     }
 }
 
@@ -84,9 +87,10 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             other => return answer_error(&ctx, &mut stream, other).await,
         };
         if !ctx.statics.is_empty() {
+            // Boxed: only connections that reach static-map pay for its large future.
             let served = match &mut stream {
-                ConnStream::Tcp(s) => offload::try_serve_tcp(&ctx.statics, s, &buf[..head.len], &head).await,
-                ConnStream::Unix(s) => offload::try_serve(&ctx.statics, s, &buf[..head.len], &head).await,
+                ConnStream::Tcp(s) => Box::pin(offload::try_serve_tcp(&ctx.statics, s, &buf[..head.len], &head)).await,
+                ConnStream::Unix(s) => Box::pin(offload::try_serve(&ctx.statics, s, &buf[..head.len], &head)).await,
             };
             match served {
                 Ok(Outcome::NotStatic) => {}

@@ -300,11 +300,15 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ZerglingError::Runtime)?
-        .block_on(serve(config, service))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ZerglingError::Runtime)?;
+    // Spawned, not run by `block_on` itself: the attach session then runs on a
+    // worker thread like the connections it spawns, instead of waking a worker
+    // (a futex and a context switch) for every connection it receives.
+    runtime.block_on(async {
+        tokio::spawn(serve(config, service))
+            .await
+            .map_err(|e| ZerglingError::Runtime(std::io::Error::other(format!("the zergling task failed: {e}"))))?
+    })
 }
 
 enum AttachFailure {
@@ -435,7 +439,8 @@ where
         // One request per connection, closed after the response (what nginx expects).
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            uwsgi::serve_uwsgi(io, info, worker.service.clone(), crate::classify::uwsgi::MAX_BUFFER_SIZE).await;
+            Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), crate::classify::uwsgi::MAX_BUFFER_SIZE))
+                .await;
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;
@@ -443,7 +448,8 @@ where
     if meta.alpn.as_deref() == Some("h2") {
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()).await;
+            Box::pin(serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()))
+                .await;
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;
@@ -453,7 +459,9 @@ where
         let io = Prefixed::new(std::mem::take(&mut meta.prefix), stream);
         let handback = || worker.handback.load(Ordering::SeqCst);
         let statics = worker.statics.load_full();
-        match run_http1(io, info, worker.service.clone(), statics, worker.drain.clone(), handback).await {
+        // Boxed (here and above): the task's future stays small, so moving it into
+        // the runtime does not copy the whole connection state for every connection.
+        match Box::pin(run_http1(io, info, worker.service.clone(), statics, worker.drain.clone(), handback)).await {
             Http1End::HandBack { io, buffered } => {
                 worker.tally.handed_back.fetch_add(1, Ordering::Relaxed);
                 meta.prefix = buffered;
