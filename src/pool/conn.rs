@@ -34,8 +34,13 @@ use crate::proto::{ConnId, ConnMeta, ListenerKind};
 use crate::reply::{self, Canned};
 use crate::stream::ConnStream;
 
-/// Buffer size of each direction of the TLS relay.
-const RELAY_BUF: usize = 256 * 1024;
+/// Buffer size of the TLS relay from the client (requests, uploads): one TLS
+/// record's worth. Both buffers are allocated and zeroed for every connection, so
+/// they stay small (256 KiB each cost a visible share of a handshake).
+const RELAY_BUF_UP: usize = 16 * 1024;
+/// Buffer size of the TLS relay towards the client (responses): four records per
+/// read, enough to keep large downloads at full speed.
+const RELAY_BUF_DOWN: usize = 64 * 1024;
 /// How long a TLS client gets to close its side after the server side closed.
 const RELAY_LINGER: Duration = Duration::from_secs(2);
 
@@ -180,13 +185,13 @@ async fn relay<T: AsyncRead + AsyncWrite + Unpin>(tls: T, plain: UnixStream, lin
     let (tls_r, mut tls_w) = tokio::io::split(tls);
     let (plain_r, mut plain_w) = plain.into_split();
     let up = async {
-        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF, tls_r);
+        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF_UP, tls_r);
         let n = tokio::io::copy_buf(&mut r, &mut plain_w).await;
         let _ = plain_w.shutdown().await;
         n
     };
     let down = async {
-        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF, plain_r);
+        let mut r = tokio::io::BufReader::with_capacity(RELAY_BUF_DOWN, plain_r);
         let n = tokio::io::copy_buf(&mut r, &mut tls_w).await;
         let _ = tls_w.shutdown().await; // close_notify, then FIN
         n
