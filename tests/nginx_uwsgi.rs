@@ -315,6 +315,17 @@ fn check_through_nginx(nginx: &Nginx, pool: &Pool, listener: &str) {
     assert_eq!(r.status, 200, "{r:?}");
     let w = r.json();
     assert_eq!((w["host"].as_str(), w["query"].as_str()), (Some("zerg.example"), Some("many=headers")), "{w}");
+    // Every header reaches the application, the repeated one twice and in order.
+    let r = request(addr, "GET", "/headers", &headers, b"").unwrap();
+    let got: Vec<(String, String)> = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+    let values = |name: &str| -> Vec<&str> { got.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect() };
+    assert_eq!(values("x-foo"), ["first", "second"], "{got:?}");
+    assert_eq!(values("x-empty"), [""], "{got:?}");
+    assert_eq!(values("cookie"), ["a=1; b=2"], "{got:?}");
+    for (k, v) in &extra {
+        // Trailing spaces are optional whitespace in HTTP: not part of the value.
+        assert_eq!(values(&k.to_ascii_lowercase()), [v.trim_end()], "{got:?}");
+    }
 
     // POST /echo, small and then 1 MiB in one piece.
     let r = request(addr, "POST", "/echo", &[("Content-Type", "application/x-www-form-urlencoded")], b"hello=world")

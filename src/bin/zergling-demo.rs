@@ -7,6 +7,7 @@
 //! * `POST /echo` → the request body back
 //! * `GET /whoami` → JSON: method, path, scheme, client, listener, kind, protocol,
 //!   host, zergling id, pid
+//! * `GET /headers` → JSON: the request's headers in order, `[[name, value], …]`
 //!
 //! Options: `--attach PATH` (default `$ZERGPOOL_SOCKET`), `--capacity N`,
 //! `--listen ADDR` (serve directly, without a pool: the benchmarks' baseline), and
@@ -49,6 +50,7 @@ async fn app(req: Request<Incoming>) -> Result<Resp, Infallible> {
             Err(_) => text(StatusCode::BAD_REQUEST, "could not read the body"),
         },
         (Method::GET, "/whoami") => whoami(&req),
+        (Method::GET, "/headers") => headers(&req),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     })
 }
@@ -106,6 +108,19 @@ fn whoami(req: &Request<Incoming>) -> Resp {
 }
 
 /// Serves the app directly on `addr`, without a pool.
+/// The request's headers in order, as `[[name, value], …]` (repeated ones apart).
+fn headers(req: &Request<Incoming>) -> Resp {
+    let list: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::json!(list).to_string())))
+        .unwrap_or_default()
+}
+
 async fn listen_directly(addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("zergling-demo: listening directly on {}", listener.local_addr()?);
