@@ -72,13 +72,14 @@ fn queue_timeout_and_full_queue_give_503() {
     let full = get_once(pool.addr, "/").unwrap();
     assert_eq!(full.status, 503);
     assert!(full.header("retry-after").is_some());
-    assert!(pool.proc.log().contains("queue full"));
+    // The log arrives through a pipe: wait for it rather than race it.
+    assert!(pool.proc.wait_log("queue full", 1, T), "{}", pool.proc.log());
     // The waiting one times out after a second.
     let timed_out = waiting.join().unwrap().unwrap();
     assert_eq!(timed_out.status, 503);
     assert_eq!(timed_out.header("retry-after"), Some("5"));
     assert_eq!(timed_out.header("connection"), Some("close"));
-    assert!(pool.proc.log().contains("no zergling took the connection in time"));
+    assert!(pool.proc.wait_log("no zergling took the connection in time", 1, T), "{}", pool.proc.log());
 }
 
 #[test]
@@ -202,11 +203,11 @@ fn the_attach_socket_is_0600_a_stale_file_is_replaced_and_a_live_one_refused() {
     assert!(sock.exists());
     let keep = tempfile::tempdir().unwrap();
     let pool = Pool::start_in(keep, sock.clone(), &["--listen", "1000000000"], &[]);
-    assert!(pool.proc.log().contains("replacing a stale zerg-server socket file"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("replacing a stale zerg-server socket file", 1, T), "{}", pool.proc.log());
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // The backlog asked for is larger than net.core.somaxconn: clamped, with a warning.
-    assert!(pool.proc.log().contains("somaxconn"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("somaxconn", 1, T), "{}", pool.proc.log());
     // A second pool on the live socket refuses to start, with a clear message.
     let out = std::process::Command::new(common::POOL)
         .args(["--http", "127.0.0.1:0", "--zerg-server"])
@@ -230,12 +231,12 @@ fn sigquit_stops_at_once_and_a_second_sigterm_too() {
     pool.proc.signal(Signal::SIGTERM);
     let status = pool.proc.wait_exit(Duration::from_secs(10)).expect("a second SIGTERM stops at once");
     assert_eq!(status.code(), Some(0));
-    assert!(pool.proc.log().contains("second stop request"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("second stop request", 1, T), "{}", pool.proc.log());
     assert!(slow.join().unwrap().is_err(), "the 20 s request was cut, as an immediate stop does");
 
     let mut pool = Pool::start(&[]);
     pool.proc.signal(Signal::SIGQUIT);
     let status = pool.proc.wait_exit(Duration::from_secs(10)).expect("SIGQUIT stops at once");
     assert_eq!(status.code(), Some(0));
-    assert!(pool.proc.log().contains("Immediate"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("Immediate", 1, T), "{}", pool.proc.log());
 }

@@ -159,7 +159,7 @@ fn an_idle_keep_alive_connection_is_handed_back_on_reload() {
     let first = c.get("/pid").unwrap().text();
     pool.proc.signal(Signal::SIGHUP);
     assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
-    assert!(pool.proc.log().contains("connection handed back"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("connection handed back", 1, T), "{}", pool.proc.log());
     // Same client socket, next request: answered by the replacement.
     let second = c.get("/pid").expect("the client's connection stayed open");
     assert_eq!(second.status, 200);
@@ -200,7 +200,7 @@ fn sigkill_with_only_idle_and_queued_connections_fails_nothing() {
         assert_eq!(r.status, 200);
         assert_ne!(r.text(), pid);
     }
-    assert!(pool.proc.log().contains("vanished while owning connections"), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("vanished while owning connections", 1, T), "{}", pool.proc.log());
     // The idle connection died with its process (no request was on it); a new one works.
     assert!(idle.closed_within(Duration::from_secs(5)));
     assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
@@ -220,7 +220,7 @@ fn a_replacement_that_never_attaches_stops_the_chain_and_service_continues() {
     std::fs::write(&marker, b"").unwrap();
     pool.proc.signal(Signal::SIGHUP);
     assert!(pool.proc.wait_log("chain reload stopped", 1, T), "{}", pool.proc.log());
-    assert!(pool.proc.log().contains("did not attach within"));
+    assert!(pool.proc.wait_log("did not attach within", 1, T), "{}", pool.proc.log());
     for _ in 0..5 {
         let r = get_once(pool.addr, "/pid").unwrap();
         assert_eq!((r.status, r.text()), (200, before.clone()), "the old zergling keeps serving");

@@ -94,8 +94,8 @@ impl AnyListener {
     pub async fn accept(&self) -> io::Result<(ConnStream, String)> {
         match self {
             AnyListener::Tcp(l) => {
+                // TCP_NODELAY comes from the listener (see bind_tcp).
                 let (s, peer) = l.accept().await?;
-                let _ = s.set_nodelay(true);
                 Ok((ConnStream::Tcp(s), peer.to_string()))
             }
             AnyListener::Unix(l) => {
@@ -128,10 +128,13 @@ pub fn effective_backlog(requested: u32) -> u32 {
 }
 
 /// Binds a TCP listener (`SO_REUSEADDR`, IPv6 sockets IPv6-only so that `[::]` and
-/// `0.0.0.0` can both be bound), non-blocking.
+/// `0.0.0.0` can both be bound), non-blocking, with `TCP_NODELAY`, which Linux
+/// copies to every accepted socket (one `setsockopt` per listener, not per
+/// connection).
 pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_nodelay(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -202,4 +205,22 @@ pub async fn accept_loop<F, Fut>(
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepted sockets inherit TCP_NODELAY from the listener (Linux), which is
+    /// why `accept` does not set it.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let bound = bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = bound.local_addr().unwrap();
+        let listener = AnyListener::from_bound(Bound::Tcp(bound)).unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let ConnStream::Tcp(s) = stream else { panic!("a TCP connection") };
+        assert!(s.nodelay().unwrap());
+    }
 }
