@@ -1248,3 +1248,23 @@ fn the_resolution_cache_sees_every_change() {
     write_file(&www.join("later.txt"), b"later\n");
     assert_eq!(once(pool.addr, "GET", "/s/later.txt", "").unwrap().text(), "later\n");
 }
+
+/// Under `static-map /=DIR` every path is under the mount: a path static-map
+/// refuses (an encoded slash, a dot segment) goes to the application, as in
+/// uWSGI, instead of a 403 the application could never override; static-map
+/// still reads nothing for it, and the secret beside the folder never shows.
+#[test]
+fn under_the_root_mount_a_refused_path_goes_to_the_application() {
+    let (_dir, www) = small_site();
+    let pool = Pool::start(&["--static-map", &format!("/={}", www.display())]);
+    let _z = pool.zergling(&[]);
+    pool.wait_attached(1);
+    assert_eq!(once(pool.addr, "GET", "/a.txt", "").unwrap().text(), "static file a\n");
+    for target in ["/api/a%2Fb", "/..%2fwww2%2fsecret.txt", "/%2e%2e/www2/secret.txt", "/a%5cb"] {
+        let r = once(pool.addr, "GET", target, "").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (404, "not found"), "{target}: the application's answer");
+    }
+    // A mount below the root still refuses with 403.
+    let pool = Pool::start(&["--static-map", &format!("/s={}", www.display())]);
+    assert_eq!(once(pool.addr, "GET", "/s/..%2fwww2%2fsecret.txt", "").unwrap().status, 403);
+}

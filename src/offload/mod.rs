@@ -6,6 +6,7 @@
 //! request head ─► try_serve / try_serve_tcp / try_serve_vars
 //!   ├─ not GET/HEAD, has a body, no mount point matches ─► Outcome::NotStatic (nothing written)
 //!   ├─ path trick under a mount point ────────────────────► 403
+//!   │    (under `/` itself: NotStatic, the application decides, as in uWSGI)
 //!   └─ cache hit (fstat: unchanged) or spawn_blocking(resolve): canonicalise, contain, open once, fstat
 //!        ├─ miss / directory without index ─► Outcome::NotStatic (nothing written)
 //!        ├─ directory asked without `/`    ─► 301 to `dir/` (nginx's way)

@@ -91,6 +91,10 @@ pub fn precheck(opts: &StaticOptions, path: &RequestPath) -> Precheck {
     for m in opts.mappings() {
         match path.strip_mount(&m.mount_segments) {
             MountMatch::No => {}
+            // Under `/` every path is "under the mount": a path static-map refuses
+            // there (an encoded slash in an API path, say) is the application's,
+            // as in uWSGI; static-map still never reads anything for it.
+            MountMatch::Refused(_) if m.mount_segments.is_empty() => {}
             MountMatch::Refused(r) => return Precheck::Refused(r),
             MountMatch::Rest(_) => out = Precheck::Candidate,
         }
@@ -113,6 +117,7 @@ pub fn resolve(opts: &StaticOptions, method: &str, path: &RequestPath, accepted:
     for m in opts.mappings() {
         let rest = match path.strip_mount(&m.mount_segments) {
             MountMatch::No => continue,
+            MountMatch::Refused(_) if m.mount_segments.is_empty() => continue,
             MountMatch::Refused(r) => return Resolution::Refused(Refusal::Path(r)),
             MountMatch::Rest(rest) => rest,
         };
