@@ -13,9 +13,9 @@
 # Decision it informs: whether the pool's drain + hand-back makes restarts
 # invisible (goal: zergpool 0 errors and 0 non-2xx), next to uWSGI's figures.
 set -euo pipefail
+DURATION=${DURATION:-30} # before lib.sh, whose default (10) would win otherwise
 source "$(dirname "$0")/lib.sh"
 need wrk; need curl; need uwsgi "uwsgi uwsgi-plugin-python3"
-DURATION=${DURATION:-30}
 RATE=${RATE:-8000}
 CONNS=${CONNS:-50}
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
