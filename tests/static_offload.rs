@@ -1268,3 +1268,35 @@ fn under_the_root_mount_a_refused_path_goes_to_the_application() {
     let pool = Pool::start(&["--static-map", &format!("/s={}", www.display())]);
     assert_eq!(once(pool.addr, "GET", "/s/..%2fwww2%2fsecret.txt", "").unwrap().status, 403);
 }
+
+/// SIGHUP builds static-map again: a deploy that switches a `current` symlink to a
+/// new release is served after the reload (folders are resolved at start-up and at
+/// each reload, not per request), by the pool and by the zerglings the chain reload
+/// starts (they get the new options at attach time).
+#[test]
+fn sighup_resolves_the_static_folders_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(&dir.path().join("v1/app.js"), b"release 1\n");
+    write_file(&dir.path().join("v2/app.js"), b"release 2, longer\n");
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(dir.path().join("v1"), &current).unwrap();
+    let pool = Pool::start(&["--static-map", &format!("/s={}", current.display()), "--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    assert_eq!(once(pool.addr, "GET", "/s/app.js", "").unwrap().text(), "release 1\n");
+
+    // The deploy: `current` now points at v2 (replaced atomically by rename).
+    let next = dir.path().join("current.next");
+    std::os::unix::fs::symlink(dir.path().join("v2"), &next).unwrap();
+    fs::rename(&next, &current).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // past the resolution cache
+    assert_eq!(once(pool.addr, "GET", "/s/app.js", "").unwrap().text(), "release 1\n", "until the reload");
+
+    pool.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(pool.proc.wait_log("static-map reloaded", 1, T), "{}", pool.proc.log());
+    assert_eq!(once(pool.addr, "GET", "/s/app.js", "").unwrap().text(), "release 2, longer\n");
+    // The replacement zergling serves the new release too, on a connection it holds.
+    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    let mut c = Http::connect(pool.addr);
+    assert_eq!(c.request("GET", "/pid", "").unwrap().status, 200);
+    assert_eq!(c.request("GET", "/s/app.js", "").unwrap().text(), "release 2, longer\n");
+}

@@ -103,8 +103,8 @@ impl AttachSocket {
 pub struct AttachPolicy {
     /// Uids allowed besides root and the pool's effective uid.
     pub allow_uids: Vec<u32>,
-    /// The static-map options sent in WELCOME (`key=value`).
-    pub statics: Arc<Vec<String>>,
+    /// The static-map options sent in WELCOME (`key=value`); swapped on SIGHUP.
+    pub statics: Arc<arc_swap::ArcSwap<Vec<String>>>,
 }
 
 impl AttachPolicy {
@@ -184,7 +184,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         return;
     }
     let (id, orders) = dispatcher.register(pid, capacity);
-    let welcome = Message::Welcome { version: proto::VERSION, id, statics: policy.statics.to_vec() };
+    let welcome = Message::Welcome { version: proto::VERSION, id, statics: policy.statics.load().to_vec() };
     if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");
         dispatcher.unregister(id);

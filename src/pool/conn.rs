@@ -96,11 +96,12 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             Classification::Timeout if buf.is_empty() => return,
             other => return answer_error(&ctx, &mut stream, other).await,
         };
-        if !ctx.statics.is_empty() {
+        let statics = ctx.statics.load_full();
+        if !statics.is_empty() {
             // Boxed: only connections that reach static-map pay for its large future.
             let served = match &mut stream {
-                ConnStream::Tcp(s) => Box::pin(offload::try_serve_tcp(&ctx.statics, s, &buf[..head.len], &head)).await,
-                ConnStream::Unix(s) => Box::pin(offload::try_serve(&ctx.statics, s, &buf[..head.len], &head)).await,
+                ConnStream::Tcp(s) => Box::pin(offload::try_serve_tcp(&statics, s, &buf[..head.len], &head)).await,
+                ConnStream::Unix(s) => Box::pin(offload::try_serve(&statics, s, &buf[..head.len], &head)).await,
             };
             match served {
                 Ok(Outcome::NotStatic) => {}
@@ -170,8 +171,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
         // goes to serve_http as bytes already read, instead of through the relay
         // and the socket pair (two copies and a wake-up less per connection).
         let mut buf = BytesMut::with_capacity(2048);
-        let class =
-            classify::read_http_head(&mut tls, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+        let class = classify::read_http_head(&mut tls, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
         match class {
             Classification::Dynamic(_) => meta.prefix = buf.freeze(),
             Classification::Gone => return,
@@ -247,8 +247,9 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) 
             return;
         }
     };
-    if !ctx.statics.is_empty() {
-        match offload::try_serve_vars(&ctx.statics, &mut stream, |k| request.var(k)).await {
+    let statics = ctx.statics.load_full();
+    if !statics.is_empty() {
+        match offload::try_serve_vars(&statics, &mut stream, |k| request.var(k)).await {
             Ok(Outcome::NotStatic) => {}
             Ok(Outcome::Served { .. }) => return,
             Err(e) => {

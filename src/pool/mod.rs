@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,7 +97,10 @@ pub enum StopKind {
 struct Ctx {
     config: Arc<Config>,
     dispatcher: Arc<Dispatcher>,
-    statics: StaticOptions,
+    /// Static-map, swapped whole on SIGHUP (folders resolved again).
+    statics: ArcSwap<StaticOptions>,
+    /// The same options as sent to zerglings in WELCOME, swapped with `statics`.
+    static_lines: Arc<ArcSwap<Vec<String>>>,
     /// TLS relays: they live as long as their client connections.
     relays: TaskTracker,
 }
@@ -245,7 +249,8 @@ impl Pool {
         let ctx = Arc::new(Ctx {
             config: self.config.clone(),
             dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
-            statics: self.statics,
+            static_lines: Arc::new(ArcSwap::from_pointee(option_lines(&self.statics))),
+            statics: ArcSwap::from_pointee(self.statics),
             relays: TaskTracker::new(),
         });
         let stop_accept = CancellationToken::new();
@@ -276,10 +281,7 @@ impl Pool {
         background.spawn(attach::serve(
             self.attach.clone(),
             ctx.dispatcher.clone(),
-            AttachPolicy {
-                allow_uids: self.config.zerg_allow_uid.clone(),
-                statics: Arc::new(ctx.statics.to_option_lines().into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            },
+            AttachPolicy { allow_uids: self.config.zerg_allow_uid.clone(), statics: ctx.static_lines.clone() },
             stop_attach.clone(),
             sessions.clone(),
         ));
@@ -321,6 +323,7 @@ impl Pool {
                 Some(Control::ChainReload { why }) => {
                     info!(trigger = why, "reload");
                     reload_certificates(&self.tls_stores);
+                    reload_statics(&ctx);
                     let sup = supervisor.clone();
                     tokio::spawn(async move {
                         let _ = sup.chain_reload().await;
@@ -375,6 +378,30 @@ fn reload_certificates(stores: &[Arc<TlsStore>]) {
                 warn!(error = %crate::error_chain(&e), "certificate reload failed; keeping the certificates in use")
             }
         }
+    }
+}
+
+/// The static-map options as `key=value` lines, what WELCOME carries.
+fn option_lines(statics: &StaticOptions) -> Vec<String> {
+    statics.to_option_lines().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Builds static-map again from the configuration: folders are resolved anew (a
+/// `current` symlink switched by a deploy is followed), the resolution cache starts
+/// empty. Zerglings attaching from now on (the chain reload's replacements) get the
+/// new options; a failure keeps the old ones.
+fn reload_statics(ctx: &Ctx) {
+    let opts = &ctx.config.options;
+    if opts.all("static-map").next().is_none() && opts.all("static-map2").next().is_none() {
+        return;
+    }
+    match StaticOptions::from_options(&ctx.config.options) {
+        Ok(statics) => {
+            ctx.static_lines.store(Arc::new(option_lines(&statics)));
+            ctx.statics.store(Arc::new(statics));
+            info!("static-map reloaded");
+        }
+        Err(e) => warn!(error = %crate::error_chain(&e), "static-map reload failed; keeping the maps in use"),
     }
 }
 
