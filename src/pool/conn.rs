@@ -3,7 +3,8 @@
 //! ```text
 //! handle_connection ── by listener role:
 //!   http      ─► serve_http
-//!   https     ─► TLS handshake (bounded) ─► socket pair + relay task ─► serve_http on the plaintext end
+//!   https     ─► TLS handshake (bounded) ─► first head read from TLS ─► socket pair + relay task
+//!                 ─► serve_http on the plaintext end, the head as bytes already read
 //!                 (ALPN h2: dispatched directly, no static-map)
 //!   uwsgi     ─► serve_uwsgi
 //!   redirect  ─► read the head ─► 301 to https
