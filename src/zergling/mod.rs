@@ -538,9 +538,21 @@ enum Http1End<IO> {
 
 /// Requests in flight on one connection, so that a drain can stop it at a
 /// request boundary (hyper says nothing about it).
+///
+/// A boundary is: no response being produced (`in_flight == 0`) **and** the last
+/// response flushed (`unflushed == false`). hyper buffers a response before it
+/// writes it, and a graceful shutdown while bytes wait in that buffer drops them
+/// when hyper has already decided to close (a `Connection: close` exchange, a
+/// request body it could not drain, …): it counts a closing connection as done
+/// whatever its write buffer holds. Waiting for the flush also means that such a
+/// connection closes by itself first (in the same poll as the flush), so it is
+/// never mistaken for an idle one and handed back in the middle of a message.
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
+    /// Set when the last response body ends, cleared when hyper next flushes the
+    /// stream (hyper flushes the stream only once its own buffer is empty).
+    unflushed: AtomicBool,
     idle: Notify,
     /// The request or the response said the connection closes after it
     /// (`Connection: close`, or HTTP/1.0 without keep-alive): hyper closes it once
@@ -556,7 +568,7 @@ impl Activity {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 && !self.unflushed.load(Ordering::SeqCst) {
                 return;
             }
             notified.await;
@@ -576,9 +588,59 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        // The response is complete but may still sit in hyper's buffer: the
+        // stream's next flush (FlushWatch) makes the connection idle.
+        self.0.unflushed.store(true, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The connection's stream, watched for the flushes that end [`Activity::unflushed`].
+struct FlushWatch<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FlushWatch<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FlushWatch<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && self.activity.unflushed.swap(false, Ordering::SeqCst) {
+            self.activity.idle.notify_waiters();
         }
+        r
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -703,6 +765,7 @@ where
             Ok(resp.map(|b| Tracked::app(b, Some(in_flight))))
         })
     });
+    let io = FlushWatch { io, activity: activity.clone() };
     let mut conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
     let mut shutdown_asked = false;
     let res = loop {
@@ -727,11 +790,19 @@ where
     }
     if res.is_ok() && shutdown_asked && handback() && !activity.closes.load(Ordering::SeqCst) {
         let parts = conn.into_parts();
-        let (rest, stream) = parts.io.into_inner().into_parts();
+        let (rest, stream) = parts.io.into_inner().io.into_parts();
         // Bytes hyper read and did not process come first, then those it never read.
         let mut buffered = BytesMut::from(&parts.read_buf[..]);
         buffered.extend_from_slice(&rest);
         return Http1End::HandBack { io: stream, buffered: buffered.freeze() };
+    }
+    if res.is_ok() {
+        // hyper's poll_without_shutdown returns as soon as both directions are
+        // closed, even with a response still in its write buffer (a request body
+        // it could not drain closes the read side at once). Polling the connection
+        // itself now flushes that buffer, then shuts the write side down (FIN at
+        // once, whatever copy of the socket the pool may still hold).
+        let _ = Pin::new(&mut conn).await;
     }
     if activity.served.load(Ordering::Relaxed) == 0 && prefix_len > 0 && res.is_ok() {
         // The pool hands a connection over with the request head it read: closing
@@ -925,6 +996,123 @@ mod tests {
         let (handed_back, written) = drain_while_the_response_is_buffered(req, true).await;
         assert!(!handed_back);
         assert!(written.starts_with("HTTP/1.1 200"), "the response was dropped: {written:?}");
+    }
+
+    /// A request whose body the application did not read, and that has not all
+    /// arrived: hyper cannot reuse the connection. It must never be handed back
+    /// (the pool would read the rest of the body as a new request), and its
+    /// response must still be sent.
+    #[tokio::test]
+    async fn a_drain_never_hands_back_a_connection_in_the_middle_of_a_body() {
+        let req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly part of the body";
+        let (handed_back, written) = drain_while_the_response_is_buffered(req, false).await;
+        assert!(!handed_back, "handed back in the middle of a request body");
+        assert!(written.starts_with("HTTP/1.1 200"), "the response was dropped: {written:?}");
+    }
+
+    /// The drain comes while the application is still answering a request whose
+    /// body has not all arrived (and that it does not read): when the answer
+    /// comes, hyper gives up the connection; the drain must not take it for an
+    /// idle one (it would be handed back in the middle of the body, whose rest the
+    /// pool would then read as a new request). Repeated: the drain and the
+    /// connection race in a `select!` whose order is random.
+    #[tokio::test]
+    async fn a_drain_during_the_answer_never_hands_back_a_connection_in_the_middle_of_a_body() {
+        for round in 0..20 {
+            let socket = SlowSocket::default();
+            let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
+            let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+            let gates = Arc::new(Mutex::new(Some((called_tx, answer_rx))));
+            let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                let gate = gates.lock().unwrap().take();
+                async move {
+                    if let Some((called, answer)) = gate {
+                        let _ = called.send(());
+                        let _ = answer.await;
+                    }
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"answer"))))
+                }
+            });
+            let drain = CancellationToken::new();
+            let req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly part of the body";
+            let task = tokio::spawn(run_http1(
+                Prefixed::new(Bytes::from_static(req), socket.clone()),
+                info(),
+                svc,
+                Arc::new(StaticOptions::default()),
+                drain.clone(),
+                || true,
+            ));
+            called_rx.await.expect("the request reached the service");
+            drain.cancel();
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            let _ = answer_tx.send(());
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            socket.open();
+            let end = tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends").expect("no panic");
+            assert!(matches!(end, Http1End::Finished), "round {round}: handed back in the middle of a body");
+            assert!(socket.written().starts_with("HTTP/1.1 200"), "round {round}: {:?}", socket.written());
+        }
+    }
+
+    /// A body of unknown length: HTTP/1.0 can only send it close-delimited.
+    struct OneChunk(Option<Bytes>);
+
+    impl Body for OneChunk {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.take().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    /// An HTTP/1.0 keep-alive request answered with a body of unknown length:
+    /// hyper must close the connection to end the body, which it does once the
+    /// response is flushed. A drain that comes while the response waits for the
+    /// socket must neither drop it nor hand the connection back.
+    #[tokio::test]
+    async fn a_drain_waits_for_a_close_delimited_response_to_be_flushed() {
+        for round in 0..20 {
+            let socket = SlowSocket::default();
+            let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
+            let called_tx = Arc::new(Mutex::new(Some(called_tx)));
+            let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                if let Some(tx) = called_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                async { Ok::<_, Infallible>(Response::new(OneChunk(Some(Bytes::from_static(b"streamed"))))) }
+            });
+            let drain = CancellationToken::new();
+            let req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+            let task = tokio::spawn(run_http1(
+                Prefixed::new(Bytes::from_static(req), socket.clone()),
+                info(),
+                svc,
+                Arc::new(StaticOptions::default()),
+                drain.clone(),
+                || true,
+            ));
+            called_rx.await.expect("the request reached the service");
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            drain.cancel();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            socket.open();
+            let end = tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends").expect("no panic");
+            let written = socket.written();
+            assert!(matches!(end, Http1End::Finished), "round {round}: a close-delimited exchange was handed back");
+            assert!(written.starts_with("HTTP/1.0 200") && written.ends_with("streamed"), "round {round}: {written:?}");
+        }
     }
 
     /// And a keep-alive exchange: the response is flushed, then the connection is
