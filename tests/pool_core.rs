@@ -24,6 +24,9 @@ fn keep_alive_and_new_connections_reach_both_zerglings() {
         assert_eq!(r.text(), "Hello, world!");
         assert_eq!(r.header("content-type"), Some("text/plain"));
     }
+    // Least outstanding wins: while `c` holds one zergling, every new connection
+    // would go to the other. Once it is closed, ties rotate.
+    drop(c);
     let mut pids = HashSet::new();
     for _ in 0..50 {
         let r = get_once(pool.addr, "/pid").unwrap();
