@@ -917,6 +917,40 @@ mod tests {
         }
     }
 
+    /// Tells the test, once, that the service was called.
+    #[derive(Clone)]
+    struct FirstCall(Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>);
+
+    impl FirstCall {
+        fn tell(&self) {
+            if let Some(tx) = self.0.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn first_call() -> (FirstCall, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (FirstCall(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Serves `request` (bytes already read) on `socket` in a task of its own, with
+    /// hand-back allowed, as a zergling does with a connection from the pool.
+    fn serve_on<S, B>(
+        request: &'static [u8],
+        socket: &SlowSocket,
+        svc: S,
+        drain: &CancellationToken,
+    ) -> tokio::task::JoinHandle<Http1End<SlowSocket>>
+    where
+        S: ZerglingService<B>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let io = Prefixed::new(Bytes::from_static(request), socket.clone());
+        tokio::spawn(run_http1(io, info(), svc, Arc::new(StaticOptions::default()), drain.clone(), || true))
+    }
+
     fn info() -> Arc<ConnInfo> {
         Arc::new(ConnInfo {
             zergling: ZerglingId(1),
@@ -938,12 +972,9 @@ mod tests {
     /// Returns how the connection ended and what the client received.
     async fn drain_while_the_response_is_buffered(request: &'static [u8], close_in_response: bool) -> (bool, String) {
         let socket = SlowSocket::default();
-        let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
-        let called_tx = Arc::new(Mutex::new(Some(called_tx)));
+        let (called, called_rx) = first_call();
         let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-            if let Some(tx) = called_tx.lock().unwrap().take() {
-                let _ = tx.send(());
-            }
+            called.tell();
             async move {
                 let mut resp = Response::new(http_body_util::Full::new(Bytes::from_static(b"answer")));
                 if close_in_response {
@@ -954,14 +985,7 @@ mod tests {
             }
         });
         let drain = CancellationToken::new();
-        let task = tokio::spawn(run_http1(
-            Prefixed::new(Bytes::from_static(request), socket.clone()),
-            info(),
-            svc,
-            Arc::new(StaticOptions::default()),
-            drain.clone(),
-            || true,
-        ));
+        let task = serve_on(request, &socket, svc, &drain);
         called_rx.await.expect("the request reached the service");
         for _ in 0..10 {
             tokio::task::yield_now().await; // hyper buffers the response, the write waits
@@ -1035,14 +1059,7 @@ mod tests {
             });
             let drain = CancellationToken::new();
             let req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly part of the body";
-            let task = tokio::spawn(run_http1(
-                Prefixed::new(Bytes::from_static(req), socket.clone()),
-                info(),
-                svc,
-                Arc::new(StaticOptions::default()),
-                drain.clone(),
-                || true,
-            ));
+            let task = serve_on(req, &socket, svc, &drain);
             called_rx.await.expect("the request reached the service");
             drain.cancel();
             for _ in 0..5 {
@@ -1081,24 +1098,14 @@ mod tests {
     async fn a_drain_waits_for_a_close_delimited_response_to_be_flushed() {
         for round in 0..20 {
             let socket = SlowSocket::default();
-            let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
-            let called_tx = Arc::new(Mutex::new(Some(called_tx)));
+            let (called, called_rx) = first_call();
             let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                if let Some(tx) = called_tx.lock().unwrap().take() {
-                    let _ = tx.send(());
-                }
+                called.tell();
                 async { Ok::<_, Infallible>(Response::new(OneChunk(Some(Bytes::from_static(b"streamed"))))) }
             });
             let drain = CancellationToken::new();
             let req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
-            let task = tokio::spawn(run_http1(
-                Prefixed::new(Bytes::from_static(req), socket.clone()),
-                info(),
-                svc,
-                Arc::new(StaticOptions::default()),
-                drain.clone(),
-                || true,
-            ));
+            let task = serve_on(req, &socket, svc, &drain);
             called_rx.await.expect("the request reached the service");
             for _ in 0..5 {
                 tokio::task::yield_now().await;
