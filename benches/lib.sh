@@ -76,3 +76,35 @@ run_wrk() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mean() { awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
+
+# start_nginx PREFIX HTTP_DIRECTIVES: a private nginx (its own prefix, pid, logs and
+# temp folders under PREFIX; the Debian service stays untouched), one worker pinned
+# to $SERVER_CPU, access log off, keep-alive from clients without limit; the
+# caller's own `http {}` directives (sendfile, upstreams, servers) follow the
+# common ones. Sets NPID and registers it for cleanup.
+start_nginx() {
+  local prefix=$1 directives=$2
+  mkdir -p "$prefix/logs" "$prefix/tmp"
+  cat >"$prefix/nginx.conf" <<CONF
+worker_processes 1;
+pid $prefix/nginx.pid;
+error_log $prefix/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  client_body_temp_path $prefix/tmp/body;
+  proxy_temp_path $prefix/tmp/proxy;
+  fastcgi_temp_path $prefix/tmp/fastcgi;
+  uwsgi_temp_path $prefix/tmp/uwsgi;
+  scgi_temp_path $prefix/tmp/scgi;
+$directives
+}
+CONF
+  taskset -c "$SERVER_CPU" nginx -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
+    -g 'daemon off;' 2>"$prefix/logs/stderr.log" &
+  NPID=$!; PIDS_TO_KILL+=($NPID)
+}

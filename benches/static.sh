@@ -49,35 +49,13 @@ ZPID=$!; PIDS_TO_KILL+=($ZPID)
 
 # --- nginx ----------------------------------------------------------------------
 NPORT=$(free_port)
-NPREFIX=$TMP/nginx
-mkdir -p "$NPREFIX/logs" "$NPREFIX/tmp"
-cat >"$NPREFIX/nginx.conf" <<CONF
-worker_processes 1;
-pid $NPREFIX/nginx.pid;
-error_log $NPREFIX/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
+start_nginx "$TMP/nginx" "
   sendfile on;
   tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  client_body_temp_path $NPREFIX/tmp/body;
-  proxy_temp_path $NPREFIX/tmp/proxy;
-  fastcgi_temp_path $NPREFIX/tmp/fastcgi;
-  uwsgi_temp_path $NPREFIX/tmp/uwsgi;
-  scgi_temp_path $NPREFIX/tmp/scgi;
   server {
     listen 127.0.0.1:$NPORT backlog=4096;
     location /s/ { alias $DIR/; }
-  }
-}
-CONF
-taskset -c "$SERVER_CPU" nginx -p "$NPREFIX" -e "$NPREFIX/logs/error.log" -c "$NPREFIX/nginx.conf" \
-  -g 'daemon off;' 2>"$TMP/nginx.log" &
-NPID=$!; PIDS_TO_KILL+=($NPID)
+  }"
 
 # --- uWSGI ----------------------------------------------------------------------
 UPORT=$(free_port)

@@ -62,24 +62,7 @@ DPID=$!; PIDS_TO_KILL+=($DPID)
 
 # --- nginx: three servers --------------------------------------------------------
 NZ=$(free_port); NU=$(free_port); NP=$(free_port)
-NPREFIX=$TMP/nginx
-mkdir -p "$NPREFIX/logs" "$NPREFIX/tmp"
-cat >"$NPREFIX/nginx.conf" <<CONF
-worker_processes 1;
-pid $NPREFIX/nginx.pid;
-error_log $NPREFIX/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  client_body_temp_path $NPREFIX/tmp/body;
-  proxy_temp_path $NPREFIX/tmp/proxy;
-  fastcgi_temp_path $NPREFIX/tmp/fastcgi;
-  uwsgi_temp_path $NPREFIX/tmp/uwsgi;
-  scgi_temp_path $NPREFIX/tmp/scgi;
+start_nginx "$TMP/nginx" "
   upstream demo {
     server 127.0.0.1:$DPORT;
     keepalive 32;
@@ -98,15 +81,10 @@ http {
     location / {
       proxy_pass http://demo;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
       proxy_set_header Host \$host;
     }
-  }
-}
-CONF
-taskset -c "$SERVER_CPU" nginx -p "$NPREFIX" -e "$NPREFIX/logs/error.log" -c "$NPREFIX/nginx.conf" \
-  -g 'daemon off;' 2>"$TMP/nginx.log" &
-NPID=$!; PIDS_TO_KILL+=($NPID)
+  }"
 
 for port in $NZ $NU $NP; do wait_http "http://127.0.0.1:$port/"; done
 for _ in $(seq 1 100); do [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && break; sleep 0.05; done
@@ -138,6 +116,6 @@ z=$(printf '%s\n' "${Z[@]}" | mean); u=$(printf '%s\n' "${U[@]}" | mean); p=$(pr
 echo
 printf '%-6s | %10s | %10s | %10s | %14s %17s\n' mean zp_rps uwsgi_rps proxy_rps zergpool/uwsgi zergpool/proxy_pass
 printf '%-6s | %10s | %10s | %10s | %14s %17s\n' "" "$z" "$u" "$p" "$(ratio "$z" "$u")" "$(ratio "$z" "$p")"
-if grep -q '\[error\]' "$NPREFIX/logs/error.log"; then
-  echo "nginx logged errors:" >&2; grep '\[error\]' "$NPREFIX/logs/error.log" | sort | uniq -c | sort -rn | head -5 >&2
+if grep -q '\[error\]' "$TMP/nginx/logs/error.log"; then
+  echo "nginx logged errors:" >&2; grep '\[error\]' "$TMP/nginx/logs/error.log" | sort | uniq -c | sort -rn | head -5 >&2
 fi
