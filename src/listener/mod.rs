@@ -61,6 +61,17 @@ pub struct ListenerInfo {
     pub role: Role,
     /// The address it is bound to (`127.0.0.1:8080`, or a Unix path).
     pub local: String,
+    /// Bound to one TCP address (not `0.0.0.0` or `[::]`): then `local` is also
+    /// every connection's own address, with no `getsockname` to ask it.
+    pub one_address: bool,
+}
+
+impl ListenerInfo {
+    /// Describes a listener bound to `local`.
+    pub fn new(name: String, role: Role, local: String) -> Self {
+        let one_address = local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
+        ListenerInfo { name, role, local, one_address }
+    }
 }
 
 /// A bound listening socket, before it is given to the runtime.

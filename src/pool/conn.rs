@@ -49,9 +49,8 @@ const RELAY_LINGER: Duration = Duration::from_secs(2);
 pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: ConnStream, peer: String) {
     // The listener's own address, unless it is a wildcard (`0.0.0.0`, `[::]`):
     // then the connection says which address the client reached (getsockname).
-    let bound_to_one_address = listener.local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
     let local = match &stream {
-        ConnStream::Tcp(s) if !bound_to_one_address => {
+        ConnStream::Tcp(s) if !listener.one_address => {
             s.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listener.local.clone())
         }
         _ => listener.local.clone(),

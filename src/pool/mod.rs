@@ -136,7 +136,7 @@ impl Pool {
         for (i, addr) in config.http.iter().enumerate() {
             let name = format!("http{i}");
             let (l, local) = bind_tcp(&name, *addr)?;
-            listeners.push((Arc::new(ListenerInfo { name, role: Role::Http, local }), Bound::Tcp(l)));
+            listeners.push((Arc::new(ListenerInfo::new(name, Role::Http, local)), Bound::Tcp(l)));
         }
         let mut tls_stores = Vec::new();
         let mut https_port = None;
@@ -154,13 +154,13 @@ impl Pool {
             let (l, local) = bind_tcp(&name, addr)?;
             https_port.get_or_insert(l.local_addr().map_or(addr.port(), |a| a.port()));
             tls_stores.push(store.clone());
-            listeners.push((Arc::new(ListenerInfo { name, role: Role::Https(store), local }), Bound::Tcp(l)));
+            listeners.push((Arc::new(ListenerInfo::new(name, Role::Https(store), local)), Bound::Tcp(l)));
         }
         for (i, addr) in config.http_to_https.iter().enumerate() {
             let name = format!("redirect{i}");
             let (l, local) = bind_tcp(&name, *addr)?;
             let role = Role::RedirectToHttps { https_port: https_port.unwrap_or(443) };
-            listeners.push((Arc::new(ListenerInfo { name, role, local }), Bound::Tcp(l)));
+            listeners.push((Arc::new(ListenerInfo::new(name, role, local)), Bound::Tcp(l)));
         }
         let mut unix_paths = Vec::new();
         for (i, addr) in config.uwsgi_sockets.iter().enumerate() {
@@ -168,7 +168,7 @@ impl Pool {
             match addr {
                 UwsgiAddr::Tcp(a) => {
                     let (l, local) = bind_tcp(&name, *a)?;
-                    listeners.push((Arc::new(ListenerInfo { name, role: Role::Uwsgi, local }), Bound::Tcp(l)));
+                    listeners.push((Arc::new(ListenerInfo::new(name, Role::Uwsgi, local)), Bound::Tcp(l)));
                 }
                 UwsgiAddr::Unix(path) => {
                     let bind_err =
@@ -188,7 +188,7 @@ impl Pool {
                     }
                     unix_paths.push(path.clone());
                     let local = path.display().to_string();
-                    listeners.push((Arc::new(ListenerInfo { name, role: Role::Uwsgi, local }), Bound::Unix(l)));
+                    listeners.push((Arc::new(ListenerInfo::new(name, Role::Uwsgi, local)), Bound::Unix(l)));
                 }
             }
         }

@@ -554,10 +554,6 @@ struct Activity {
     /// stream (hyper flushes the stream only once its own buffer is empty).
     unflushed: AtomicBool,
     idle: Notify,
-    /// The request or the response said the connection closes after it
-    /// (`Connection: close`, or HTTP/1.0 without keep-alive): hyper closes it once
-    /// the response is flushed, and it is never handed back.
-    closes: AtomicBool,
     /// Requests that reached the service on this connection.
     served: AtomicUsize,
 }
@@ -703,29 +699,10 @@ where
     }
 }
 
-/// Whether a `Connection` header lists `token`.
-fn connection_says(headers: &hyper::HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-}
-
-fn asks_to_close(req: &Request<Incoming>) -> bool {
-    match req.version() {
-        hyper::Version::HTTP_10 => !connection_says(req.headers(), "keep-alive"),
-        _ => connection_says(req.headers(), "close"),
-    }
-}
-
-/// Whether a response closes its connection (`Connection: close`).
-fn says_close(headers: &hyper::HeaderMap) -> bool {
-    connection_says(headers, "close")
-}
-
 /// Serves HTTP/1.1 with keep-alive on one connection. When `drain` fires, it
 /// waits for a request boundary, then either gives the stream back (if
-/// `handback()` says so and the client did not ask to close) or closes it.
+/// `handback()` says so) or closes it. A connection hyper will not reuse
+/// (`Connection: close`, …) closes by itself before it ever reaches a boundary.
 async fn run_http1<IO, S, B>(
     io: Prefixed<IO>,
     info: Arc<ConnInfo>,
@@ -746,12 +723,9 @@ where
     let act = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        if asks_to_close(&req) {
-            act.closes.store(true, Ordering::SeqCst);
-        }
         let in_flight = InFlight::new(act.clone());
         act.served.fetch_add(1, Ordering::Relaxed);
-        let (service, statics, act) = (service.clone(), statics.clone(), act.clone());
+        let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {
             if let Some(resp) = statics::answer(&statics, &req).await {
                 return Ok::<_, S::Err>(
@@ -759,9 +733,6 @@ where
                 );
             }
             let resp = service.call(req).await?;
-            if says_close(resp.headers()) {
-                act.closes.store(true, Ordering::SeqCst);
-            }
             Ok(resp.map(|b| Tracked::app(b, Some(in_flight))))
         })
     });
@@ -773,22 +744,17 @@ where
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
             _ = async { drain.cancelled().await; activity.wait_idle().await }, if !shutdown_asked => {
                 shutdown_asked = true;
-                // At a request boundary: hyper closes an idle connection at once
-                // (nothing is written), so the stream can be given back intact.
-                // Not when the last exchange said close: hyper closes that one itself
-                // once the response is flushed, and a graceful shutdown between the
-                // response being buffered and flushed would drop it (hyper counts a
-                // closed connection as done whatever its write buffer holds).
-                if !activity.closes.load(Ordering::SeqCst) {
-                    Pin::new(&mut conn).graceful_shutdown();
-                }
+                // At a request boundary (see Activity): hyper closes an idle
+                // connection at once (nothing is written), so the stream can be
+                // given back intact.
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
     };
     if let Err(e) = &res {
         warn!(error = %e, "connection ended with an error");
     }
-    if res.is_ok() && shutdown_asked && handback() && !activity.closes.load(Ordering::SeqCst) {
+    if res.is_ok() && shutdown_asked && handback() {
         let parts = conn.into_parts();
         let (rest, stream) = parts.io.into_inner().io.into_parts();
         // Bytes hyper read and did not process come first, then those it never read.
