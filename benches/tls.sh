@@ -10,32 +10,29 @@
 # Rows:
 #   keepalive   wrk -t1 -c$CONNS over TLS 1.3, keep-alive: relay/proxy throughput once the
 #               handshakes are done (rps, and server CPU µs per request).
-#   handshake   h2load --h1 -c$HANDSHAKES -n$HANDSHAKES: every client opens its own TLS
-#               connection, makes exactly one request and closes, so each request costs
-#               one new full handshake (h2load keeps no session cache: no resumption;
-#               checked with nginx's $ssl_session_reused. wrk with `Connection: close`
-#               would not do: it resumes its TLS sessions). $HS_BATCHES batches per
-#               round; the figure is handshakes (+ one request each) over the sum of
-#               h2load's own "finished in" times (h2load's start-up excluded), and the
-#               server CPU µs per handshake (the fair figure when h2load on one core is
-#               the limit). Batches are bursts: every client connects at once.
-#               HANDSHAKES defaults to 250 because a 1000-connection burst currently
-#               stalls the pool for good (attach-channel deadlock between the pool and
-#               the zergling, reported with issue 4's tests); each h2load run is bounded
-#               by `timeout`, and a stall is printed instead of a figure.
+#   handshake   examples/loadgen.rs (`loadgen handshakes`): $HANDSHAKES connection loops
+#               for $DURATION s, each one connecting, doing a full TLS 1.3 handshake
+#               (rustls client, session resumption off, certificate verified against
+#               certs/ca.pem), sending one GET, reading the response and closing: every
+#               request costs one new full handshake. Printed: handshakes per second,
+#               the server CPU µs per handshake, and loadgen's own CPU share of its core
+#               (client_cpu near 1.00 would mean the client, not the server, was the
+#               limit). h2load was used before: at ~600 µs per handshake on its one core
+#               it was the limit for both servers (1,650 hs/s), so its ratio said
+#               nothing about the servers; loadgen needs ~250 µs.
 #
 # Decision it informs: whether terminating TLS in the pool (rustls + relay) costs more
 # than putting nginx in front. Goal (issue 4): ratio zergpool/nginx >= 1.0 on both rows
 # (for rps; <= 1.0 for CPU µs per request/handshake).
 #
-# Usage: benches/tls.sh   (DURATION=10 ROUNDS=3 CONNS=50 HANDSHAKES=250 HS_BATCHES=8)
+# Usage: benches/tls.sh   (DURATION=10 ROUNDS=3 CONNS=50 HANDSHAKES=50)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need wrk; need curl; need openssl; need h2load nghttp2-client; need nginx; need taskset util-linux
-HANDSHAKES=${HANDSHAKES:-250}
-HS_BATCHES=${HS_BATCHES:-8}
+need wrk; need curl; need openssl; need nginx; need taskset util-linux
+HANDSHAKES=${HANDSHAKES:-50}
 SUITE=TLS_AES_256_GCM_SHA384
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bins --example loadgen
+LOADGEN=$ROOT/target/release/examples/loadgen
 BIN=$ROOT/target/release
 CERT=$ROOT/certs/localhost.pem
 KEY=$ROOT/certs/localhost-key.pem
@@ -104,49 +101,43 @@ for p in $PPORT $NPORT; do
   [ "$got" = "TLSv1.3 $SUITE " ] || { echo "port $p negotiates '$got', not 'TLSv1.3 $SUITE'" >&2; exit 1; }
 done
 
-# run_h2load PIDS... → "handshakes_per_s cpu_us_per_handshake" over $HS_BATCHES batches
-run_h2load() {
-  local url=$1; shift
-  taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c100 -n100 "$url" >/dev/null 2>&1 # warm-up
+# run_handshakes URL_PORT PIDS... → "handshakes_per_s cpu_us_per_handshake client_cpu"
+# (loadgen, a closed loop of $HANDSHAKES connections for $DURATION s; a 2 s warm-up first)
+run_handshakes() {
+  local port=$1; shift
+  taskset -c "$CLIENT_CPU" "$LOADGEN" handshakes "127.0.0.1:$port" --ca "$ROOT/certs/ca.pem" \
+    --suite "$SUITE" --conns "$HANDSHAKES" --duration 2 >/dev/null
   quiet_second
-  local t0 t1 total=0 secs=0 out
+  local t0 t1 out
   t0=$(cpu_ticks "$@")
-  for _ in $(seq 1 "$HS_BATCHES"); do
-    if ! out=$(timeout 60 taskset -c "$CLIENT_CPU" h2load --h1 -t1 -c"$HANDSHAKES" -n"$HANDSHAKES" "$url" 2>&1); then
-      echo "    (h2load $url: no result within 60 s: the server stalled)" >&2
-      echo "stalled n/a"
-      return
-    fi
-    local ok; ok=$(awk '/^requests:/ {print $8}' <<<"$out")
-    local fail; fail=$(awk '/^requests:/ {print $10}' <<<"$out")
-    local tls; tls=$(awk -F': ' '/^TLS Protocol|^Cipher/ {printf "%s ", $2}' <<<"$out")
-    ok=${ok:-0}
-    [ "${fail:-x}" = 0 ] && [ "$ok" = "$HANDSHAKES" ] || echo "    (h2load $url: ${ok} succeeded, ${fail:-?} failed)" >&2
-    [ "$tls" = "TLSv1.3 $SUITE " ] || echo "    (h2load $url: negotiated '$tls')" >&2
-    secs=$(awk -v s="$secs" -v o="$(awk '/^finished in/ {print $3}' <<<"$out")" \
-      'BEGIN { v = o + 0; if (o ~ /ms,?$/) v /= 1000; printf "%.6f", s + v }')
-    total=$((total + ok))
-  done
+  out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" handshakes "127.0.0.1:$port" --ca "$ROOT/certs/ca.pem" \
+    --suite "$SUITE" --conns "$HANDSHAKES" --duration "$DURATION")
   t1=$(cpu_ticks "$@")
-  local hz; hz=$(getconf CLK_TCK)
-  awk -v n="$total" -v s="$secs" -v t=$((t1 - t0)) -v hz="$hz" \
-    'BEGIN { if (s > 0 && n > 0) printf "%.0f %.1f\n", n / s, t * 1e6 / hz / n; else print "0 0" }'
+  local n rate errors client hz
+  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
+  errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
+  client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
+  [ "${errors:-x}" = 0 ] || echo "    (port $port: $errors errors)" >&2
+  hz=$(getconf CLK_TCK)
+  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
+    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
 }
 
 echo "TLS 1.3 ($SUITE, ECDSA P-256): zergpool + zergling-demo vs nginx → zergling-demo"
-echo "keep-alive: wrk -t1 -c$CONNS -d${DURATION}s; handshakes: h2load --h1 -c$HANDSHAKES -n$HANDSHAKES x $HS_BATCHES;"
+echo "keep-alive: wrk -t1 -c$CONNS -d${DURATION}s; handshakes: loadgen handshakes --conns $HANDSHAKES --duration $DURATION;"
 echo "$ROUNDS round(s), servers on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
-printf '%-6s %-10s %12s %12s %14s %14s\n' round row nginx zergpool nginx_us/req pool_us/req
+printf '%-6s %-10s %12s %12s %14s %14s %10s\n' round row nginx zergpool nginx_us/req pool_us/req client_cpu
 declare -A N P NU PU
 for r in $(seq 1 "$ROUNDS"); do
   read -r nrps nus < <(run_wrk nginx "https://127.0.0.1:$NPORT/" 0 $NGINX $NWORKER $BACKEND)
   read -r prps pus < <(run_wrk zergpool "https://127.0.0.1:$PPORT/" 0 $POOL $ZPID)
   N[keepalive]+="$nrps "; P[keepalive]+="$prps "; NU[keepalive]+="$nus "; PU[keepalive]+="$pus "
   printf '%-6s %-10s %12s %12s %14s %14s\n' "$r" keepalive "$nrps" "$prps" "$nus" "$pus"
-  read -r nhs nus < <(run_h2load "https://127.0.0.1:$NPORT/" $NGINX $NWORKER $BACKEND)
-  read -r phs pus < <(run_h2load "https://127.0.0.1:$PPORT/" $POOL $ZPID)
+  read -r nhs nus ncl < <(run_handshakes "$NPORT" $NGINX $NWORKER $BACKEND)
+  read -r phs pus pcl < <(run_handshakes "$PPORT" $POOL $ZPID)
   N[handshake]+="$nhs "; P[handshake]+="$phs "; NU[handshake]+="$nus "; PU[handshake]+="$pus "
-  printf '%-6s %-10s %12s %12s %14s %14s\n' "$r" handshake "$nhs" "$phs" "$nus" "$pus"
+  printf '%-6s %-10s %12s %12s %14s %14s %10s\n' "$r" handshake "$nhs" "$phs" "$nus" "$pus" "$ncl/$pcl"
 done
 echo
 for row in keepalive handshake; do
