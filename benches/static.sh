@@ -11,6 +11,14 @@
 # 10^6 bytes per MB) with the server CPU time per request, then the means with the
 # ratios zergpool/nginx and zergpool/uwsgi measured in the same run.
 #
+# The client is examples/loadgen.rs (`loadgen download`, $CONNS keep-alive connections,
+# one thread, pinned to CPU $CLIENT_CPU): it reads each response head and moves the body
+# with splice(2) into /dev/null, so it never copies the bytes. wrk, which copies every
+# byte into user space, was the limit for both servers at 100 KiB and 10 MiB (its one
+# core at 100 % while the servers idled), so its ratios said nothing about the
+# servers. The client_cpu column is loadgen's share of its core: near 1.00 would mean
+# the client was the limit again.
+#
 # Decision it informs: whether the pool's static path (one spawn_blocking to resolve
 # and open, a head written with MSG_MORE, then sendfile) is fast enough to be the
 # static server itself (goal: ≥ 1.0 of nginx for all three sizes), or needs a cache
@@ -19,16 +27,17 @@
 # Notes (../shared/reference/running-the-anchors.md): uWSGI runs with --http-socket,
 # not the --http router (which stalls ~44 ms per 100 KiB: Nagle + delayed ACK). Its
 # plain HTTP protocol closes after each response; --add-header 'Connection: close'
-# says so, so that wrk reconnects instead of counting read errors: its row is really
+# says so, so that the client reconnects instead of counting read errors: its row is really
 # one connection per request. The Debian nginx service stays stopped: this copy has
 # its own prefix, configuration, pid, log and temp folders in a temporary folder.
 #
 # Usage: benches/static.sh   (DURATION=10 ROUNDS=3 CONNS=50 to change)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need wrk; need curl; need taskset util-linux; need nginx; need uwsgi "uwsgi uwsgi-plugin-python3"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin zergpool
+need curl; need taskset util-linux; need nginx; need uwsgi "uwsgi uwsgi-plugin-python3"
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin zergpool --example loadgen
 BIN=$ROOT/target/release
+LOADGEN=$BIN/examples/loadgen
 TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
 # nginx's worker runs as an unprivileged user when started by root: it must be able
 # to read the files.
@@ -79,21 +88,41 @@ for s in "${SIZES[@]}"; do
   done
 done
 
+# run_download PORT PATH PIDS... → "rps cpu_us_per_req client_cpu" (2 s warm-up first)
+run_download() {
+  local port=$1 path=$2; shift 2
+  taskset -c "$CLIENT_CPU" "$LOADGEN" download "127.0.0.1:$port" --path "$path" --conns "$CONNS" --duration 2 >/dev/null
+  quiet_second
+  local t0 t1 out n rate errors client hz
+  t0=$(cpu_ticks "$@")
+  out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" download "127.0.0.1:$port" --path "$path" --conns "$CONNS" --duration "$DURATION")
+  t1=$(cpu_ticks "$@")
+  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
+  errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
+  client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
+  [ "${errors:-x}" = 0 ] || echo "    (port $port $path: ${errors:-?} errors)" >&2
+  hz=$(getconf CLK_TCK)
+  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
+    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
+}
+
 mbps() { awk -v r="$1" -v b="$2" 'BEGIN { printf "%.1f", r * b / 1e6 }'; }
 
-echo "static files, keep-alive: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS round(s), server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
-printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s\n' round size \
-  zp_rps zp_MB/s zp_us nginx_rps ngx_MB/s ngx_us uwsgi_rps uws_MB/s uws_us
+echo "static files, keep-alive: loadgen download --conns $CONNS --duration $DURATION, $ROUNDS round(s), server on CPU $SERVER_CPU, client on CPU $CLIENT_CPU"
+printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s | %s\n' round size \
+  zp_rps zp_MB/s zp_us nginx_rps ngx_MB/s ngx_us uwsgi_rps uws_MB/s uws_us client_cpu_z/n/u
 declare -A Z N U
 for r in $(seq 1 "$ROUNDS"); do
   for s in "${SIZES[@]}"; do
-    read -r zrps zus < <(run_wrk zergpool "http://127.0.0.1:$ZPORT/s/$s.bin" 0 "$ZPID")
-    read -r nrps nus < <(run_wrk nginx "http://127.0.0.1:$NPORT/s/$s.bin" 0 "${NPIDS[@]}")
-    read -r urps uus < <(run_wrk uwsgi "http://127.0.0.1:$UPORT/s/$s.bin" 0 "${UPIDS[@]}")
+    read -r zrps zus zcl < <(run_download "$ZPORT" "/s/$s.bin" "$ZPID")
+    read -r nrps nus ncl < <(run_download "$NPORT" "/s/$s.bin" "${NPIDS[@]}")
+    read -r urps uus ucl < <(run_download "$UPORT" "/s/$s.bin" "${UPIDS[@]}")
     Z[$s]+="$zrps "; N[$s]+="$nrps "; U[$s]+="$urps "
     b=${BYTES[$s]}
-    printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s\n' "$r" "$s" \
-      "$zrps" "$(mbps "$zrps" "$b")" "$zus" "$nrps" "$(mbps "$nrps" "$b")" "$nus" "$urps" "$(mbps "$urps" "$b")" "$uus"
+    printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s | %s\n' "$r" "$s" \
+      "$zrps" "$(mbps "$zrps" "$b")" "$zus" "$nrps" "$(mbps "$nrps" "$b")" "$nus" "$urps" "$(mbps "$urps" "$b")" "$uus" \
+      "$zcl/$ncl/$ucl"
   done
 done
 echo

@@ -57,9 +57,7 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!("unknown mode {mode:?}\n{USAGE}"));
     }
     let addr = it.next().ok_or(USAGE)?;
-    let addr = addr
-        .parse()
-        .map_err(|e| format!("ADDR {addr:?} is not IP:PORT ({e})"))?;
+    let addr = addr.parse().map_err(|e| format!("ADDR {addr:?} is not IP:PORT ({e})"))?;
     let mut args = Args {
         mode,
         addr,
@@ -72,10 +70,7 @@ fn parse_args() -> Result<Args, String> {
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|e| format!("{flag} {v:?} is not a number ({e})"))
-        };
+        let number = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v:?} is not a number ({e})"));
         match flag.as_str() {
             "--ca" => args.ca = Some(value),
             "--name" => args.name = value,
@@ -105,10 +100,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let result = rt.block_on(run(&args));
@@ -137,8 +129,7 @@ async fn run(args: &Args) -> Result<Tally, String> {
     let mut tasks = tokio::task::JoinSet::new();
     if args.mode == "handshakes" {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(args)?));
-        let name = ServerName::try_from(args.name.clone())
-            .map_err(|e| format!("--name {:?}: {e}", args.name))?;
+        let name = ServerName::try_from(args.name.clone()).map_err(|e| format!("--name {:?}: {e}", args.name))?;
         for _ in 0..args.conns {
             let (c, n, r, a) = (connector.clone(), name.clone(), request.clone(), args.addr);
             tasks.spawn(handshake_loop(c, n, a, r, deadline));
@@ -164,9 +155,7 @@ fn client_config(args: &Args) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--ca {ca}: {e}"))? {
         let cert = cert.map_err(|e| format!("--ca {ca}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("--ca {ca}: unusable certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("--ca {ca}: unusable certificate: {e}"))?;
     }
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(suite) = &args.suite {
@@ -239,7 +228,7 @@ async fn download_loop(addr: SocketAddr, request: Arc<[u8]>, deadline: Instant) 
     use std::os::fd::AsRawFd;
     // A larger pipe means fewer splice calls per response (the default is 64 KiB).
     let _ = fcntl(pipe_w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(1 << 20));
-    let mut head = vec![0u8; 4096];
+    let mut head_buf = vec![0u8; 4096];
     while Instant::now() < deadline {
         let mut tcp = match TcpStream::connect(addr).await {
             Ok(t) => t,
@@ -251,8 +240,9 @@ async fn download_loop(addr: SocketAddr, request: Arc<[u8]>, deadline: Instant) 
         while Instant::now() < deadline {
             let once = async {
                 tcp.write_all(&request).await?;
-                let (body_len, already) = read_head(&mut tcp, &mut head).await?;
-                let mut left = body_len - already;
+                let (head, already) = read_head(&mut tcp, &mut head_buf).await?;
+                let body_len = head.content_length;
+                let mut left = body_len.saturating_sub(already);
                 while left > 0 {
                     tcp.readable().await?;
                     let moved = tcp.try_io(Interest::READABLE, || {
@@ -276,12 +266,15 @@ async fn download_loop(addr: SocketAddr, request: Arc<[u8]>, deadline: Instant) 
                         Err(e) => return Err(e),
                     }
                 }
-                Ok::<u64, std::io::Error>(body_len)
+                Ok::<(u64, bool), std::io::Error>((body_len, head.close))
             };
             match once.await {
-                Ok(n) => {
+                Ok((n, close)) => {
                     tally.requests += 1;
                     tally.bytes += n;
+                    if close {
+                        break; // the server closes: a new connection for the next request
+                    }
                 }
                 Err(e) => {
                     report(&mut tally, e);
@@ -308,8 +301,8 @@ fn drain(pipe_r: &OwnedFd, devnull: &std::fs::File, mut n: usize) -> std::io::Re
     Ok(())
 }
 
-/// Reads one response head; returns (Content-Length, body bytes already read with it).
-async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(u64, u64)> {
+/// Reads one response head; returns it with the count of body bytes read with it.
+async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(Head, u64)> {
     let mut filled = 0;
     loop {
         let n = tcp.read(&mut buf[filled..]).await?;
@@ -317,8 +310,9 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(u64,
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         filled += n;
-        if let Some((head_len, body_len)) = parse_head(&buf[..filled])? {
-            return Ok((body_len, (filled - head_len) as u64));
+        if let Some(head) = parse_head(&buf[..filled])? {
+            let already = (filled - head.len) as u64;
+            return Ok((head, already));
         }
         if filled == buf.len() {
             return Err(invalid("response head larger than 4 KiB"));
@@ -335,8 +329,9 @@ async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut [u8]) -> st
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         filled += n;
-        if let Some((head_len, body_len)) = parse_head(&buf[..filled])? {
-            let mut left = (body_len as usize).saturating_sub(filled - head_len);
+        if let Some(head) = parse_head(&buf[..filled])? {
+            let body_len = head.content_length;
+            let mut left = (body_len as usize).saturating_sub(filled - head.len);
             while left > 0 {
                 let chunk = left.min(buf.len());
                 let n = s.read(&mut buf[..chunk]).await?;
@@ -353,9 +348,16 @@ async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut [u8]) -> st
     }
 }
 
-/// `Some((head length, Content-Length))` once the head is complete; a status other than
-/// 200 is an error.
-fn parse_head(bytes: &[u8]) -> std::io::Result<Option<(usize, u64)>> {
+/// What a complete response head says.
+struct Head {
+    len: usize,
+    content_length: u64,
+    /// `Connection: close`: the server closes after this response.
+    close: bool,
+}
+
+/// `Some(Head)` once the head is complete; a status other than 200 is an error.
+fn parse_head(bytes: &[u8]) -> std::io::Result<Option<Head>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(bytes) {
@@ -372,7 +374,11 @@ fn parse_head(bytes: &[u8]) -> std::io::Result<Option<(usize, u64)>> {
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
         .ok_or_else(|| invalid("response without a Content-Length"))?;
-    Ok(Some((head_len, length)))
+    let close = response
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
+    Ok(Some(Head { len: head_len, content_length: length, close }))
 }
 
 fn invalid(what: &str) -> std::io::Error {
