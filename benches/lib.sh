@@ -52,7 +52,9 @@ cpu_ticks() { # PIDS... → utime+stime summed (clock ticks)
   echo $sum
 }
 
-# run_wrk NAME URL CLOSE(0/1) PIDS... → prints "rps cpu_us_per_req"
+# run_wrk NAME URL CLOSE(0/1) PIDS... → prints "rps cpu_us_per_req front_us_per_req"
+# (front: the CPU per request of the processes listed in $FRONT_PIDS, such as nginx in
+# front of the measured server; "-" when it is not set)
 run_wrk() {
   local url=$2 close=$3; shift 3
   local hdr=()
@@ -60,8 +62,10 @@ run_wrk() {
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "${hdr[@]}" "$url" >/dev/null 2>&1
   quiet_second
   local t0; t0=$(cpu_ticks "$@")
+  local f0=0; [ -n "${FRONT_PIDS:-}" ] && f0=$(cpu_ticks $FRONT_PIDS)
   local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "$url" 2>&1)
   local t1; t1=$(cpu_ticks "$@")
+  local f1=0; [ -n "${FRONT_PIDS:-}" ] && f1=$(cpu_ticks $FRONT_PIDS)
   local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   local errs; errs=$(awk '/Socket errors/ {print $0}' <<<"$out")
@@ -69,9 +73,11 @@ run_wrk() {
   local hz; hz=$(getconf CLK_TCK)
   local us=0
   [ "${reqs:-0}" -gt 0 ] && us=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  local front=-
+  [ -n "${FRONT_PIDS:-}" ] && [ "${reqs:-0}" -gt 0 ] && front=$(awk -v t=$((f1 - f0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
   [ -n "$errs" ] && echo "    ($1: $errs)" >&2
   [ -n "$non2xx" ] && echo "    ($1: non-2xx $non2xx)" >&2
-  echo "$rps $us"
+  echo "$rps $us $front"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

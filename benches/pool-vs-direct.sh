@@ -31,8 +31,8 @@ declare -A D P
 for r in $(seq 1 "$ROUNDS"); do
   for mode in keepalive close; do
     c=0; [ $mode = close ] && c=1
-    read -r drps dus < <(run_wrk direct "http://127.0.0.1:$DPORT/" $c $DPID)
-    read -r prps pus < <(run_wrk pool "http://127.0.0.1:$PPORT/" $c $PPID_ $ZPID)
+    read -r drps dus _ < <(run_wrk direct "http://127.0.0.1:$DPORT/" $c $DPID)
+    read -r prps pus _ < <(run_wrk pool "http://127.0.0.1:$PPORT/" $c $PPID_ $ZPID)
     D[$mode]+="$drps "; P[$mode]+="$prps "
     printf '%-8s %-10s %12s %12s %14s %14s\n' "$r" $mode "$drps" "$prps" "$dus" "$pus"
   done

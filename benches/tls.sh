@@ -130,8 +130,8 @@ echo "$ROUNDS round(s), servers on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
 printf '%-6s %-10s %12s %12s %14s %14s %10s\n' round row nginx zergpool nginx_us/req pool_us/req client_cpu
 declare -A N P NU PU
 for r in $(seq 1 "$ROUNDS"); do
-  read -r nrps nus < <(run_wrk nginx "https://127.0.0.1:$NPORT/" 0 $NGINX $NWORKER $BACKEND)
-  read -r prps pus < <(run_wrk zergpool "https://127.0.0.1:$PPORT/" 0 $POOL $ZPID)
+  read -r nrps nus _ < <(run_wrk nginx "https://127.0.0.1:$NPORT/" 0 $NGINX $NWORKER $BACKEND)
+  read -r prps pus _ < <(run_wrk zergpool "https://127.0.0.1:$PPORT/" 0 $POOL $ZPID)
   N[keepalive]+="$nrps "; P[keepalive]+="$prps "; NU[keepalive]+="$nus "; PU[keepalive]+="$pus "
   printf '%-6s %-10s %12s %12s %14s %14s\n' "$r" keepalive "$nrps" "$prps" "$nus" "$pus"
   read -r nhs nus ncl < <(run_handshakes "$NPORT" $NGINX $NWORKER $BACKEND)

@@ -3,7 +3,10 @@
 # keep-alive between wrk and nginx, one server core for everything server-side:
 #
 #   zergpool   nginx → uwsgi_pass 127.0.0.1:P → zergpool --socket (release build) →
-#              2 zergling-demo spawned by the pool (--zergling)
+#              2 zergling-demo spawned by the pool (--zergling); the pool accepts
+#              every connection, reads the packet and hands the descriptor over
+#   direct     the same with --zerg-direct-accept: the zerglings accept on the
+#              pool's uwsgi socket themselves (the pool pauses its own accept)
 #   uwsgi      nginx → uwsgi_pass 127.0.0.1:P → Debian's uWSGI, python3 plugin,
 #              --processes 2 --master, a WSGI app returning the same 13 bytes
 #   proxy      nginx → proxy_pass (upstream keepalive 32, HTTP/1.1) →
@@ -40,6 +43,11 @@ ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$Z
   --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
   2>"$TMP/zergpool.log" &
 ZPID=$!; PIDS_TO_KILL+=($ZPID)
+XPORT=$(free_port)
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$XPORT --listen 4096 --zerg-direct-accept \
+  --zerg-server "$TMP/zerg-direct.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
+  2>"$TMP/zergpool-direct.log" &
+XPID=$!; PIDS_TO_KILL+=($XPID)
 
 # --- uWSGI, 2 processes ---------------------------------------------------------
 UPORT=$(free_port)
@@ -61,7 +69,7 @@ taskset -c "$SERVER_CPU" "$BIN/zergling-demo" --listen 127.0.0.1:$DPORT 2>"$TMP/
 DPID=$!; PIDS_TO_KILL+=($DPID)
 
 # --- nginx: three servers --------------------------------------------------------
-NZ=$(free_port); NU=$(free_port); NP=$(free_port)
+NZ=$(free_port); NU=$(free_port); NP=$(free_port); NX=$(free_port)
 start_nginx "$TMP/nginx" "
   upstream demo {
     server 127.0.0.1:$DPORT;
@@ -71,6 +79,10 @@ start_nginx "$TMP/nginx" "
   server {
     listen 127.0.0.1:$NZ backlog=4096;
     location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$ZPORT; }
+  }
+  server {
+    listen 127.0.0.1:$NX backlog=4096;
+    location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$XPORT; }
   }
   server {
     listen 127.0.0.1:$NU backlog=4096;
@@ -86,36 +98,54 @@ start_nginx "$TMP/nginx" "
     }
   }"
 
-for port in $NZ $NU $NP; do wait_http "http://127.0.0.1:$port/"; done
-for _ in $(seq 1 100); do [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && break; sleep 0.05; done
+for port in $NZ $NU $NP $NX; do wait_http "http://127.0.0.1:$port/"; done
+for _ in $(seq 1 100); do [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && [ "$(pgrep -c -P "$XPID" || true)" -ge 2 ] && break; sleep 0.05; done
 # Children forked by the masters (nginx worker, uWSGI workers, the pool's zerglings):
 # measured (CPU) and killed by PID too.
 NPIDS=("$NPID" $(pgrep -P "$NPID" || true))
 UPIDS=("$UPID" $(pgrep -P "$UPID" || true))
 ZPIDS=("$ZPID" $(pgrep -P "$ZPID" || true))
-PIDS_TO_KILL+=("${NPIDS[@]:1}" "${UPIDS[@]:1}" "${ZPIDS[@]:1}")
+XPIDS=("$XPID" $(pgrep -P "$XPID" || true))
+PIDS_TO_KILL+=("${NPIDS[@]:1}" "${UPIDS[@]:1}" "${ZPIDS[@]:1}" "${XPIDS[@]:1}")
 [ "${#ZPIDS[@]}" -eq 3 ] || { echo "expected 2 zerglings under the pool, found: ${ZPIDS[*]:1}" >&2; exit 1; }
+[ "${#XPIDS[@]}" -eq 3 ] || { echo "expected 2 zerglings under the direct pool, found: ${XPIDS[*]:1}" >&2; exit 1; }
 
 # Every setup must send the very same bytes.
-for port in $NZ $NU $NP; do
+for port in $NZ $NU $NP $NX; do
   body=$(curl -sf "http://127.0.0.1:$port/")
   [ "$body" = "Hello, world!" ] || { echo "nginx port $port answers $body" >&2; exit 1; }
 done
 
 echo "nginx in front, keep-alive client: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS round(s), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
-printf '%-6s | %10s %7s | %10s %7s | %10s %7s\n' round zp_rps zp_us uwsgi_rps uws_us proxy_rps prx_us
-Z=(); U=(); P=()
+echo "(us = server CPU per request, nginx included; ngx = nginx's own share)"
+printf '%-6s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s\n' round zp_rps zp_us ngx direct_rps dir_us ngx \
+  uwsgi_rps uws_us ngx proxy_rps prx_us ngx
+Z=(); X=(); U=(); P=(); NGX_UWSGI=(); PRX_US=()
 for r in $(seq 1 "$ROUNDS"); do
-  read -r zrps zus < <(run_wrk zergpool "http://127.0.0.1:$NZ/" 0 "${NPIDS[@]}" "${ZPIDS[@]}")
-  read -r urps uus < <(run_wrk uwsgi "http://127.0.0.1:$NU/" 0 "${NPIDS[@]}" "${UPIDS[@]}")
-  read -r prps pus < <(run_wrk proxy_pass "http://127.0.0.1:$NP/" 0 "${NPIDS[@]}" "$DPID")
-  Z+=("$zrps"); U+=("$urps"); P+=("$prps")
-  printf '%-6s | %10s %7s | %10s %7s | %10s %7s\n' "$r" "$zrps" "$zus" "$urps" "$uus" "$prps" "$pus"
+  read -r zrps zus zn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk zergpool "http://127.0.0.1:$NZ/" 0 "${NPIDS[@]}" "${ZPIDS[@]}")
+  read -r xrps xus xn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk direct "http://127.0.0.1:$NX/" 0 "${NPIDS[@]}" "${XPIDS[@]}")
+  read -r urps uus un < <(FRONT_PIDS="${NPIDS[*]}" run_wrk uwsgi "http://127.0.0.1:$NU/" 0 "${NPIDS[@]}" "${UPIDS[@]}")
+  read -r prps pus pn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk proxy_pass "http://127.0.0.1:$NP/" 0 "${NPIDS[@]}" "$DPID")
+  Z+=("$zrps"); X+=("$xrps"); U+=("$urps"); P+=("$prps"); NGX_UWSGI+=("$un"); PRX_US+=("$pus")
+  printf '%-6s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s\n' "$r" "$zrps" "$zus" "$zn" "$xrps" "$xus" "$xn" \
+    "$urps" "$uus" "$un" "$prps" "$pus" "$pn"
 done
-z=$(printf '%s\n' "${Z[@]}" | mean); u=$(printf '%s\n' "${U[@]}" | mean); p=$(printf '%s\n' "${P[@]}" | mean)
+z=$(printf '%s\n' "${Z[@]}" | mean); x=$(printf '%s\n' "${X[@]}" | mean)
+u=$(printf '%s\n' "${U[@]}" | mean); p=$(printf '%s\n' "${P[@]}" | mean)
 echo
-printf '%-6s | %10s | %10s | %10s | %14s %17s\n' mean zp_rps uwsgi_rps proxy_rps zergpool/uwsgi zergpool/proxy_pass
-printf '%-6s | %10s | %10s | %10s | %14s %17s\n' "" "$z" "$u" "$p" "$(ratio "$z" "$u")" "$(ratio "$z" "$p")"
-if grep -q '\[error\]' "$TMP/nginx/logs/error.log"; then
-  echo "nginx logged errors:" >&2; grep '\[error\]' "$TMP/nginx/logs/error.log" | sort | uniq -c | sort -rn | head -5 >&2
-fi
+printf '%-6s | %10s | %10s | %10s | %10s | %14s %14s %19s %17s\n' mean zp_rps direct_rps uwsgi_rps proxy_rps \
+  zergpool/uwsgi direct/uwsgi zergpool/proxy_pass direct/proxy_pass
+printf '%-6s | %10s | %10s | %10s | %10s | %14s %14s %19s %17s\n' "" "$z" "$x" "$u" "$p" \
+  "$(ratio "$z" "$u")" "$(ratio "$x" "$u")" "$(ratio "$z" "$p")" "$(ratio "$x" "$p")"
+# The ceiling of any uwsgi server against the proxy_pass row: with everything on one
+# core, a uwsgi_pass row can at best do 1 / (nginx's own CPU per uwsgi request), the
+# proxy_pass row does 1 / (its whole CPU per request).
+ngx=$(printf '%s\n' "${NGX_UWSGI[@]}" | awk '{ s += $1; n++ } END { printf "%.1f", n ? s / n : 0 }')
+prx=$(printf '%s\n' "${PRX_US[@]}" | awk '{ s += $1; n++ } END { printf "%.1f", n ? s / n : 0 }')
+echo "nginx alone costs $ngx us per uwsgi_pass request (uwsgi row); the whole proxy_pass row costs $prx us per request:"
+echo "no server behind uwsgi_pass, even one costing nothing, can exceed $(ratio "$prx" "$ngx") of proxy_pass on one core."
+for log in "$TMP/nginx/logs/error.log"; do
+  if grep -q '\[error\]' "$log"; then
+    echo "nginx logged errors:" >&2; grep '\[error\]' "$log" | sort | uniq -c | sort -rn | head -5 >&2
+  fi
+done

@@ -268,7 +268,16 @@ fn mib() -> Vec<u8> {
 
 /// Everything a client of nginx should see, whichever uwsgi socket nginx uses.
 /// `listener` is the pool listener nginx reaches.
-fn check_through_nginx(nginx: &Nginx, pool: &Pool, listener: &str) {
+/// Who accepts the uwsgi connections in a test.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Accepting {
+    /// The pool, which hands each connection over.
+    Pool,
+    /// The zerglings themselves (`--zerg-direct-accept`).
+    Zerglings,
+}
+
+fn check_through_nginx(nginx: &Nginx, pool: &Pool, listener: &str, accepting: Accepting) {
     let addr = nginx.addr();
 
     // GET /
@@ -293,6 +302,12 @@ fn check_through_nginx(nginx: &Nginx, pool: &Pool, listener: &str) {
     assert_eq!(w["query"], "a=1&b=2", "{w}");
     assert_eq!(w["scheme"], "http", "{w}");
     assert_eq!(w["client"], r.local.to_string(), "REMOTE_ADDR:REMOTE_PORT is this client's address: {w}");
+    // Who accepted the connection shows in its id (see zergling-demo's /whoami).
+    let conn = w["conn"].as_u64().expect("a connection id");
+    match accepting {
+        Accepting::Pool => assert!(conn < 1 << 63, "handed over by the pool: {w}"),
+        Accepting::Zerglings => assert!(conn >= 1 << 63, "accepted by the zergling itself: {w}"),
+    }
 
     // A query string with escapes arrives as sent.
     let r = get(addr, "/whoami?q=zerg+pool&x=%2F&empty=").unwrap();
@@ -359,12 +374,17 @@ fn check_through_nginx(nginx: &Nginx, pool: &Pool, listener: &str) {
     let r = request(addr, "HEAD", "/static/hello.txt", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.is_empty());
-    // The pool served it: no zergling saw a /static request.
-    assert!(
-        pool.proc.count("dynamic uwsgi request") > 0 && !pool.proc.log().contains("path=\"/static/hello.txt\""),
-        "the static file went to a zergling:\n{}",
-        pool.proc.log()
-    );
+    if accepting == Accepting::Pool {
+        // The pool served it: no zergling saw a /static request.
+        assert!(
+            pool.proc.count("dynamic uwsgi request") > 0 && !pool.proc.log().contains("path=\"/static/hello.txt\""),
+            "the static file went to a zergling:\n{}",
+            pool.proc.log()
+        );
+    } else {
+        // The pool saw no request at all: the zergling served the file.
+        assert_eq!(pool.proc.count("dynamic uwsgi request"), 0, "{}", pool.proc.log());
+    }
     // Not in the map: the application answers.
     let r = get(addr, "/nope").unwrap();
     assert_eq!(r.status, 404, "{r:?}");
@@ -386,7 +406,7 @@ fn through_nginx_over_tcp() {
     let _z = pool.zergling(&[]);
     pool.wait_attached(1);
     let nginx = Nginx::start(&uwsgi.to_string());
-    check_through_nginx(&nginx, &pool, "uwsgi0");
+    check_through_nginx(&nginx, &pool, "uwsgi0", Accepting::Pool);
 
     // Headers making a packet over buffer-size (4096 by default): the pool refuses
     // it and says why; nginx answers 502; the next request is served.
@@ -423,7 +443,7 @@ fn through_nginx_over_a_unix_socket() {
     let _z = pool.zergling(&[]);
     pool.wait_attached(1);
     let nginx = Nginx::start(&format!("unix:{sock_arg}"));
-    check_through_nginx(&nginx, &pool, "uwsgi0");
+    check_through_nginx(&nginx, &pool, "uwsgi0", Accepting::Pool);
 
     let cookie = "c".repeat(6000);
     let r = request(nginx.addr(), "GET", "/whoami", &[("Cookie", &cookie)], b"").unwrap();
@@ -431,6 +451,123 @@ fn through_nginx_over_a_unix_socket() {
     let w = r.json();
     // Over a Unix socket nginx still reports the TCP client it saw.
     assert_eq!(w["client"], r.local.to_string(), "{w}");
+}
+
+#[test]
+fn through_nginx_with_direct_accept_over_tcp() {
+    if !have_nginx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let www = static_dir(dir.path());
+    let map = format!("/static={}", www.display());
+    let pool = Pool::start(&[
+        "--socket",
+        "127.0.0.1:0",
+        "--static-map",
+        &map,
+        "--zerg-direct-accept",
+        "--zergling",
+        common::DEMO,
+    ]);
+    let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
+    pool.wait_attached(1);
+    assert!(pool.proc.wait_log("the pool pauses accepting", 1, T), "{}", pool.proc.log());
+    let nginx = Nginx::start(&uwsgi.to_string());
+    check_through_nginx(&nginx, &pool, "uwsgi0", Accepting::Zerglings);
+
+    // The zergling applies buffer-size (sent with LISTEN) and says why it refused.
+    let cookie = "c".repeat(6000);
+    let r = request(nginx.addr(), "GET", "/", &[("Cookie", &cookie)], b"").unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(pool.proc.wait_log("invalid request block size", 1, T), "{}", pool.proc.log());
+    let r = get(nginx.addr(), "/").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+}
+
+#[test]
+fn through_nginx_with_direct_accept_over_a_unix_socket() {
+    if !have_nginx() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let www = static_dir(dir.path());
+    let map = format!("/static={}", www.display());
+    let sock = dir.path().join("uwsgi.sock");
+    let sock_arg = sock.to_str().unwrap().to_owned();
+    let pool = Pool::start(&[
+        "--uwsgi-socket",
+        &sock_arg,
+        "--chmod-socket",
+        "--static-map",
+        &map,
+        "--zerg-direct-accept",
+        "--zergling",
+        common::DEMO,
+    ]);
+    pool.wait_attached(1);
+    assert!(pool.proc.wait_log("the pool pauses accepting", 1, T), "{}", pool.proc.log());
+    let nginx = Nginx::start(&format!("unix:{sock_arg}"));
+    check_through_nginx(&nginx, &pool, "uwsgi0", Accepting::Zerglings);
+}
+
+/// Sends the captured `GET /` packet on a new connection, without reading.
+fn send_captured(uwsgi: SocketAddr) -> TcpStream {
+    let packet = fs::read(CAPTURED_GET_ROOT).expect("captured packet");
+    let mut s = TcpStream::connect(uwsgi).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&packet).unwrap();
+    s
+}
+
+fn read_answer(mut s: TcpStream) -> String {
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// With zerg-direct-accept, the pool still accepts (and queues) while no ready
+/// zergling accepts, before the first one attaches and after the last one drains;
+/// in between it stays out of the way.
+#[test]
+fn with_direct_accept_the_pool_takes_over_while_no_zergling_accepts() {
+    let pool = Pool::start(&["--socket", "127.0.0.1:0", "--zerg-direct-accept"]);
+    let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
+
+    // No zergling: the pool accepts and queues.
+    let waiting = send_captured(uwsgi);
+    assert!(pool.proc.wait_log("queued: no zergling can take it now", 1, T), "{}", pool.proc.log());
+    let mut z = pool.zergling(&[]);
+    pool.wait_attached(1);
+    let answer = read_answer(waiting);
+    assert!(answer.ends_with("Hello, world!"), "the queued request: {answer}");
+
+    // A zergling accepts: the pool pauses, and requests never pass through it.
+    assert!(pool.proc.wait_log("the pool pauses accepting", 1, T), "{}", pool.proc.log());
+    let queued_before = pool.proc.count("queued: no zergling can take it now");
+    for _ in 0..5 {
+        assert!(serve_captured(uwsgi).ends_with("Hello, world!"));
+    }
+    assert_eq!(
+        pool.proc.count("dynamic uwsgi request"),
+        1,
+        "only the queued one went through the pool:\n{}",
+        pool.proc.log()
+    );
+
+    // The zergling drains and leaves: the pool accepts and queues again.
+    z.signal(Signal::SIGTERM);
+    assert!(pool.proc.wait_log("the pool accepts (and queues) again", 1, T), "{}", pool.proc.log());
+    assert!(z.wait_exit(T).is_some(), "the zergling did not exit");
+    let waiting = send_captured(uwsgi);
+    assert!(
+        common::wait_until(T, || pool.proc.count("queued: no zergling can take it now") > queued_before),
+        "{}",
+        pool.proc.log()
+    );
+    let _z2 = pool.zergling(&[]);
+    let answer = read_answer(waiting);
+    assert!(answer.ends_with("Hello, world!"), "the request queued after the drain: {answer}");
 }
 
 // ---------------------------------------------------------------------------
@@ -477,13 +614,21 @@ fn pid_of(addr: SocketAddr) -> u32 {
 
 #[test]
 fn chain_reloads_under_load_through_nginx_lose_nothing() {
+    chain_reloads_under_load_through_nginx(&[]);
+}
+
+#[test]
+fn chain_reloads_under_load_through_nginx_lose_nothing_with_direct_accept() {
+    chain_reloads_under_load_through_nginx(&["--zerg-direct-accept"]);
+}
+
+fn chain_reloads_under_load_through_nginx(extra: &[&str]) {
     if !have_nginx() {
         return;
     }
-    let pool = Pool::start_with(
-        &["--socket", "127.0.0.1:0", "--zergling", common::DEMO, "--zergling", common::DEMO],
-        &[("ZERGPOOL_LOG", "info")],
-    );
+    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::DEMO, "--zergling", common::DEMO];
+    args.extend_from_slice(extra);
+    let pool = Pool::start_with(&args, &[("ZERGPOOL_LOG", "info")]);
     pool.wait_attached(2);
     let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
     let nginx = Nginx::start(&uwsgi.to_string());
@@ -563,6 +708,14 @@ fn chain_reloads_under_load_through_nginx_lose_nothing() {
     }
     let errors = nginx.error_log();
     assert!(!errors.contains("[error]"), "nginx logged errors:\n{errors}");
+    if extra.contains(&"--zerg-direct-accept") {
+        // Every zergling, the replacements included, accepted by itself, and the
+        // pool never had to: each old zergling's session handed over nothing.
+        let log = pool.proc.log();
+        assert!(pool.proc.count("zergling accepts on the uwsgi listeners itself") >= 2 + reloads, "{log}");
+        let totals: Vec<&str> = log.lines().filter(|l| l.contains("session totals")).collect();
+        assert!(!totals.is_empty() && totals.iter().all(|l| l.contains(" sent=0 ")), "{totals:#?}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -618,10 +771,27 @@ fn serve_captured(uwsgi: SocketAddr) -> String {
 
 #[test]
 fn malformed_packets_close_their_connection_and_nothing_else() {
-    let pool = Pool::start(&["--socket", "127.0.0.1:0"]);
+    malformed_packets(Accepting::Pool);
+}
+
+#[test]
+fn malformed_packets_close_their_connection_and_nothing_else_with_direct_accept() {
+    malformed_packets(Accepting::Zerglings);
+}
+
+fn malformed_packets(accepting: Accepting) {
+    // A spawned zergling: its log lines (it checks the packets itself when it
+    // accepts) are in the pool's log.
+    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::DEMO];
+    if accepting == Accepting::Zerglings {
+        args.push("--zerg-direct-accept");
+    }
+    let pool = Pool::start(&args);
     let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
-    let _z = pool.zergling(&[]);
     pool.wait_attached(1);
+    if accepting == Accepting::Zerglings {
+        assert!(pool.proc.wait_log("the pool pauses accepting", 1, T), "{}", pool.proc.log());
+    }
 
     // A connection that sent half a header and stalls: it must not hold up anyone.
     let mut stalled = TcpStream::connect(uwsgi).unwrap();
@@ -660,4 +830,7 @@ fn malformed_packets_close_their_connection_and_nothing_else() {
     let served = serve_captured(uwsgi);
     assert!(served.ends_with("Hello, world!"), "{served}");
     assert_eq!(pool.proc.count("panicked"), 0, "{}", pool.proc.log());
+    if accepting == Accepting::Zerglings {
+        assert_eq!(pool.proc.count("dynamic uwsgi request"), 0, "the pool saw requests:\n{}", pool.proc.log());
+    }
 }

@@ -99,6 +99,9 @@ fn whoami(req: &Request<Incoming>) -> Resp {
         "alpn": info.and_then(|i| i.alpn.as_deref()),
         "tls_version": info.and_then(|i| i.tls_version.as_deref()),
         "zergling": info.map(|i| i.zergling.0),
+        // Ids of connections the pool handed over count up from 1; those a zergling
+        // accepted itself (zerg-direct-accept) count down from 2^64 - 1.
+        "conn": info.map(|i| i.conn.0),
         "pid": std::process::id(),
     });
     Response::builder()

@@ -258,6 +258,8 @@ pub struct Config {
     pub zerg_server_mode: u32,
     /// Users allowed to attach besides root and the pool's own uid.
     pub zerg_allow_uid: Vec<u32>,
+    /// Zerglings accept on the uwsgi listeners themselves (`zerg-direct-accept`).
+    pub direct_accept: bool,
     /// Most connections waiting for a zergling.
     pub queue_limit: usize,
     /// Longest wait for a zergling.
@@ -311,6 +313,7 @@ impl Default for Config {
             zerg_server: None,
             zerg_server_mode: 0o600,
             zerg_allow_uid: Vec::new(),
+            direct_accept: false,
             queue_limit: 1024,
             queue_timeout: Duration::from_secs(30),
             zerglings: Vec::new(),
@@ -480,6 +483,7 @@ impl Config {
                         .ok_or_else(|| ConfigError::bad(o, "expected an octal file mode such as 600 or 660"))?
                 }
                 "zerg-allow-uid" => c.zerg_allow_uid.push(parse_uid(o)?),
+                "zerg-direct-accept" => c.direct_accept = options::truthy(&o.value),
                 "zerg-queue" => c.queue_limit = parse_num(o, 0, 1 << 24)? as usize,
                 "zerg-queue-timeout" => c.queue_timeout = parse_secs(o)?,
                 "zergling" => {

@@ -137,6 +137,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("zerg-server", Value, false, "PATH", "Unix socket zerglings attach to (default: a per-pool path under /tmp)"),
     pool("chmod-zerg-server", Value, false, "MODE", "file mode of the zerg-server socket, octal (default 600)"),
     pool("zerg-allow-uid", Value, true, "UID", "a further user (name or number) allowed to attach; root and the pool's own uid always are"),
+    pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
     pool("zerg-queue", Value, false, "N", "connections waiting for a zergling at most (default 1024); past it: 503"),
     pool("zerg-queue-timeout", Value, false, "SECS", "longest wait for a zergling (default 30); past it: 503"),
     pool("zergling", Value, true, "COMMAND", "spawn and supervise a zergling (split into words, no shell)"),

@@ -105,7 +105,29 @@ pub struct AttachPolicy {
     pub allow_uids: Vec<u32>,
     /// The static-map options sent in WELCOME (`key=value`); swapped on SIGHUP.
     pub statics: Arc<arc_swap::ArcSwap<Vec<String>>>,
+    /// Listeners sent with LISTEN to zerglings that can accept on them
+    /// (`zerg-direct-accept`); empty when the option is off.
+    pub direct: Vec<DirectListener>,
 }
+
+/// A listener zerglings accept on themselves (`zerg-direct-accept`): what LISTEN says
+/// about it, and the pool's copy of its descriptor.
+#[derive(Debug, Clone)]
+pub struct DirectListener {
+    /// The listener's name (`uwsgi0`, …).
+    pub name: String,
+    /// The address it is bound to.
+    pub local: String,
+    /// The listening socket (a duplicate of the pool's own).
+    pub fd: Arc<std::os::fd::OwnedFd>,
+    /// Largest uwsgi packet head (`buffer-size`).
+    pub buffer_size: u32,
+    /// Time a client has to send its packet.
+    pub head_timeout: Duration,
+}
+
+/// The HELLO tag of a zergling that can accept on uwsgi listeners itself.
+pub const ACCEPT_UWSGI_TAG: &str = "accept=uwsgi";
 
 impl AttachPolicy {
     fn allows(&self, uid: u32) -> bool {
@@ -192,6 +214,28 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         return;
     }
     info!(%id, pid, capacity, tags = tags.join(","), "zergling attached");
+    if !policy.direct.is_empty() && tags.iter().any(|t| t == ACCEPT_UWSGI_TAG) {
+        let mut sent = 0;
+        for l in &policy.direct {
+            let listen = Message::Listen {
+                listener: l.name.clone(),
+                kind: proto::ListenerKind::Uwsgi,
+                local: l.local.clone(),
+                buffer_size: l.buffer_size,
+                head_timeout_ms: l.head_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            };
+            match chan.send(&listen, Some(l.fd.as_fd())).await {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    warn!(%id, listener = %l.name, error = %e, "could not send LISTEN; the pool keeps accepting there")
+                }
+            }
+        }
+        if sent == policy.direct.len() {
+            info!(%id, listeners = sent, "zergling accepts on the uwsgi listeners itself");
+            dispatcher.set_direct(id);
+        }
+    }
     let (orders, unacked, why) = run_session(&chan, &dispatcher, id, orders).await;
     dispatcher.unregister(id);
     info!(%id, pid, reason = why, "zergling detached");

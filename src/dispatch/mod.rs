@@ -76,6 +76,8 @@ struct Slot {
     outstanding: u32,
     state: SlotState,
     orders: mpsc::UnboundedSender<Order>,
+    /// Accepts on the pool's uwsgi listeners itself (`zerg-direct-accept`).
+    direct: bool,
 }
 
 impl Slot {
@@ -131,6 +133,9 @@ pub struct Dispatcher {
     next_conn: AtomicU64,
     stopping: AtomicBool,
     handbacks: Mutex<Option<mpsc::UnboundedSender<(OwnedFd, ConnMeta)>>>,
+    /// True while a ready zergling accepts on the uwsgi listeners itself: the pool's
+    /// own accept loops for them pause meanwhile (see [`Dispatcher::direct_ready`]).
+    direct_ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Dispatcher {
@@ -143,7 +148,31 @@ impl Dispatcher {
             next_conn: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             handbacks: Mutex::new(None),
+            direct_ready: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Follows whether some ready zergling accepts on the uwsgi listeners itself.
+    /// While it is true the pool does not accept on them (it would only take
+    /// connections away from the zerglings and pay a hand-off for each); once the
+    /// last such zergling drains or goes away it is false and the pool accepts, and
+    /// queues, again.
+    pub fn direct_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.direct_ready.subscribe()
+    }
+
+    /// `id` accepts on the uwsgi listeners now (it was sent them with LISTEN).
+    pub fn set_direct(&self, id: ZerglingId) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+            s.direct = true;
+        }
+        self.publish_direct(&st);
+    }
+
+    fn publish_direct(&self, st: &State) {
+        let now = st.slots.iter().any(|s| s.direct && s.state == SlotState::Ready);
+        self.direct_ready.send_if_modified(|v| std::mem::replace(v, now) != now);
     }
 
     /// A fresh connection id.
@@ -195,7 +224,7 @@ impl Dispatcher {
         let mut st = self.lock();
         st.next_zergling += 1;
         let id = ZerglingId(st.next_zergling);
-        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx });
+        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx, direct: false });
         pump(&mut st);
         (id, rx)
     }
@@ -205,6 +234,7 @@ impl Dispatcher {
     pub fn unregister(&self, id: ZerglingId) {
         let mut st = self.lock();
         st.slots.retain(|s| s.id != id);
+        self.publish_direct(&st);
     }
 
     /// A connection handed to `id` was closed: one unit of capacity is free.
@@ -226,6 +256,7 @@ impl Dispatcher {
             s.state = SlotState::Draining;
             let _ = s.orders.send(Order::Drain { handback });
         }
+        self.publish_direct(&st);
         true
     }
 
@@ -370,7 +401,7 @@ mod tests {
     fn slot(id: u64, outstanding: u32, capacity: u32, state: SlotState) -> Slot {
         let (tx, rx) = mpsc::unbounded_channel();
         std::mem::forget(rx);
-        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx }
+        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx, direct: false }
     }
 
     #[test]
@@ -432,5 +463,29 @@ mod tests {
         assert_eq!(d.queue_len(), 1);
         d.closed(_id);
         assert!(matches!(rx.try_recv(), Ok(Order::Conn(_))));
+    }
+
+    /// The pool's uwsgi accept loops pause exactly while a ready zergling accepts
+    /// on them itself.
+    #[test]
+    fn direct_ready_follows_the_ready_direct_zerglings() {
+        let d = Dispatcher::new(8, Duration::from_secs(1));
+        let ready = d.direct_ready();
+        let (a, _ra) = d.register(1, 4);
+        assert!(!*ready.borrow(), "attached, not accepting yet");
+        d.set_direct(a);
+        assert!(*ready.borrow());
+        let (b, _rb) = d.register(2, 4);
+        d.set_direct(b);
+        d.drain(a);
+        assert!(*ready.borrow(), "b still accepts");
+        d.unregister(b);
+        assert!(!*ready.borrow(), "a drains and b is gone: the pool accepts again");
+        let (c, _rc) = d.register(3, 4);
+        assert!(!*ready.borrow(), "c does not accept by itself");
+        d.set_direct(c);
+        assert!(*ready.borrow());
+        d.unregister(c);
+        assert!(!*ready.borrow());
     }
 }

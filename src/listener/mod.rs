@@ -83,6 +83,16 @@ pub enum Bound {
     Unix(std::os::unix::net::UnixListener),
 }
 
+impl Bound {
+    /// A second descriptor of the same listening socket (for `zerg-direct-accept`).
+    pub fn duplicate(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(match self {
+            Bound::Tcp(l) => l.try_clone()?.into(),
+            Bound::Unix(l) => l.try_clone()?.into(),
+        })
+    }
+}
+
 /// A listening socket registered with the runtime.
 #[derive(Debug)]
 pub enum AnyListener {
@@ -98,6 +108,15 @@ impl AnyListener {
         Ok(match b {
             Bound::Tcp(l) => AnyListener::Tcp(TcpListener::from_std(l)?),
             Bound::Unix(l) => AnyListener::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    }
+
+    /// Takes the socket back from the runtime (no more readiness events reach the
+    /// process until [`AnyListener::from_bound`] registers it again).
+    pub fn into_bound(self) -> io::Result<Bound> {
+        Ok(match self {
+            AnyListener::Tcp(l) => Bound::Tcp(l.into_std()?),
+            AnyListener::Unix(l) => Bound::Unix(l.into_std()?),
         })
     }
 
@@ -180,11 +199,17 @@ pub fn bind_unix(path: &Path, backlog: u32, mode: Option<u32>) -> io::Result<std
 
 /// Accepts connections until `stop` is cancelled, running `handle` for each one in
 /// its own tracked task with a span naming the listener, the peer and an id.
+///
+/// While `pause` says true (zerglings accept on this listener themselves,
+/// `zerg-direct-accept`), the socket is taken out of the runtime, so that the pool
+/// is not even woken by the connections the zerglings take; it comes back as soon as
+/// `pause` says false.
 pub async fn accept_loop<F, Fut>(
-    listener: AnyListener,
+    mut listener: AnyListener,
     info: Arc<ListenerInfo>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    mut pause: Option<tokio::sync::watch::Receiver<bool>>,
     handle: F,
 ) where
     F: Fn(Arc<ListenerInfo>, ConnStream, String) -> Fut,
@@ -192,8 +217,25 @@ pub async fn accept_loop<F, Fut>(
 {
     let mut accepted: u64 = 0;
     loop {
+        if let Some(p) = pause.as_mut() {
+            if *p.borrow_and_update() {
+                listener = match pause_until_needed(listener, &info, p, &stop).await {
+                    Some(l) => l,
+                    None => return,
+                };
+            }
+        }
+        let paused = async {
+            match pause.as_mut() {
+                Some(p) => {
+                    let _ = p.wait_for(|paused| *paused).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let res = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = paused => continue,
             r = listener.accept() => r,
         };
         match res {
@@ -210,6 +252,38 @@ pub async fn accept_loop<F, Fut>(
                 // ECONNABORTED and friends concern one connection only.
                 tracing::debug!(listener = %info.name, error = %e, "accept failed");
             }
+        }
+    }
+}
+
+/// Waits, with the socket out of the runtime, until `pause` turns false (then
+/// registers it again) or `stop` fires (`None`).
+async fn pause_until_needed(
+    listener: AnyListener,
+    info: &ListenerInfo,
+    pause: &mut tokio::sync::watch::Receiver<bool>,
+    stop: &CancellationToken,
+) -> Option<AnyListener> {
+    let bound = match listener.into_bound() {
+        Ok(b) => b,
+        Err(e) => {
+            // Cannot happen with a socket the runtime holds; stay out of the way.
+            warn!(listener = %info.name, error = %e, "cannot pause accepting; the pool stops accepting here");
+            stop.cancelled().await;
+            return None;
+        }
+    };
+    tracing::info!(listener = %info.name, "zerglings accept here themselves; the pool pauses accepting");
+    tokio::select! {
+        _ = stop.cancelled() => return None,
+        _ = pause.wait_for(|paused| !*paused) => {}
+    }
+    tracing::info!(listener = %info.name, "no zergling accepts here; the pool accepts (and queues) again");
+    match AnyListener::from_bound(bound) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(listener = %info.name, error = %e, "cannot register the listener again; the pool stops accepting here");
+            None
         }
     }
 }

@@ -27,7 +27,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{Config, ConfigError, UwsgiAddr};
 use crate::control::{self, Control};
-use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket};
+use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket, DirectListener};
 use crate::dispatch::Dispatcher;
 use crate::listener::privileges::{self, PrivilegeError};
 use crate::listener::tls::{self, AddrRef, TlsError, TlsStore};
@@ -257,8 +257,29 @@ impl Pool {
         let conns = TaskTracker::new();
         let background = TaskTracker::new();
 
+        // zerg-direct-accept: zerglings get a copy of every uwsgi listener and accept
+        // there themselves; the pool's accept loop for it pauses while they do.
+        let mut direct = Vec::new();
+        for (info, l) in &self.listeners {
+            if !self.config.direct_accept || !matches!(info.role, Role::Uwsgi) {
+                continue;
+            }
+            match l.duplicate() {
+                Ok(fd) => direct.push(DirectListener {
+                    name: info.name.clone(),
+                    local: info.local.clone(),
+                    fd: Arc::new(fd),
+                    buffer_size: self.config.uwsgi_buffer_size as u32,
+                    head_timeout: self.config.http_timeout,
+                }),
+                Err(e) => {
+                    warn!(listener = %info.name, error = %e, "cannot share the listener; the pool accepts there alone")
+                }
+            }
+        }
         for (info, l) in self.listeners {
             info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
+            let pause = direct.iter().any(|d| d.name == info.name).then(|| ctx.dispatcher.direct_ready());
             let l = match AnyListener::from_bound(l) {
                 Ok(l) => l,
                 Err(e) => {
@@ -272,6 +293,7 @@ impl Pool {
                 info,
                 stop_accept.clone(),
                 conns.clone(),
+                pause,
                 move |info, s, peer| conn::handle_connection(c.clone(), info, s, peer),
             ));
         }
@@ -281,7 +303,7 @@ impl Pool {
         background.spawn(attach::serve(
             self.attach.clone(),
             ctx.dispatcher.clone(),
-            AttachPolicy { allow_uids: self.config.zerg_allow_uid.clone(), statics: ctx.static_lines.clone() },
+            AttachPolicy { allow_uids: self.config.zerg_allow_uid.clone(), statics: ctx.static_lines.clone(), direct },
             stop_attach.clone(),
             sessions.clone(),
         ));

@@ -27,6 +27,7 @@ mod kind {
     pub(super) const DRAINING: u8 = 7;
     pub(super) const DRAIN: u8 = 8;
     pub(super) const HANDBACK: u8 = 9;
+    pub(super) const LISTEN: u8 = 10;
 }
 
 /// Field tags.
@@ -49,6 +50,8 @@ mod tag {
     pub(super) const PREFIX: u8 = 16;
     pub(super) const HANDBACK: u8 = 17;
     pub(super) const STATIC: u8 = 18;
+    pub(super) const BUFFER_SIZE: u8 = 19;
+    pub(super) const HEAD_TIMEOUT: u8 = 20;
 }
 
 /// One message of the protocol. Which ones carry a descriptor is said by
@@ -106,12 +109,28 @@ pub enum Message {
     /// the metadata it came with and, as `prefix`, the bytes already read from it
     /// and not yet answered. The pool dispatches it again like a new connection.
     HandBack(ConnMeta),
+    /// Pool → zergling, with one descriptor: a listening socket to accept on
+    /// (`zerg-direct-accept`; sent only to zerglings whose HELLO has the tag
+    /// `accept=uwsgi`). The zergling accepts and serves that listener's connections
+    /// itself until it drains or the channel closes, then closes its copy.
+    Listen {
+        /// The pool listener's name (`uwsgi0`, …).
+        listener: String,
+        /// What its connections speak (only `uwsgi` is sent today).
+        kind: ListenerKind,
+        /// The address it is bound to.
+        local: String,
+        /// Largest uwsgi packet head (`buffer-size`).
+        buffer_size: u32,
+        /// Time a client has to send its packet, in milliseconds.
+        head_timeout_ms: u32,
+    },
 }
 
 impl Message {
     /// Whether this message travels with exactly one descriptor (`SCM_RIGHTS`).
     pub fn carries_fd(&self) -> bool {
-        matches!(self, Message::Conn(_) | Message::HandBack(_))
+        matches!(self, Message::Conn(_) | Message::HandBack(_) | Message::Listen { .. })
     }
 
     /// The name used in logs and errors.
@@ -126,6 +145,7 @@ impl Message {
             Message::Draining => "DRAINING",
             Message::Drain { .. } => "DRAIN",
             Message::HandBack(_) => "HANDBACK",
+            Message::Listen { .. } => "LISTEN",
         }
     }
 }
@@ -243,6 +263,14 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.push(kind::DRAIN);
             put(&mut out, tag::HANDBACK, &[u8::from(*handback)]);
         }
+        Message::Listen { listener, kind: k, local, buffer_size, head_timeout_ms } => {
+            out.push(kind::LISTEN);
+            put(&mut out, tag::LISTENER, listener.as_bytes());
+            put(&mut out, tag::KIND, k.as_str().as_bytes());
+            put(&mut out, tag::LOCAL, local.as_bytes());
+            put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
+            put(&mut out, tag::HEAD_TIMEOUT, &head_timeout_ms.to_le_bytes());
+        }
     }
     out
 }
@@ -280,6 +308,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::ACK => "ACK",
         kind::CLOSED => "CLOSED",
         kind::HANDBACK => "HANDBACK",
+        kind::LISTEN => "LISTEN",
         _ => "",
     };
     let need = |v: Option<u64>, t: u8| v.ok_or(DecodeError::Missing { message: name, tag: t });
@@ -322,6 +351,16 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::CLOSED => Message::Closed { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
         kind::DRAINING => Message::Draining,
         kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
+        kind::LISTEN => {
+            let kind_s = need_s(f.kind, tag::KIND)?;
+            Message::Listen {
+                listener: need_s(f.listener, tag::LISTENER)?,
+                kind: ListenerKind::parse(&kind_s).ok_or(DecodeError::UnknownKind(kind_s))?,
+                local: need_s(f.local, tag::LOCAL)?,
+                buffer_size: need(f.buffer_size, tag::BUFFER_SIZE)? as u32,
+                head_timeout_ms: need(f.head_timeout, tag::HEAD_TIMEOUT)? as u32,
+            }
+        }
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -347,6 +386,8 @@ struct Fields {
     prefix: Option<Bytes>,
     handback: Option<u64>,
     statics: Vec<String>,
+    buffer_size: Option<u64>,
+    head_timeout: Option<u64>,
 }
 
 impl Fields {
@@ -364,6 +405,8 @@ impl Fields {
                 self.tags.push(text(t, v)?);
             }
             tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
+            tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
+            tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::STATIC => {
                 if self.statics.len() >= MAX_STATICS {
                     return Err(DecodeError::TooManyTags);
@@ -437,6 +480,13 @@ mod tests {
             Message::Draining,
             Message::Drain { handback: true },
             Message::Drain { handback: false },
+            Message::Listen {
+                listener: "uwsgi0".into(),
+                kind: ListenerKind::Uwsgi,
+                local: "127.0.0.1:3031".into(),
+                buffer_size: 4096,
+                head_timeout_ms: 60_000,
+            },
             match sample_conn() {
                 Message::Conn(meta) => Message::HandBack(meta),
                 _ => unreachable!(),

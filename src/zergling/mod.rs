@@ -24,6 +24,10 @@
 //! * for each CONN: adopt the descriptor, send ACK at once (the pool then closes
 //!   its copy), serve HTTP/1.1 with keep-alive on it, the bytes the pool already
 //!   read replayed first; send CLOSED when the connection ends;
+//! * for each LISTEN (`zerg-direct-accept` in the pool): accept on that uwsgi
+//!   listener directly and serve its connections (static-map included) with no
+//!   pool in between, while the zergling has room (capacity); stop and close the
+//!   copy on drain or when the channel closes;
 //! * if the pool goes away, connections already owned keep being served while the
 //!   zergling re-attaches with back-off;
 //! * on SIGTERM, SIGINT or SIGHUP (or DRAIN from the pool): send DRAINING, wait for
@@ -33,6 +37,7 @@
 //! Each request carries a [`ConnInfo`] in its extensions: the listener, the
 //! client's address, the scheme, and the zergling's id.
 
+mod direct;
 mod statics;
 pub mod uwsgi;
 
@@ -222,6 +227,8 @@ struct Worker<S> {
 #[derive(Default)]
 struct ConnTally {
     received: AtomicUsize,
+    /// Accepted directly on a pool listener (LISTEN).
+    accepted: AtomicUsize,
     finished: AtomicUsize,
     handed_back: AtomicUsize,
 }
@@ -286,6 +293,7 @@ where
     let t = &worker.tally;
     info!(
         received = t.received.load(Ordering::Relaxed),
+        accepted = t.accepted.load(Ordering::Relaxed),
         finished = t.finished.load(Ordering::Relaxed),
         handed_back = t.handed_back.load(Ordering::Relaxed),
         "drained"
@@ -348,7 +356,7 @@ async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<Str
         version: proto::VERSION,
         pid: std::process::id(),
         capacity: config.capacity,
-        tags: config.tags.clone(),
+        tags: config.tags.iter().cloned().chain([crate::dispatch::attach::ACCEPT_UWSGI_TAG.to_owned()]).collect(),
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
@@ -367,6 +375,10 @@ where
 {
     let mut buf = RecvBuf::new();
     let mut draining_sent = false;
+    // Direct accept loops (LISTEN) stop when this session ends: a pool that went away
+    // must be able to bind its ports again when it comes back.
+    let session_over = CancellationToken::new();
+    let _stop_accepting = session_over.clone().drop_guard();
     // Armed when DRAINING is sent; until then it never fires.
     let confirm_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(confirm_deadline);
@@ -385,6 +397,24 @@ where
             }
             msg = chan.recv_with(&mut buf) => match msg {
                 Ok((Message::Conn(meta), Some(fd))) => accept_conn(&chan, id, worker, meta, fd).await,
+                Ok((Message::Listen { listener, local, buffer_size, head_timeout_ms, .. }, Some(fd))) => {
+                    let settings = uwsgi::UwsgiSettings {
+                        buffer_size: buffer_size as usize,
+                        packet_timeout: Duration::from_millis(u64::from(head_timeout_ms)),
+                        statics: None, // taken from `worker.statics` for each connection
+                    };
+                    match direct::Acceptor::new(fd, listener, local, settings) {
+                        Ok(acceptor) => {
+                            info!(listener = %acceptor.name, addr = %acceptor.local, "accepting on the pool's listener directly");
+                            tokio::spawn(direct::accept_loop(acceptor, id, worker.clone(), session_over.clone()));
+                        }
+                        Err(e) => {
+                            // The pool thinks we accept there: leave, so that it takes over.
+                            warn!(error = %e, "cannot accept on the pool's listener; detaching");
+                            return;
+                        }
+                    }
+                }
                 Ok((Message::Drain { handback }, _)) => {
                     info!(handback, "draining: the pool sends nothing more");
                     // Order matters: connections read `handback` once `drain` fires.
@@ -439,8 +469,7 @@ where
         // One request per connection, closed after the response (what nginx expects).
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), crate::classify::uwsgi::MAX_BUFFER_SIZE))
-                .await;
+            Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), uwsgi::UwsgiSettings::handed_over())).await;
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;

@@ -60,10 +60,35 @@ use tracing::{debug, warn};
 
 use super::{ConnInfo, Prefixed, ZerglingService};
 use crate::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
+use crate::offload::StaticOptions;
 
-/// How long the rest of a packet may take to arrive. The pool hands a connection over
-/// only once it has read the whole packet, so this is a backstop for direct use.
+/// How long the rest of a packet may take to arrive when the pool handed the
+/// connection over: it did so only once it had read the whole packet, so this is a
+/// backstop. Connections the zergling accepts itself use the pool's `http-timeout`.
 const PACKET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How one uwsgi connection is served.
+#[derive(Debug, Clone)]
+pub struct UwsgiSettings {
+    /// Largest packet head accepted (`buffer-size`).
+    pub buffer_size: usize,
+    /// Time the client has to send the whole packet.
+    pub packet_timeout: Duration,
+    /// Static-map, when this zergling must apply it (connections it accepted
+    /// itself); `None` when the pool already did.
+    pub statics: Option<Arc<StaticOptions>>,
+}
+
+impl UwsgiSettings {
+    /// For a connection the pool handed over (packet read, static-map applied).
+    pub fn handed_over() -> Self {
+        UwsgiSettings {
+            buffer_size: crate::classify::uwsgi::MAX_BUFFER_SIZE,
+            packet_timeout: PACKET_TIMEOUT,
+            statics: None,
+        }
+    }
+}
 
 /// `HTTP_*` vars that never become headers (see the module docs).
 const DROPPED: [&[u8]; 9] = [
@@ -136,7 +161,7 @@ pub enum TranslateError {
 /// first (wrap it in [`Prefixed`]); `info` is the connection's [`ConnInfo`] from the
 /// pool, that the request receives updated with the uwsgi client's address and scheme.
 /// Errors are logged here, never returned: a connection's failure is its own.
-pub async fn serve_uwsgi<IO, S, B>(mut io: IO, info: Arc<ConnInfo>, service: S, buffer_size: usize)
+pub async fn serve_uwsgi<IO, S, B>(mut io: IO, info: Arc<ConnInfo>, service: S, settings: UwsgiSettings)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
@@ -145,7 +170,7 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut buf = BytesMut::new();
-    let request = match read_packet(&mut io, &mut buf, buffer_size).await {
+    let request = match read_packet(&mut io, &mut buf, settings.buffer_size, settings.packet_timeout).await {
         Ok(request) => request,
         Err(PacketError::Invalid(e)) => {
             warn!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
@@ -156,6 +181,19 @@ where
             return;
         }
     };
+    if let Some(statics) = settings.statics.as_deref().filter(|s| !s.is_empty()) {
+        match crate::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
+            Ok(crate::offload::Outcome::NotStatic) => {}
+            Ok(crate::offload::Outcome::Served { .. }) => {
+                let _ = io.shutdown().await;
+                return;
+            }
+            Err(e) => {
+                debug!(conn = %info.conn, error = %e, "static response failed");
+                return;
+            }
+        }
+    }
     let head = match http_head(&request) {
         Ok(head) => head,
         Err(e) => {
@@ -256,8 +294,8 @@ enum PacketError {
     Invalid(UwsgiError),
     #[error("closed before a whole packet arrived")]
     Closed,
-    #[error("packet not complete after {}s", PACKET_TIMEOUT.as_secs())]
-    Timeout,
+    #[error("packet not complete after {0:?}")]
+    Timeout(Duration),
     #[error("read failed")]
     Io(#[source] io::Error),
 }
@@ -268,8 +306,9 @@ async fn read_packet<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
     buffer_size: usize,
+    timeout: Duration,
 ) -> Result<UwsgiRequest, PacketError> {
-    let deadline = tokio::time::Instant::now() + PACKET_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match parse_packet(buf, buffer_size) {
             UwsgiParse::Complete(request) => return Ok(request),
@@ -278,7 +317,7 @@ async fn read_packet<IO: AsyncRead + Unpin>(
         }
         buf.reserve(4096);
         match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-            Err(_elapsed) => return Err(PacketError::Timeout),
+            Err(_elapsed) => return Err(PacketError::Timeout(timeout)),
             Ok(Ok(0)) => return Err(PacketError::Closed),
             Ok(Err(e)) => return Err(PacketError::Io(e)),
             Ok(Ok(_)) => {}
@@ -492,6 +531,10 @@ mod tests {
         Ok(Response::new(Chunks(VecDeque::from([Bytes::from(text), body]))))
     }
 
+    fn settings(buffer_size: usize) -> UwsgiSettings {
+        UwsgiSettings { buffer_size, ..UwsgiSettings::handed_over() }
+    }
+
     fn pool_info() -> Arc<ConnInfo> {
         Arc::new(ConnInfo {
             zergling: ZerglingId(1),
@@ -518,7 +561,7 @@ mod tests {
     {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let io = Prefixed::new(Bytes::copy_from_slice(&input[..prefix]), server);
-        let task = tokio::spawn(serve_uwsgi(io, pool_info(), service, DEFAULT_BUFFER_SIZE));
+        let task = tokio::spawn(serve_uwsgi(io, pool_info(), service, settings(DEFAULT_BUFFER_SIZE)));
         for chunk in input[prefix..].chunks(piece.max(1)) {
             client.write_all(chunk).await.expect("write");
             tokio::task::yield_now().await;
@@ -700,8 +743,12 @@ mod tests {
         let mut out = Vec::new();
         // The peer closes mid-packet.
         let (mut client, server) = tokio::io::duplex(1024);
-        let task =
-            tokio::spawn(serve_uwsgi(server, pool_info(), hyper::service::service_fn(describe), DEFAULT_BUFFER_SIZE));
+        let task = tokio::spawn(serve_uwsgi(
+            server,
+            pool_info(),
+            hyper::service::service_fn(describe),
+            settings(DEFAULT_BUFFER_SIZE),
+        ));
         client.write_all(&GET_ROOT[..100]).await.expect("write");
         client.shutdown().await.expect("shutdown");
         client.read_to_end(&mut out).await.expect("read");

@@ -1,0 +1,129 @@
+//! Direct accept (`zerg-direct-accept` in the pool, LISTEN in the protocol): the
+//! zergling accepts on one of the pool's uwsgi listeners itself and serves what it
+//! accepts, static-map included, with no pool in between.
+//!
+//! The zergling stops accepting when it drains or when its session with the pool
+//! ends (a pool that comes back must be able to bind its ports again), and never
+//! serves more than its capacity at once: past it, connections wait in the listen
+//! queue for another zergling, or for the pool, which accepts again as soon as no
+//! ready zergling does.
+
+use std::error::Error as StdError;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use socket2::Socket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::{uwsgi, ConnInfo, Worker, ZerglingService};
+use crate::listener::{AnyListener, Bound};
+use crate::proto::{ConnId, ConnMeta, ListenerKind, ZerglingId};
+use crate::stream::ConnStream;
+
+/// Ids of connections accepted directly: counted down from the top, so that they
+/// never meet the pool's (counted up from 1) in the logs.
+static DIRECT_CONN_IDS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A pool listener this zergling accepts on.
+pub(super) struct Acceptor {
+    /// The pool's name for it (`uwsgi0`, …).
+    pub(super) name: String,
+    /// The address it is bound to, as the pool said.
+    pub(super) local: String,
+    listener: AnyListener,
+    /// Bound to one TCP address: every connection's own address is `local`.
+    one_address: bool,
+    settings: uwsgi::UwsgiSettings,
+}
+
+impl Acceptor {
+    /// Takes a listening socket received with LISTEN (TCP or Unix) and registers it
+    /// with the runtime.
+    pub(super) fn new(fd: OwnedFd, name: String, local: String, settings: uwsgi::UwsgiSettings) -> io::Result<Self> {
+        let socket = Socket::from(fd);
+        if !socket.is_listener()? {
+            return Err(io::Error::other(format!("{name}: the socket received is not listening")));
+        }
+        socket.set_nonblocking(true)?;
+        let domain = socket.domain()?;
+        let bound = if domain == socket2::Domain::UNIX {
+            Bound::Unix(socket.into())
+        } else if domain == socket2::Domain::IPV4 || domain == socket2::Domain::IPV6 {
+            Bound::Tcp(socket.into())
+        } else {
+            return Err(io::Error::other(format!("{name}: not a TCP or Unix listening socket ({domain:?})")));
+        };
+        let one_address = local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
+        Ok(Acceptor { name, local, listener: AnyListener::from_bound(bound)?, one_address, settings })
+    }
+}
+
+/// Accepts and serves until the zergling drains or `session_over` fires.
+pub(super) async fn accept_loop<S, B>(
+    acceptor: Acceptor,
+    id: ZerglingId,
+    worker: Arc<Worker<S>>,
+    session_over: CancellationToken,
+) where
+    S: ZerglingService<B>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let capacity = worker.config.capacity.max(1) as usize;
+    loop {
+        // At capacity: leave new connections in the listen queue for others.
+        while worker.conns.len() >= capacity {
+            tokio::select! {
+                _ = session_over.cancelled() => return,
+                _ = worker.drain_requested.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+        let (stream, peer) = tokio::select! {
+            _ = session_over.cancelled() => break,
+            _ = worker.drain_requested.cancelled() => break,
+            _ = worker.drain.cancelled() => break,
+            r = acceptor.listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(listener = %acceptor.name, error = %e, "accept failed");
+                    // EMFILE and friends: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let local = match (&stream, acceptor.one_address) {
+            (ConnStream::Tcp(s), false) => s.local_addr().map_or_else(|_| acceptor.local.clone(), |a| a.to_string()),
+            _ => acceptor.local.clone(),
+        };
+        let meta = ConnMeta {
+            conn: ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed)),
+            listener: acceptor.name.clone(),
+            kind: ListenerKind::Uwsgi,
+            scheme: "http".to_owned(),
+            peer,
+            local,
+            sni: None,
+            alpn: None,
+            tls_version: None,
+            prefix: Bytes::new(),
+        };
+        let info = Arc::new(ConnInfo::new(id, &meta));
+        let mut settings = acceptor.settings.clone();
+        // Static-map as the pool's last WELCOME said.
+        settings.statics = Some(worker.statics.load_full());
+        worker.tally.accepted.fetch_add(1, Ordering::Relaxed);
+        let service = worker.service.clone();
+        worker.conns.spawn(async move {
+            Box::pin(uwsgi::serve_uwsgi(stream, info, service, settings)).await;
+        });
+    }
+    info!(listener = %acceptor.name, "stopped accepting on the pool's listener");
+}
