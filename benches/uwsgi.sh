@@ -7,6 +7,8 @@
 #              every connection, reads the packet and hands the descriptor over
 #   direct     the same with --zerg-direct-accept: the zerglings accept on the
 #              pool's uwsgi socket themselves (the pool pauses its own accept)
+#   direct1    the same with one zergling: on one core a tokio zergling needs no
+#              second process for concurrency (uWSGI's sync workers do)
 #   uwsgi      nginx → uwsgi_pass 127.0.0.1:P → Debian's uWSGI, python3 plugin,
 #              --processes 2 --master, a WSGI app returning the same 13 bytes
 #   proxy      nginx → proxy_pass (upstream keepalive 32, HTTP/1.1) →
@@ -14,17 +16,19 @@
 #
 # One nginx (worker_processes 1, access_log off) with one server per setup; only one
 # setup is loaded at a time. nginx never reuses uwsgi upstream connections
-# (../shared/reference/uwsgi-compat.md §2.3): both uwsgi rows cost one loopback TCP
+# (../shared/reference/uwsgi-compat.md §2.3): every uwsgi row costs one loopback TCP
 # connection per request between nginx and the server, the proxy row does not.
 # Every figure is req/s with the server-side CPU time per request (nginx master and
-# worker plus the backend's processes), then the means and the ratios
-# zergpool/uwsgi and zergpool/proxy_pass measured in the same run.
+# worker plus the backend's processes) and nginx's own share of it, then the means
+# and the ratios to the uwsgi and proxy_pass rows measured in the same run.
+# Last, the ceiling against proxy_pass: nginx's own CPU per uwsgi_pass request
+# (uwsgi row) against the whole proxy_pass row's CPU per request; no server behind
+# uwsgi_pass, even one costing nothing, can do better than that ratio on one core.
 #
-# Decision it informs: whether the uwsgi path (pool reads the packet, hands the
-# descriptor over, the zergling parses the vars again and answers over a closing
-# connection) is cheap enough to put the pool behind nginx instead of uWSGI
-# (goal: ≥ 1.0 of uWSGI) and instead of a plain keep-alive proxy_pass to the
-# application (goal: ≥ 1.0; the price of a connection per request shows here).
+# Decision it informs: whether the uwsgi path is cheap enough to put the pool behind
+# nginx instead of uWSGI (goal: ≥ 1.0 of uWSGI) and instead of a plain keep-alive
+# proxy_pass to the application (goal: ≥ 1.0; the ceiling line says whether that is
+# possible at all), and what zerg-direct-accept buys.
 #
 # Usage: benches/uwsgi.sh   (DURATION=10 ROUNDS=3 CONNS=50 to change)
 set -euo pipefail
@@ -48,6 +52,10 @@ ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$X
   --zerg-server "$TMP/zerg-direct.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
   2>"$TMP/zergpool-direct.log" &
 XPID=$!; PIDS_TO_KILL+=($XPID)
+YPORT=$(free_port)
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$YPORT --listen 4096 --zerg-direct-accept \
+  --zerg-server "$TMP/zerg-direct1.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/zergpool-direct1.log" &
+YPID=$!; PIDS_TO_KILL+=($YPID)
 
 # --- uWSGI, 2 processes ---------------------------------------------------------
 UPORT=$(free_port)
@@ -69,7 +77,7 @@ taskset -c "$SERVER_CPU" "$BIN/zergling-demo" --listen 127.0.0.1:$DPORT 2>"$TMP/
 DPID=$!; PIDS_TO_KILL+=($DPID)
 
 # --- nginx: three servers --------------------------------------------------------
-NZ=$(free_port); NU=$(free_port); NP=$(free_port); NX=$(free_port)
+NZ=$(free_port); NU=$(free_port); NP=$(free_port); NX=$(free_port); NY=$(free_port)
 start_nginx "$TMP/nginx" "
   upstream demo {
     server 127.0.0.1:$DPORT;
@@ -79,6 +87,10 @@ start_nginx "$TMP/nginx" "
   server {
     listen 127.0.0.1:$NZ backlog=4096;
     location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$ZPORT; }
+  }
+  server {
+    listen 127.0.0.1:$NY backlog=4096;
+    location / { include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$YPORT; }
   }
   server {
     listen 127.0.0.1:$NX backlog=4096;
@@ -98,50 +110,56 @@ start_nginx "$TMP/nginx" "
     }
   }"
 
-for port in $NZ $NU $NP $NX; do wait_http "http://127.0.0.1:$port/"; done
-for _ in $(seq 1 100); do [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && [ "$(pgrep -c -P "$XPID" || true)" -ge 2 ] && break; sleep 0.05; done
+for port in $NZ $NU $NP $NX $NY; do wait_http "http://127.0.0.1:$port/"; done
+for _ in $(seq 1 100); do
+  [ "$(pgrep -c -P "$ZPID" || true)" -ge 2 ] && [ "$(pgrep -c -P "$XPID" || true)" -ge 2 ] \
+    && [ "$(pgrep -c -P "$YPID" || true)" -ge 1 ] && break
+  sleep 0.05
+done
 # Children forked by the masters (nginx worker, uWSGI workers, the pool's zerglings):
 # measured (CPU) and killed by PID too.
 NPIDS=("$NPID" $(pgrep -P "$NPID" || true))
 UPIDS=("$UPID" $(pgrep -P "$UPID" || true))
 ZPIDS=("$ZPID" $(pgrep -P "$ZPID" || true))
 XPIDS=("$XPID" $(pgrep -P "$XPID" || true))
-PIDS_TO_KILL+=("${NPIDS[@]:1}" "${UPIDS[@]:1}" "${ZPIDS[@]:1}" "${XPIDS[@]:1}")
+YPIDS=("$YPID" $(pgrep -P "$YPID" || true))
+PIDS_TO_KILL+=("${NPIDS[@]:1}" "${UPIDS[@]:1}" "${ZPIDS[@]:1}" "${XPIDS[@]:1}" "${YPIDS[@]:1}")
 [ "${#ZPIDS[@]}" -eq 3 ] || { echo "expected 2 zerglings under the pool, found: ${ZPIDS[*]:1}" >&2; exit 1; }
 [ "${#XPIDS[@]}" -eq 3 ] || { echo "expected 2 zerglings under the direct pool, found: ${XPIDS[*]:1}" >&2; exit 1; }
 
 # Every setup must send the very same bytes.
-for port in $NZ $NU $NP $NX; do
+for port in $NZ $NU $NP $NX $NY; do
   body=$(curl -sf "http://127.0.0.1:$port/")
   [ "$body" = "Hello, world!" ] || { echo "nginx port $port answers $body" >&2; exit 1; }
 done
 
 echo "nginx in front, keep-alive client: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS round(s), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
-echo "(us = server CPU per request, nginx included; ngx = nginx's own share)"
-printf '%-6s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s\n' round zp_rps zp_us ngx direct_rps dir_us ngx \
-  uwsgi_rps uws_us ngx proxy_rps prx_us ngx
-Z=(); X=(); U=(); P=(); NGX_UWSGI=(); PRX_US=()
+echo "(us: server CPU per request, nginx included; nginx_us: nginx's own share)"
+SETUPS=(zergpool direct direct1 uwsgi proxy_pass)
+declare -A PORT=([zergpool]=$NZ [direct]=$NX [direct1]=$NY [uwsgi]=$NU [proxy_pass]=$NP)
+declare -A BACK=([zergpool]="${ZPIDS[*]}" [direct]="${XPIDS[*]}" [direct1]="${YPIDS[*]}" [uwsgi]="${UPIDS[*]}" [proxy_pass]="$DPID")
+declare -A RPS US NGX
+printf '%-6s %-11s %10s %8s %9s\n' round setup rps us nginx_us
 for r in $(seq 1 "$ROUNDS"); do
-  read -r zrps zus zn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk zergpool "http://127.0.0.1:$NZ/" 0 "${NPIDS[@]}" "${ZPIDS[@]}")
-  read -r xrps xus xn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk direct "http://127.0.0.1:$NX/" 0 "${NPIDS[@]}" "${XPIDS[@]}")
-  read -r urps uus un < <(FRONT_PIDS="${NPIDS[*]}" run_wrk uwsgi "http://127.0.0.1:$NU/" 0 "${NPIDS[@]}" "${UPIDS[@]}")
-  read -r prps pus pn < <(FRONT_PIDS="${NPIDS[*]}" run_wrk proxy_pass "http://127.0.0.1:$NP/" 0 "${NPIDS[@]}" "$DPID")
-  Z+=("$zrps"); X+=("$xrps"); U+=("$urps"); P+=("$prps"); NGX_UWSGI+=("$un"); PRX_US+=("$pus")
-  printf '%-6s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s | %10s %7s %5s\n' "$r" "$zrps" "$zus" "$zn" "$xrps" "$xus" "$xn" \
-    "$urps" "$uus" "$un" "$prps" "$pus" "$pn"
+  for s in "${SETUPS[@]}"; do
+    read -r rps us ngx < <(FRONT_PIDS="${NPIDS[*]}" run_wrk "$s" "http://127.0.0.1:${PORT[$s]}/" 0 "${NPIDS[@]}" ${BACK[$s]})
+    RPS[$s]+="$rps "; US[$s]+="$us "; NGX[$s]+="$ngx "
+    printf '%-6s %-11s %10s %8s %9s\n' "$r" "$s" "$rps" "$us" "$ngx"
+  done
 done
-z=$(printf '%s\n' "${Z[@]}" | mean); x=$(printf '%s\n' "${X[@]}" | mean)
-u=$(printf '%s\n' "${U[@]}" | mean); p=$(printf '%s\n' "${P[@]}" | mean)
+avg() { tr ' ' '\n' | grep . | awk '{ s += $1; n++ } END { printf "%.1f", n ? s / n : 0 }'; }
 echo
-printf '%-6s | %10s | %10s | %10s | %10s | %14s %14s %19s %17s\n' mean zp_rps direct_rps uwsgi_rps proxy_rps \
-  zergpool/uwsgi direct/uwsgi zergpool/proxy_pass direct/proxy_pass
-printf '%-6s | %10s | %10s | %10s | %10s | %14s %14s %19s %17s\n' "" "$z" "$x" "$u" "$p" \
-  "$(ratio "$z" "$u")" "$(ratio "$x" "$u")" "$(ratio "$z" "$p")" "$(ratio "$x" "$p")"
+printf '%-11s %10s %8s %9s %12s %17s\n' mean rps us nginx_us "ratio/uwsgi" "ratio/proxy_pass"
+u=$(mean <<<"$(tr ' ' '\n' <<<"${RPS[uwsgi]}" | grep .)"); p=$(mean <<<"$(tr ' ' '\n' <<<"${RPS[proxy_pass]}" | grep .)")
+for s in "${SETUPS[@]}"; do
+  m=$(mean <<<"$(tr ' ' '\n' <<<"${RPS[$s]}" | grep .)")
+  printf '%-11s %10s %8s %9s %12s %17s\n' "$s" "$m" "$(avg <<<"${US[$s]}")" "$(avg <<<"${NGX[$s]}")" "$(ratio "$m" "$u")" "$(ratio "$m" "$p")"
+done
 # The ceiling of any uwsgi server against the proxy_pass row: with everything on one
 # core, a uwsgi_pass row can at best do 1 / (nginx's own CPU per uwsgi request), the
 # proxy_pass row does 1 / (its whole CPU per request).
-ngx=$(printf '%s\n' "${NGX_UWSGI[@]}" | awk '{ s += $1; n++ } END { printf "%.1f", n ? s / n : 0 }')
-prx=$(printf '%s\n' "${PRX_US[@]}" | awk '{ s += $1; n++ } END { printf "%.1f", n ? s / n : 0 }')
+ngx=$(avg <<<"${NGX[uwsgi]}"); prx=$(avg <<<"${US[proxy_pass]}")
+echo
 echo "nginx alone costs $ngx us per uwsgi_pass request (uwsgi row); the whole proxy_pass row costs $prx us per request:"
 echo "no server behind uwsgi_pass, even one costing nothing, can exceed $(ratio "$prx" "$ngx") of proxy_pass on one core."
 for log in "$TMP/nginx/logs/error.log"; do
