@@ -80,6 +80,27 @@ run_wrk() {
   echo "$rps $us $front"
 }
 
+# run_loadgen "PIDS" LOADGEN_ARGS... → "rate cpu_us_per_request client_cpu": examples/
+# loadgen ($LOADGEN) on $CLIENT_CPU for $DURATION s after a 2 s warm-up, with the CPU
+# time of PIDS per request and loadgen's own share of its core; errors are printed.
+run_loadgen() {
+  local pids=$1; shift
+  taskset -c "$CLIENT_CPU" "$LOADGEN" "$@" --duration 2 >/dev/null
+  quiet_second
+  local t0 t1 out n rate errors client hz
+  t0=$(cpu_ticks $pids)
+  out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" "$@" --duration "$DURATION")
+  t1=$(cpu_ticks $pids)
+  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
+  errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
+  client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
+  [ "${errors:-x}" = 0 ] || echo "    (loadgen $*: ${errors:-?} errors)" >&2
+  hz=$(getconf CLK_TCK)
+  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
+    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mean() { awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
 

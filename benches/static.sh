@@ -88,25 +88,6 @@ for s in "${SIZES[@]}"; do
   done
 done
 
-# run_download PORT PATH PIDS... → "rps cpu_us_per_req client_cpu" (2 s warm-up first)
-run_download() {
-  local port=$1 path=$2; shift 2
-  taskset -c "$CLIENT_CPU" "$LOADGEN" download "127.0.0.1:$port" --path "$path" --conns "$CONNS" --duration 2 >/dev/null
-  quiet_second
-  local t0 t1 out n rate errors client hz
-  t0=$(cpu_ticks "$@")
-  out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" download "127.0.0.1:$port" --path "$path" --conns "$CONNS" --duration "$DURATION")
-  t1=$(cpu_ticks "$@")
-  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
-  rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
-  errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
-  client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
-  [ "${errors:-x}" = 0 ] || echo "    (port $port $path: ${errors:-?} errors)" >&2
-  hz=$(getconf CLK_TCK)
-  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
-    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
-}
-
 mbps() { awk -v r="$1" -v b="$2" 'BEGIN { printf "%.1f", r * b / 1e6 }'; }
 
 echo "static files, keep-alive: loadgen download --conns $CONNS --duration $DURATION, $ROUNDS round(s), server on CPU $SERVER_CPU, client on CPU $CLIENT_CPU"
@@ -115,9 +96,9 @@ printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s | %s\n' round siz
 declare -A Z N U
 for r in $(seq 1 "$ROUNDS"); do
   for s in "${SIZES[@]}"; do
-    read -r zrps zus zcl < <(run_download "$ZPORT" "/s/$s.bin" "$ZPID")
-    read -r nrps nus ncl < <(run_download "$NPORT" "/s/$s.bin" "${NPIDS[@]}")
-    read -r urps uus ucl < <(run_download "$UPORT" "/s/$s.bin" "${UPIDS[@]}")
+    read -r zrps zus zcl < <(run_loadgen "$ZPID" download "127.0.0.1:$ZPORT" --path "/s/$s.bin" --conns "$CONNS")
+    read -r nrps nus ncl < <(run_loadgen "${NPIDS[*]}" download "127.0.0.1:$NPORT" --path "/s/$s.bin" --conns "$CONNS")
+    read -r urps uus ucl < <(run_loadgen "${UPIDS[*]}" download "127.0.0.1:$UPORT" --path "/s/$s.bin" --conns "$CONNS")
     Z[$s]+="$zrps "; N[$s]+="$nrps "; U[$s]+="$urps "
     b=${BYTES[$s]}
     printf '%-6s %-7s | %10s %9s %7s | %10s %9s %7s | %10s %9s %7s | %s\n' "$r" "$s" \

@@ -101,29 +101,6 @@ for p in $PPORT $NPORT; do
   [ "$got" = "TLSv1.3 $SUITE " ] || { echo "port $p negotiates '$got', not 'TLSv1.3 $SUITE'" >&2; exit 1; }
 done
 
-# run_handshakes URL_PORT PIDS... → "handshakes_per_s cpu_us_per_handshake client_cpu"
-# (loadgen, a closed loop of $HANDSHAKES connections for $DURATION s; a 2 s warm-up first)
-run_handshakes() {
-  local port=$1; shift
-  taskset -c "$CLIENT_CPU" "$LOADGEN" handshakes "127.0.0.1:$port" --ca "$ROOT/certs/ca.pem" \
-    --suite "$SUITE" --conns "$HANDSHAKES" --duration 2 >/dev/null
-  quiet_second
-  local t0 t1 out
-  t0=$(cpu_ticks "$@")
-  out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" handshakes "127.0.0.1:$port" --ca "$ROOT/certs/ca.pem" \
-    --suite "$SUITE" --conns "$HANDSHAKES" --duration "$DURATION")
-  t1=$(cpu_ticks "$@")
-  local n rate errors client hz
-  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
-  rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
-  errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
-  client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
-  [ "${errors:-x}" = 0 ] || echo "    (port $port: $errors errors)" >&2
-  hz=$(getconf CLK_TCK)
-  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
-    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
-}
-
 echo "TLS 1.3 ($SUITE, ECDSA P-256): zergpool + zergling-demo vs nginx → zergling-demo"
 echo "keep-alive: wrk -t1 -c$CONNS -d${DURATION}s; handshakes: loadgen handshakes --conns $HANDSHAKES --duration $DURATION;"
 echo "$ROUNDS round(s), servers on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
@@ -134,8 +111,9 @@ for r in $(seq 1 "$ROUNDS"); do
   read -r prps pus _ < <(run_wrk zergpool "https://127.0.0.1:$PPORT/" 0 $POOL $ZPID)
   N[keepalive]+="$nrps "; P[keepalive]+="$prps "; NU[keepalive]+="$nus "; PU[keepalive]+="$pus "
   printf '%-6s %-10s %12s %12s %14s %14s\n' "$r" keepalive "$nrps" "$prps" "$nus" "$pus"
-  read -r nhs nus ncl < <(run_handshakes "$NPORT" $NGINX $NWORKER $BACKEND)
-  read -r phs pus pcl < <(run_handshakes "$PPORT" $POOL $ZPID)
+  hs=(--ca "$ROOT/certs/ca.pem" --suite "$SUITE" --conns "$HANDSHAKES")
+  read -r nhs nus ncl < <(run_loadgen "$NGINX $NWORKER $BACKEND" handshakes "127.0.0.1:$NPORT" "${hs[@]}")
+  read -r phs pus pcl < <(run_loadgen "$POOL $ZPID" handshakes "127.0.0.1:$PPORT" "${hs[@]}")
   N[handshake]+="$nhs "; P[handshake]+="$phs "; NU[handshake]+="$nus "; PU[handshake]+="$pus "
   printf '%-6s %-10s %12s %12s %14s %14s %10s\n' "$r" handshake "$nhs" "$phs" "$nus" "$pus" "$ncl/$pcl"
 done

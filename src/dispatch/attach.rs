@@ -205,7 +205,8 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         let _ = chan.send(&Message::Refuse { reason }, None).await;
         return;
     }
-    let (id, orders) = dispatcher.register(pid, capacity);
+    let direct = !policy.direct.is_empty() && tags.iter().any(|t| t == ACCEPT_UWSGI_TAG);
+    let (id, orders) = dispatcher.register(pid, capacity, direct);
     let welcome = Message::Welcome { version: proto::VERSION, id, statics: policy.statics.load().to_vec() };
     if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");
@@ -214,8 +215,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         return;
     }
     info!(%id, pid, capacity, tags = tags.join(","), "zergling attached");
-    if !policy.direct.is_empty() && tags.iter().any(|t| t == ACCEPT_UWSGI_TAG) {
-        let mut sent = 0;
+    if direct {
         for l in &policy.direct {
             let listen = Message::Listen {
                 listener: l.name.clone(),
@@ -224,17 +224,15 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
                 buffer_size: l.buffer_size,
                 head_timeout_ms: l.head_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             };
-            match chan.send(&listen, Some(l.fd.as_fd())).await {
-                Ok(()) => sent += 1,
-                Err(e) => {
-                    warn!(%id, listener = %l.name, error = %e, "could not send LISTEN; the pool keeps accepting there")
-                }
+            if let Err(e) = chan.send(&listen, Some(l.fd.as_fd())).await {
+                // It would count as accepting where it does not: let it go.
+                warn!(%id, listener = %l.name, error = %e, "could not send LISTEN; detaching the zergling");
+                dispatcher.unregister(id);
+                recover(&dispatcher, id, orders, HashMap::new());
+                return;
             }
         }
-        if sent == policy.direct.len() {
-            info!(%id, listeners = sent, "zergling accepts on the uwsgi listeners itself");
-            dispatcher.set_direct(id);
-        }
+        info!(%id, listeners = policy.direct.len(), "zergling accepts on the uwsgi listeners itself");
     }
     let (orders, unacked, why) = run_session(&chan, &dispatcher, id, orders).await;
     dispatcher.unregister(id);

@@ -161,15 +161,6 @@ impl Dispatcher {
         self.direct_ready.subscribe()
     }
 
-    /// `id` accepts on the uwsgi listeners now (it was sent them with LISTEN).
-    pub fn set_direct(&self, id: ZerglingId) {
-        let mut st = self.lock();
-        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
-            s.direct = true;
-        }
-        self.publish_direct(&st);
-    }
-
     fn publish_direct(&self, st: &State) {
         let now = st.slots.iter().any(|s| s.direct && s.state == SlotState::Ready);
         self.direct_ready.send_if_modified(|v| std::mem::replace(v, now) != now);
@@ -218,14 +209,19 @@ impl Dispatcher {
     }
 
     /// Registers a zergling that completed the handshake; returns its id and the
-    /// channel its task receives orders from.
-    pub fn register(&self, pid: u32, capacity: u32) -> (ZerglingId, mpsc::UnboundedReceiver<Order>) {
+    /// channel its task receives orders from. `direct`: it is being sent the uwsgi
+    /// listeners (LISTEN) and accepts there itself; it counts as accepting from now
+    /// on, so that a chain reload that sees it ready and drains the old zergling
+    /// never leaves a moment with no zergling accepting (connections arriving before
+    /// it starts wait in the listen queue).
+    pub fn register(&self, pid: u32, capacity: u32, direct: bool) -> (ZerglingId, mpsc::UnboundedReceiver<Order>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = self.lock();
         st.next_zergling += 1;
         let id = ZerglingId(st.next_zergling);
-        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx, direct: false });
+        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx, direct });
         pump(&mut st);
+        self.publish_direct(&st);
         (id, rx)
     }
 
@@ -456,7 +452,7 @@ mod tests {
         let first_id = first.meta.conn;
         d.submit(first);
         d.submit(pending(&d));
-        let (_id, mut rx) = d.register(1, 1);
+        let (_id, mut rx) = d.register(1, 1, false);
         let Ok(Order::Conn(got)) = rx.try_recv() else { panic!() };
         assert_eq!(got.meta.conn, first_id);
         assert!(rx.try_recv().is_err(), "capacity 1 must hold the second back");
@@ -471,21 +467,19 @@ mod tests {
     fn direct_ready_follows_the_ready_direct_zerglings() {
         let d = Dispatcher::new(8, Duration::from_secs(1));
         let ready = d.direct_ready();
-        let (a, _ra) = d.register(1, 4);
-        assert!(!*ready.borrow(), "attached, not accepting yet");
-        d.set_direct(a);
-        assert!(*ready.borrow());
-        let (b, _rb) = d.register(2, 4);
-        d.set_direct(b);
+        let (a, _ra) = d.register(1, 4, true);
+        assert!(*ready.borrow(), "a accepts from its registration on");
+        let (b, _rb) = d.register(2, 4, true);
         d.drain(a);
         assert!(*ready.borrow(), "b still accepts");
         d.unregister(b);
         assert!(!*ready.borrow(), "a drains and b is gone: the pool accepts again");
-        let (c, _rc) = d.register(3, 4);
+        let (c, _rc) = d.register(3, 4, false);
         assert!(!*ready.borrow(), "c does not accept by itself");
-        d.set_direct(c);
-        assert!(*ready.borrow());
         d.unregister(c);
+        let (e, _re) = d.register(4, 4, true);
+        assert!(*ready.borrow());
+        d.unregister(e);
         assert!(!*ready.borrow());
     }
 }

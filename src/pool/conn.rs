@@ -21,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tracing::{debug, warn};
@@ -55,18 +55,8 @@ pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>
         }
         _ => listener.local.clone(),
     };
-    let meta = ConnMeta {
-        conn: ConnId(0), // given when dispatched
-        listener: listener.name.clone(),
-        kind: listener.role.kind(),
-        scheme: "http".to_owned(),
-        peer,
-        local,
-        sni: None,
-        alpn: None,
-        tls_version: None,
-        prefix: Bytes::new(),
-    };
+    // The id is given when the connection is dispatched.
+    let meta = ConnMeta::accepted(ConnId(0), listener.name.clone(), listener.role.kind(), peer, local);
     // Each role's future is boxed: this future is moved several times on its way
     // into a task, and would otherwise be as large as the largest role's (11 KB,
     // the TLS one), copied whole for every connection.

@@ -112,3 +112,22 @@ pub struct ConnMeta {
     /// before reading from the descriptor.
     pub prefix: Bytes,
 }
+
+impl ConnMeta {
+    /// A connection just accepted in plain text (scheme `http`): no TLS facts and
+    /// nothing read yet.
+    pub fn accepted(conn: ConnId, listener: String, kind: ListenerKind, peer: String, local: String) -> Self {
+        ConnMeta {
+            conn,
+            listener,
+            kind,
+            scheme: "http".to_owned(),
+            peer,
+            local,
+            sni: None,
+            alpn: None,
+            tls_version: None,
+            prefix: Bytes::new(),
+        }
+    }
+}

@@ -103,18 +103,8 @@ pub(super) async fn accept_loop<S, B>(
             (ConnStream::Tcp(s), false) => s.local_addr().map_or_else(|_| acceptor.local.clone(), |a| a.to_string()),
             _ => acceptor.local.clone(),
         };
-        let meta = ConnMeta {
-            conn: ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed)),
-            listener: acceptor.name.clone(),
-            kind: ListenerKind::Uwsgi,
-            scheme: "http".to_owned(),
-            peer,
-            local,
-            sni: None,
-            alpn: None,
-            tls_version: None,
-            prefix: Bytes::new(),
-        };
+        let conn = ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed));
+        let meta = ConnMeta::accepted(conn, acceptor.name.clone(), ListenerKind::Uwsgi, peer, local);
         let info = Arc::new(ConnInfo::new(id, &meta));
         let mut settings = acceptor.settings.clone();
         // Static-map as the pool's last WELCOME said.
