@@ -572,6 +572,66 @@ fn with_direct_accept_the_pool_takes_over_while_no_zergling_accepts() {
     assert!(answer.ends_with("Hello, world!"), "the request queued after the drain: {answer}");
 }
 
+/// A zergling that accepts by itself never holds more connections than its
+/// capacity: past it, connections wait in the listen queue.
+#[test]
+fn with_direct_accept_a_zergling_takes_no_more_than_its_capacity() {
+    let pool = Pool::start(&["--socket", "127.0.0.1:0", "--zerg-direct-accept"]);
+    let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
+    let z = pool.zergling(&["--capacity", "1"]);
+    pool.wait_attached(1);
+    assert!(z.wait_log("accepting on the pool's listener directly", 1, T), "{}", z.log());
+
+    // The one connection it may hold: accepted, its packet never completes.
+    let mut stalled = TcpStream::connect(uwsgi).unwrap();
+    stalled.write_all(&[0, 0x10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The next one waits: no answer while the first is open.
+    let mut waiting = send_captured(uwsgi);
+    waiting.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut byte = [0u8; 1];
+    let early = waiting.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut),
+        "served beyond capacity: {early:?}"
+    );
+    // The first one goes away: the waiting one is accepted and served.
+    drop(stalled);
+    waiting.set_read_timeout(Some(T)).unwrap();
+    let mut rest = Vec::new();
+    waiting.read_to_end(&mut rest).unwrap();
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(answer.ends_with("Hello, world!"), "{answer}");
+}
+
+/// A zergling accepting on the pool's uwsgi socket lets go of it when the pool goes
+/// away, so that a new pool can bind the same address; it then attaches to that
+/// pool and accepts there again.
+#[test]
+fn with_direct_accept_a_crashed_pool_can_bind_its_address_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("zerg.sock");
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["--socket", addr.as_str(), "--zerg-direct-accept"];
+    let keep = tempfile::tempdir().unwrap();
+    let mut first = Pool::start_in(keep, sock.clone(), &args, &[]);
+    let z = first.zergling(&[]);
+    first.wait_attached(1);
+    let uwsgi: SocketAddr = addr.parse().unwrap();
+    assert!(serve_captured(uwsgi).ends_with("Hello, world!"));
+    assert!(z.wait_log("accepting on the pool's listener directly", 1, T), "{}", z.log());
+
+    first.proc.signal(Signal::SIGKILL);
+    first.proc.wait_exit(T).unwrap();
+    assert!(z.wait_log("stopped accepting on the pool's listener", 1, T), "{}", z.log());
+    // Without the zergling's copy closed, this bind fails (address in use).
+    let second = Pool::start_in(dir, sock, &args, &[]);
+    second.wait_attached(1);
+    assert!(z.wait_log("accepting on the pool's listener directly", 2, T), "{}", z.log());
+    assert!(serve_captured(uwsgi).ends_with("Hello, world!"));
+}
+
 // ---------------------------------------------------------------------------
 // Chain reload under load through nginx
 // ---------------------------------------------------------------------------
