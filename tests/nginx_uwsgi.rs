@@ -572,6 +572,12 @@ fn with_direct_accept_the_pool_takes_over_while_no_zergling_accepts() {
     assert!(answer.ends_with("Hello, world!"), "the request queued after the drain: {answer}");
 }
 
+#[test]
+fn direct_accept_without_a_uwsgi_listener_says_it_has_no_effect() {
+    let pool = Pool::start(&["--zerg-direct-accept"]);
+    assert!(pool.proc.wait_log("zerg-direct-accept applies to uwsgi listeners only", 1, T), "{}", pool.proc.log());
+}
+
 /// A zergling that accepts by itself never holds more connections than its
 /// capacity: past it, connections wait in the listen queue.
 #[test]

@@ -277,6 +277,9 @@ impl Pool {
                 }
             }
         }
+        if self.config.direct_accept && self.config.uwsgi_sockets.is_empty() {
+            warn!("zerg-direct-accept applies to uwsgi listeners only and there is none: it has no effect (add --socket ADDR, or drop the option)");
+        }
         for (info, l) in self.listeners {
             info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
             let pause = direct.iter().any(|d| d.name == info.name).then(|| ctx.dispatcher.direct_ready());
