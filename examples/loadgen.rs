@@ -301,11 +301,12 @@ fn drain(pipe_r: &OwnedFd, devnull: &std::fs::File, mut n: usize) -> std::io::Re
     Ok(())
 }
 
-/// Reads one response head; returns it with the count of body bytes read with it.
-async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(Head, u64)> {
+/// Reads one response head into `buf`; returns it with the count of body bytes read
+/// with it (they follow the head in `buf`).
+async fn read_head<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut [u8]) -> std::io::Result<(Head, u64)> {
     let mut filled = 0;
     loop {
-        let n = tcp.read(&mut buf[filled..]).await?;
+        let n = s.read(&mut buf[filled..]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -315,37 +316,24 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(Head
             return Ok((head, already));
         }
         if filled == buf.len() {
-            return Err(invalid("response head larger than 4 KiB"));
+            return Err(invalid("response head larger than the buffer"));
         }
     }
 }
 
 /// Reads one whole response (head and `Content-Length` body); returns the body length.
 async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S, buf: &mut [u8]) -> std::io::Result<u64> {
-    let mut filled = 0;
-    loop {
-        let n = s.read(&mut buf[filled..]).await?;
+    let (head, already) = read_head(s, buf).await?;
+    let mut left = head.content_length.saturating_sub(already);
+    while left > 0 {
+        let chunk = (left as usize).min(buf.len());
+        let n = s.read(&mut buf[..chunk]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        filled += n;
-        if let Some(head) = parse_head(&buf[..filled])? {
-            let body_len = head.content_length;
-            let mut left = (body_len as usize).saturating_sub(filled - head.len);
-            while left > 0 {
-                let chunk = left.min(buf.len());
-                let n = s.read(&mut buf[..chunk]).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                left -= n;
-            }
-            return Ok(body_len);
-        }
-        if filled == buf.len() {
-            return Err(invalid("response head larger than the buffer"));
-        }
+        left -= n as u64;
     }
+    Ok(head.content_length)
 }
 
 /// What a complete response head says.
