@@ -41,6 +41,7 @@ pub mod proto;
 pub mod reply;
 pub mod stream;
 pub mod supervise;
+pub mod warn_limit;
 pub mod zergling;
 
 /// An error and its sources on one line, for logs and for `main`'s messages.

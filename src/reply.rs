@@ -25,6 +25,8 @@ pub enum Canned {
     BadRequest,
     /// 408: the head did not arrive in time.
     RequestTimeout,
+    /// 414: the request target is too long.
+    UriTooLong,
     /// 431: the head is too large.
     HeadTooLarge,
     /// 503: no zergling could take the connection in time, or the queue is full.
@@ -32,11 +34,23 @@ pub enum Canned {
 }
 
 impl Canned {
+    /// The status code, for logs.
+    pub fn status(self) -> u16 {
+        match self {
+            Canned::BadRequest => 400,
+            Canned::RequestTimeout => 408,
+            Canned::UriTooLong => 414,
+            Canned::HeadTooLarge => 431,
+            Canned::Unavailable => 503,
+        }
+    }
+
     /// The whole response, head and body.
     pub fn bytes(self) -> &'static [u8] {
         match self {
             Canned::BadRequest => b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Request\n",
             Canned::RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n",
+            Canned::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nURI Too Long\n",
             Canned::HeadTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n",
             Canned::Unavailable => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nRetry-After: 5\r\nConnection: close\r\n\r\nService Unavailable\n",
         }

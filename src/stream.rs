@@ -45,6 +45,15 @@ impl ConnStream {
         }
     }
 
+    /// Waits until the stream has bytes to read (or an error or end of file to
+    /// report), without reading: an idle connection costs no buffer.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ConnStream::Tcp(s) => s.readable().await,
+            ConnStream::Unix(s) => s.readable().await,
+        }
+    }
+
     /// Turns the stream into a descriptor (to hand it over).
     pub fn into_fd(self) -> io::Result<OwnedFd> {
         Ok(match self {
@@ -61,6 +70,34 @@ macro_rules! delegate {
             ConnStream::Unix($s) => $e,
         }
     };
+}
+
+/// A stream that can say "there is something to read" without reading it, so
+/// that an idle connection waits holding no buffer.
+pub trait Readable {
+    /// Ready when a read would not block (bytes, end of file, or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Readable for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl Readable for UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
+    }
+}
+
+impl Readable for ConnStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ConnStream::Tcp(s) => s.poll_read_ready(cx),
+            ConnStream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
 }
 
 impl AsyncRead for ConnStream {

@@ -10,10 +10,13 @@ pub mod uwsgi;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use http::{parse_head, HeadParse, RequestHead};
+
+/// Most bytes one read takes; the bytes read past a head are at most this many.
+pub const READ_AHEAD: usize = 16 * 1024;
 
 /// What to do with a connection after its first head was looked at.
 #[derive(Debug)]
@@ -26,6 +29,8 @@ pub enum Classification {
     Malformed(&'static str),
     /// Head larger than `buffer-size`, or too many header lines: answer 431 and close.
     TooLarge,
+    /// Request target longer than [`http::MAX_TARGET`]: answer 414 and close.
+    TargetTooLong,
     /// Head not complete within `http-timeout`: answer 408 and close.
     Timeout,
 }
@@ -47,12 +52,16 @@ pub async fn read_http_head<S: AsyncRead + Unpin>(
                 HeadParse::Partial if buf.len() >= max => return Classification::TooLarge,
                 HeadParse::Partial => {}
                 HeadParse::TooManyHeaders => return Classification::TooLarge,
+                HeadParse::TargetTooLong => return Classification::TargetTooLong,
                 HeadParse::Invalid(why) => return Classification::Malformed(why),
             }
         }
-        // Read at most up to the limit (plus one byte so "exactly full" is seen).
-        buf.reserve((max + 1).saturating_sub(buf.len()).min(16 * 1024));
-        let read = tokio::time::timeout_at(deadline, stream.read_buf(buf)).await;
+        // Read at most up to the limit (plus one byte so "exactly full" is seen),
+        // and never more than READ_AHEAD past it, whatever the buffer's capacity:
+        // every byte read travels with the connection (see `proto::MAX_HEAD`).
+        let room = (max + 1).saturating_sub(buf.len()).clamp(1, READ_AHEAD);
+        buf.reserve(room);
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut (&mut *buf).limit(room))).await;
         match read {
             Err(_elapsed) => return Classification::Timeout,
             Ok(Ok(0)) | Ok(Err(_)) => return Classification::Gone,
@@ -100,8 +109,10 @@ pub async fn read_uwsgi_packet<S: AsyncRead + Unpin>(
                 uwsgi::UwsgiParse::Partial => {}
             }
         }
-        buf.reserve(4096);
-        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        // As for HTTP: the packet head, and at most READ_AHEAD bytes after it.
+        let room = (buffer_size + 4 + READ_AHEAD).saturating_sub(buf.len()).clamp(1, READ_AHEAD);
+        buf.reserve(room);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut (&mut *buf).limit(room))).await {
             Err(_elapsed) => return Err(UwsgiReadError::Timeout { got: buf.len() }),
             Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => return Ok(None),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(UwsgiReadError::Truncated { got: buf.len() }),

@@ -264,6 +264,12 @@ pub struct Config {
     pub queue_limit: usize,
     /// Longest wait for a zergling.
     pub queue_timeout: Duration,
+    /// How long a zergling has to acknowledge a connection before it counts as
+    /// stuck (`zerg-ack-timeout`, default 5 s).
+    pub ack_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request, in the
+    /// pool and in zerglings (`http-keepalive`, default 75 s as nginx).
+    pub keepalive_timeout: Duration,
     /// Zergling commands to spawn, already split into words.
     pub zerglings: Vec<Vec<String>>,
     /// Grace period for spawned zerglings on stop.
@@ -316,6 +322,8 @@ impl Default for Config {
             direct_accept: false,
             queue_limit: 1024,
             queue_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(75),
             zerglings: Vec::new(),
             reload_mercy: Duration::from_secs(30),
             worker_reload_mercy: Duration::from_secs(60),
@@ -466,7 +474,8 @@ impl Config {
                 "shared-socket" => c.shared_sockets.push(parse_shared(o)?),
                 "listen" => c.listen_backlog = parse_num(o, 1, i32::MAX as u64)? as u32,
                 "buffer-size" => {
-                    c.buffer_size = parse_num(o, 512, 1 << 20)? as usize;
+                    // With what was read after it, a head must fit in one CONN frame.
+                    c.buffer_size = parse_num(o, 512, crate::proto::MAX_HEAD as u64)? as usize;
                     // uWSGI clamps it to 65535 for the uwsgi protocol (u16 sizes).
                     c.uwsgi_buffer_size = c.buffer_size.min(65535);
                 }
@@ -486,6 +495,21 @@ impl Config {
                 "zerg-direct-accept" => c.direct_accept = options::truthy(&o.value),
                 "zerg-queue" => c.queue_limit = parse_num(o, 0, 1 << 24)? as usize,
                 "zerg-queue-timeout" => c.queue_timeout = parse_secs(o)?,
+                // uWSGI: a bare flag enables keep-alive (always on here); N sets the
+                // idle timeout.
+                "http-keepalive" if o.value.trim().is_empty() => {}
+                "http-keepalive" => {
+                    c.keepalive_timeout = parse_secs(o)?;
+                    if c.keepalive_timeout.is_zero() {
+                        return Err(ConfigError::bad(o, "expected a number of seconds above 0"));
+                    }
+                }
+                "zerg-ack-timeout" => {
+                    c.ack_timeout = parse_secs(o)?;
+                    if c.ack_timeout.is_zero() {
+                        return Err(ConfigError::bad(o, "expected a number of seconds above 0"));
+                    }
+                }
                 "zergling" => {
                     let words: Vec<String> = o.value.split_whitespace().map(str::to_owned).collect();
                     if words.is_empty() {

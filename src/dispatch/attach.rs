@@ -8,9 +8,16 @@
 //! channel is sent with CONN and kept in `unacked` until the zergling's ACK, which
 //! drops (closes) the pool's copy. When the channel ends for any reason, the task
 //! first unregisters (so nothing new arrives), then re-dispatches everything still
-//! unacknowledged and everything left in the order channel: nothing is lost.
+//! unacknowledged and everything left in the order channel: nothing is lost. A
+//! connection that has failed to reach [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS)
+//! zerglings is answered `503` instead, so no connection circles for ever.
+//!
+//! Trust: the peer's pid and uid come from `SO_PEERCRED`; a zergling that does not
+//! acknowledge in time (`zerg-ack-timeout`) is detached (and killed if the pool
+//! spawned it); what the pool says about a connection handed back is its own
+//! record, not the zergling's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -23,7 +30,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{Dispatcher, Order, Pending};
-use crate::proto::{self, Channel, ChannelError, ConnId, Message, RecvBuf, SeqpacketListener, ZerglingId};
+use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, Message, RecvBuf, SeqpacketListener, ZerglingId};
+use crate::reply::{self, Canned};
 
 /// How long an attaching peer has to send HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +116,11 @@ pub struct AttachPolicy {
     /// Listeners sent with LISTEN to zerglings that can accept on them
     /// (`zerg-direct-accept`); empty when the option is off.
     pub direct: Vec<DirectListener>,
+    /// How long a zergling has to take (read) and acknowledge a connection before
+    /// it counts as stuck (`zerg-ack-timeout`).
+    pub ack_timeout: Duration,
+    /// The deadlines zerglings apply to the connections they own (WELCOME).
+    pub timeouts: proto::Timeouts,
 }
 
 /// A listener zerglings accept on themselves (`zerg-direct-accept`): what LISTEN says
@@ -205,9 +218,21 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         let _ = chan.send(&Message::Refuse { reason }, None).await;
         return;
     }
+    // The kernel's word for who is on the other end, not the peer's: the pid in
+    // HELLO is informational only (a zergling in a pid namespace sees another).
+    let peer_pid = u32::try_from(cred.pid()).unwrap_or(0);
+    if peer_pid != pid {
+        warn!(hello_pid = pid, peer_pid, "the pid in HELLO is not the peer's (SO_PEERCRED); using the peer's");
+    }
+    let pid = peer_pid;
     let direct = !policy.direct.is_empty() && tags.iter().any(|t| t == ACCEPT_UWSGI_TAG);
     let (id, orders) = dispatcher.register(pid, capacity, direct);
-    let welcome = Message::Welcome { version: proto::VERSION, id, statics: policy.statics.load().to_vec() };
+    let welcome = Message::Welcome {
+        version: proto::VERSION,
+        id,
+        statics: policy.statics.load().to_vec(),
+        timeouts: policy.timeouts,
+    };
     if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");
         dispatcher.unregister(id);
@@ -234,20 +259,57 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         }
         info!(%id, listeners = policy.direct.len(), "zergling accepts on the uwsgi listeners itself");
     }
-    let (orders, unacked, why) = run_session(&chan, &dispatcher, id, orders).await;
+    let (orders, unacked, end) = run_session(&chan, &dispatcher, id, orders, policy.ack_timeout).await;
     dispatcher.unregister(id);
-    info!(%id, pid, reason = why, "zergling detached");
+    if end.stuck {
+        warn!(%id, pid, reason = end.why, "zergling is stuck: detached");
+        if is_our_child(pid) {
+            // A spawned zergling: the supervisor sees it exit and starts another.
+            warn!(%id, pid, "killing the stuck zergling (SIGKILL); it is respawned");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    } else {
+        info!(%id, pid, reason = end.why, "zergling detached");
+    }
     recover(&dispatcher, id, orders, unacked);
 }
 
+/// How a session ended.
+struct SessionEnd {
+    /// For the log.
+    why: String,
+    /// The zergling did not acknowledge (or read) a connection within
+    /// `zerg-ack-timeout`: it is stuck, and is replaced if the pool spawned it.
+    stuck: bool,
+}
+
+impl SessionEnd {
+    fn gone(why: impl Into<String>) -> Self {
+        SessionEnd { why: why.into(), stuck: false }
+    }
+}
+
 /// Sends orders and reads the zergling's messages until the channel ends.
+///
+/// The pool keeps its own record of every connection the zergling acknowledged
+/// (`owned`: its metadata without the bytes read). A HANDBACK is served with that
+/// record, never with what the zergling says about the client, and a CLOSED or
+/// HANDBACK for a connection the zergling does not hold is a protocol error that
+/// frees no capacity. A CONN that cannot be sent (too large, or refused by the
+/// kernel) is answered and costs the zergling nothing; a zergling that does not
+/// read its socket or acknowledge within `ack_timeout` is stuck.
 async fn run_session(
     chan: &Channel,
     dispatcher: &Dispatcher,
     id: ZerglingId,
     mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
-) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, String) {
+    ack_timeout: Duration,
+) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, SessionEnd) {
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
+    // CONNs in the order they were sent, with the time: the oldest one still
+    // unacknowledged sets the acknowledgement deadline.
+    let mut sent_at: VecDeque<(ConnId, tokio::time::Instant)> = VecDeque::new();
+    let mut owned: HashMap<ConnId, ConnMeta> = HashMap::new();
     let mut draining = false;
     // What went through this session, logged when it ends.
     let (mut sent_n, mut acked_n, mut closed_n, mut handed_back_n) = (0u64, 0u64, 0u64, 0u64);
@@ -268,60 +330,108 @@ async fn run_session(
     };
     let main = async {
         loop {
+            while sent_at.front().is_some_and(|(conn, _)| !unacked.contains_key(conn)) {
+                sent_at.pop_front();
+            }
+            let deadline = sent_at.front().map(|(_, t)| *t + ack_timeout);
             tokio::select! {
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    break SessionEnd {
+                        why: format!("a connection was not acknowledged within {:?} (zerg-ack-timeout)", ack_timeout),
+                        stuck: true,
+                    };
+                }
                 order = orders.recv() => match order {
                     Some(Order::Conn(p)) => {
                         let conn = p.meta.conn;
-                        let sent = chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd())).await;
+                        let sent =
+                            tokio::time::timeout(ack_timeout, chan.send(&Message::Conn(p.meta.clone()), Some(p.fd.as_fd()))).await;
                         sent_n += 1;
-                        if unacked.insert(conn, p).is_some() {
-                            warn!(%id, %conn, "two connections with one id");
-                        }
-                        if let Err(e) = sent {
-                            break format!("sending CONN failed: {e}");
+                        match sent {
+                            Ok(Ok(())) => {
+                                sent_at.push_back((conn, tokio::time::Instant::now()));
+                                if unacked.insert(conn, p).is_some() {
+                                    warn!(%id, %conn, "two connections with one id");
+                                }
+                            }
+                            Ok(Err(ChannelError::Closed)) => {
+                                unacked.insert(conn, p);
+                                break SessionEnd::gone("channel closed");
+                            }
+                            Ok(Err(e)) => {
+                                // This connection cannot travel (a head larger than a frame,
+                                // a message the kernel refuses); the zergling is not at fault.
+                                dispatcher.closed(id);
+                                let canned = if matches!(e, ChannelError::Oversize) { Canned::HeadTooLarge } else { Canned::Unavailable };
+                                crate::warn_limited!(%id, %conn, error = %e, status = canned.status(), "cannot send the connection to the zergling; answering it");
+                                tokio::spawn(reply::answer_fd(p.fd, canned));
+                            }
+                            Err(_elapsed) => {
+                                unacked.insert(conn, p);
+                                break SessionEnd {
+                                    why: format!("the zergling did not read its socket within {:?} (zerg-ack-timeout)", ack_timeout),
+                                    stuck: true,
+                                };
+                            }
                         }
                     }
                     Some(Order::Drain { handback }) => {
                         draining = true;
                         if let Err(e) = chan.send(&Message::Drain { handback }, None).await {
-                            break format!("sending DRAIN failed: {e}");
+                            break SessionEnd::gone(format!("sending DRAIN failed: {e}"));
                         }
                     }
-                    None => break "order channel closed".to_owned(),
+                    None => break SessionEnd::gone("order channel closed"),
                 },
                 Some(msg) = inbox.recv() => match msg {
                     Ok((Message::Ack { conn }, _)) => {
-                        // Dropping the Pending closes the pool's copy of the descriptor.
-                        acked_n += 1;
-                        if unacked.remove(&conn).is_none() {
-                            debug!(%id, %conn, "ACK for a connection not waiting for one");
+                        // Dropping the Pending closes the pool's copy of the descriptor;
+                        // its metadata stays as the pool's record of the connection.
+                        match unacked.remove(&conn) {
+                            Some(p) => {
+                                acked_n += 1;
+                                let mut record = p.meta;
+                                record.prefix = bytes::Bytes::new();
+                                owned.insert(conn, record);
+                            }
+                            None => crate::warn_limited!(%id, %conn, "protocol error: ACK for a connection not waiting for one"),
                         }
                     }
-                    Ok((Message::Closed { .. }, _)) => {
-                        closed_n += 1;
-                        dispatcher.closed(id);
+                    Ok((Message::Closed { conn }, _)) => {
+                        if owned.remove(&conn).is_some() {
+                            closed_n += 1;
+                            dispatcher.closed(id);
+                        } else {
+                            crate::warn_limited!(%id, %conn, "protocol error: CLOSED for a connection the zergling does not hold");
+                        }
                     }
                     Ok((Message::Draining, _)) => {
                         info!(%id, "zergling is draining");
                         dispatcher.drain(id);
                     }
                     Ok((Message::HandBack(meta), Some(fd))) => {
-                        // An idle connection given back: it counts as closed here, and
-                        // the pool classifies it again like a new connection.
+                        // An idle connection given back (a drain, or room made for new
+                        // connections): it counts as closed here, and the pool serves it
+                        // again like a new connection, described by its own record.
+                        let Some(mut record) = owned.remove(&meta.conn) else {
+                            crate::warn_limited!(%id, conn = %meta.conn, "protocol error: HANDBACK of a connection the zergling does not hold; closing it");
+                            continue;
+                        };
                         handed_back_n += 1;
                         dispatcher.closed(id);
-                        debug!(%id, conn = %meta.conn, peer = %meta.peer, buffered = meta.prefix.len(), "connection handed back");
-                        dispatcher.hand_back(fd, meta);
+                        record.prefix = meta.prefix;
+                        debug!(%id, conn = %record.conn, peer = %record.peer, buffered = record.prefix.len(), "connection handed back");
+                        dispatcher.hand_back(fd, record);
                     }
-                    Ok((other, _)) => break format!("protocol violation: unexpected {}", other.name()),
-                    Err(ChannelError::Closed) => break "channel closed".to_owned(),
-                    Err(e) => break format!("channel error: {e}"),
+                    Ok((other, _)) => break SessionEnd::gone(format!("protocol violation: unexpected {}", other.name())),
+                    Err(ChannelError::Closed) => break SessionEnd::gone("channel closed"),
+                    Err(e) => break SessionEnd::gone(format!("channel error: {e}")),
                 },
             }
         }
     };
-    let why = tokio::select! {
-        why = main => why,
+    let end = tokio::select! {
+        end = main => end,
         _ = reader => unreachable!("the reader never ends"),
     };
     info!(%id, sent = sent_n, acked = acked_n, closed = closed_n, handed_back = handed_back_n, unacked = unacked.len(), "session totals");
@@ -331,7 +441,17 @@ async fn run_session(
             warn!(%id, connections = lost, "zergling vanished while owning connections; requests in flight there may have failed");
         }
     }
-    (orders, unacked, why)
+    (orders, unacked, end)
+}
+
+/// Whether `pid` is a child of this process (a zergling the pool spawned), read
+/// from `/proc/PID/stat`.
+fn is_our_child(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+    ppid == Some(std::process::id())
 }
 
 /// Re-dispatches what a departed zergling had not acknowledged, and what was
@@ -355,7 +475,13 @@ fn recover(
     // Oldest first, and redispatch puts each at the front: go newest to oldest.
     again.sort_by_key(|p| std::cmp::Reverse(p.meta.conn));
     warn!(%id, count = again.len(), "recovering connections the zergling had not acknowledged");
-    for p in again {
-        dispatcher.redispatch(p);
+    for mut p in again {
+        p.attempts += 1;
+        if p.attempts >= super::MAX_ATTEMPTS {
+            crate::warn_limited!(conn = %p.meta.conn, peer = %p.meta.peer, attempts = p.attempts, "no zergling took the connection after this many attempts: 503");
+            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
+        } else {
+            dispatcher.redispatch(p);
+        }
     }
 }

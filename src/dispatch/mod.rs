@@ -39,7 +39,22 @@ pub struct Pending {
     pub meta: ConnMeta,
     /// When the pool accepted it (queue age is measured from here).
     pub arrived: Instant,
+    /// Zerglings it was sent to that went away (or were detached) before
+    /// acknowledging it; at [`MAX_ATTEMPTS`] it is answered instead of sent again.
+    pub attempts: u32,
 }
+
+impl Pending {
+    /// A connection not sent anywhere yet.
+    pub fn new(fd: OwnedFd, meta: ConnMeta, arrived: Instant) -> Self {
+        Pending { fd, meta, arrived, attempts: 0 }
+    }
+}
+
+/// How many zerglings may fail to take one connection before the pool gives up on
+/// it and answers `503`: a connection that makes every zergling fail (a frame it
+/// cannot decode, a crash it provokes) must not circle between them for ever.
+pub const MAX_ATTEMPTS: u32 = 3;
 
 /// What a zergling's task is told to do.
 #[derive(Debug)]
@@ -420,9 +435,9 @@ mod tests {
 
     fn pending(d: &Dispatcher) -> Pending {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        Pending {
-            fd: a.into(),
-            meta: ConnMeta {
+        Pending::new(
+            a.into(),
+            ConnMeta {
                 conn: d.next_conn_id(),
                 listener: "t".into(),
                 kind: crate::proto::ListenerKind::Http,
@@ -434,8 +449,8 @@ mod tests {
                 tls_version: None,
                 prefix: bytes::Bytes::new(),
             },
-            arrived: Instant::now(),
-        }
+            Instant::now(),
+        )
     }
 
     #[test]

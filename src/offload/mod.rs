@@ -103,7 +103,7 @@ where
     let Some(answer) = answer_http(opts, head_bytes, head).await? else {
         return Ok(Outcome::NotStatic);
     };
-    send::write_response(stream, &answer.plan, answer.file.as_ref()).await?;
+    send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
     Ok(Outcome::Served { keep_alive: answer.plan.keep_alive })
 }
 
@@ -118,7 +118,7 @@ pub async fn try_serve_tcp(
     let Some(answer) = answer_http(opts, head_bytes, head).await? else {
         return Ok(Outcome::NotStatic);
     };
-    send::write_response_tcp(stream, &answer.plan, answer.file.as_ref()).await?;
+    send::write_response_tcp(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
     Ok(Outcome::Served { keep_alive: answer.plan.keep_alive })
 }
 
@@ -150,7 +150,7 @@ where
     let Some(answer) = answer(opts, method, path, headers, Persistence::Close).await? else {
         return Ok(Outcome::NotStatic);
     };
-    send::write_response(stream, &answer.plan, answer.file.as_ref()).await?;
+    send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
     Ok(Outcome::Served { keep_alive: false })
 }
 

@@ -47,6 +47,9 @@ struct Inner {
     cache: ResolutionCache,
     /// `static-cache-paths` as configured, to send it on to zerglings.
     cache_seconds: Option<u64>,
+    /// Longest wait for a client to take more of a response (`http-timeout`);
+    /// `None`: 60 s.
+    send_timeout: Option<std::time::Duration>,
 }
 
 /// One `static-map` or `static-map2` line, resolved.
@@ -73,6 +76,20 @@ struct ExpiresRule {
 }
 
 impl StaticOptions {
+    /// Sets how long a client may take no bytes of a static response before the
+    /// connection is closed (the pool's `http-timeout`). Only before the options
+    /// are shared (right after they are built); later calls do nothing.
+    pub fn set_send_timeout(&mut self, limit: std::time::Duration) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.send_timeout = Some(limit);
+        }
+    }
+
+    /// See [`StaticOptions::set_send_timeout`].
+    pub fn send_timeout(&self) -> std::time::Duration {
+        self.inner.send_timeout.unwrap_or(std::time::Duration::from_secs(60))
+    }
+
     /// Reads every static option from the list.
     ///
     /// `static-map`/`static-map2` (`/MOUNT=PATH`), `static-index` (a file name),

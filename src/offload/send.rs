@@ -16,10 +16,14 @@
 //!   packets even with `TCP_NODELAY`.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
@@ -35,11 +39,15 @@ pub const CHUNK: usize = 256 * 1024;
 /// Most bytes asked of one `sendfile` call; the socket buffer limits it further.
 const SENDFILE_MAX: u64 = 16 * 1024 * 1024;
 
-/// Writes a planned response to any stream. `file` is needed when the plan has a body.
-pub async fn write_response<S>(stream: &mut S, plan: &Plan, file: Option<&Arc<File>>) -> io::Result<()>
+/// Writes a planned response to any stream. `file` is needed when the plan has a
+/// body. A client that takes none of it for `stall` fails the response
+/// (`TimedOut`), so a reader that stops cannot hold the connection for ever.
+pub async fn write_response<S>(stream: &mut S, plan: &Plan, file: Option<&Arc<File>>, stall: Duration) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
+    let mut stream = Stalling { inner: stream, stall, deadline: None };
+    let stream = &mut stream;
     match &plan.body {
         Body::Empty => stream.write_all(&plan.head).await?,
         Body::File { start, len } => copy_range(stream, need(file)?, *start, *len, plan.head.clone()).await?,
@@ -58,13 +66,68 @@ where
 
 /// Writes a planned response to a plain TCP stream, sending a single-range body with
 /// `sendfile(2)`; everything else goes through [`write_response`].
-pub async fn write_response_tcp(stream: &mut TcpStream, plan: &Plan, file: Option<&Arc<File>>) -> io::Result<()> {
+pub async fn write_response_tcp(
+    stream: &mut TcpStream,
+    plan: &Plan,
+    file: Option<&Arc<File>>,
+    stall: Duration,
+) -> io::Result<()> {
     let Body::File { start, len } = plan.body else {
-        return write_response(stream, plan, file).await;
+        return write_response(stream, plan, file, stall).await;
     };
     let file = need(file)?;
-    send_more(stream, &plan.head).await?;
-    sendfile_range(stream, file, start, len).await
+    send_more(stream, &plan.head, stall).await?;
+    sendfile_range(stream, file, start, len, stall).await
+}
+
+/// Waits until the socket takes more bytes, at most `stall`.
+async fn writable_within(stream: &TcpStream, stall: Duration) -> io::Result<()> {
+    match tokio::time::timeout(stall, stream.writable()).await {
+        Ok(r) => r,
+        Err(_) => Err(stalled()),
+    }
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes of the response within http-timeout")
+}
+
+/// A writer that fails with `TimedOut` when a write makes no progress for
+/// `stall` (the timer runs only while the stream is not writable).
+struct Stalling<'a, S> {
+    inner: &'a mut S,
+    stall: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncWrite + Unpin> Stalling<'_, S> {
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.deadline = None;
+            return r;
+        }
+        let stall = self.stall;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(stalled()));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut *self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut *self.inner).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
 }
 
 fn need(file: Option<&Arc<File>>) -> io::Result<&Arc<File>> {
@@ -129,11 +192,11 @@ fn read_chunk(
 }
 
 /// Writes `bytes` with `MSG_MORE`: the kernel holds them until the body follows.
-async fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+async fn send_more(stream: &TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
     let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
     let mut sent = 0;
     while sent < bytes.len() {
-        stream.writable().await?;
+        writable_within(stream, stall).await?;
         let fd = stream.as_raw_fd();
         match stream
             .try_io(Interest::WRITABLE, || nix::sys::socket::send(fd, &bytes[sent..], flags).map_err(io::Error::from))
@@ -149,7 +212,13 @@ async fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 
 /// Sends `len` bytes of `file` from `start` with `sendfile(2)`, falling back to the
 /// generic copy where the file system cannot (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`).
-async fn sendfile_range(stream: &mut TcpStream, file: &Arc<File>, start: u64, len: u64) -> io::Result<()> {
+async fn sendfile_range(
+    stream: &mut TcpStream,
+    file: &Arc<File>,
+    start: u64,
+    len: u64,
+    stall: Duration,
+) -> io::Result<()> {
     let end = start.saturating_add(len);
     let mut offset =
         i64::try_from(start).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
@@ -159,7 +228,7 @@ async fn sendfile_range(stream: &mut TcpStream, file: &Arc<File>, start: u64, le
             return Ok(());
         }
         let count = (end - done).min(SENDFILE_MAX) as usize;
-        stream.writable().await?;
+        writable_within(stream, stall).await?;
         let sock: &TcpStream = stream;
         let result = sock.try_io(Interest::WRITABLE, || {
             nix::sys::sendfile::sendfile64(sock.as_fd(), file.as_fd(), Some(&mut offset), count)

@@ -660,10 +660,16 @@ async fn sendfile_reports_a_file_that_shrank() {
     let HeadParse::Complete(head) = parse_head(req.as_bytes()) else { panic!("head") };
     let answer = answer_http(&f.opts, req.as_bytes(), &head).await.expect("answer").expect("static");
     fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(1000).expect("truncate");
-    let err = send::write_response_tcp(&mut stream, &answer.plan, answer.file.as_ref()).await.expect_err("short file");
+    let err =
+        send::write_response_tcp(&mut stream, &answer.plan, answer.file.as_ref(), std::time::Duration::from_secs(5))
+            .await
+            .expect_err("short file");
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     let (mut client_side, mut server_side) = tokio::io::duplex(1 << 16);
-    let err = send::write_response(&mut server_side, &answer.plan, answer.file.as_ref()).await.expect_err("short file");
+    let err =
+        send::write_response(&mut server_side, &answer.plan, answer.file.as_ref(), std::time::Duration::from_secs(5))
+            .await
+            .expect_err("short file");
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     drop(server_side);
     let mut v = Vec::new();

@@ -74,7 +74,18 @@ pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>
 pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) {
     let mut buf = BytesMut::with_capacity(2048);
     buf.extend_from_slice(&meta.prefix);
+    // A connection handed back (it has an id) or kept alive after a static
+    // response waits for its next request up to `http-keepalive`; a new one gets
+    // `http-timeout` for its first head from the start.
+    let mut kept_alive = meta.conn.0 != 0;
     loop {
+        if kept_alive && buf.is_empty() {
+            match tokio::time::timeout(ctx.config.keepalive_timeout, stream.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return, // idle too long, or gone: close quietly
+            }
+        }
+        kept_alive = true;
         let arrived = Instant::now();
         let class =
             classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
@@ -123,6 +134,10 @@ async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, stream: &mut
         Classification::TooLarge => {
             debug!(limit = ctx.config.buffer_size, "request head too large: 431");
             Canned::HeadTooLarge
+        }
+        Classification::TargetTooLong => {
+            debug!("request target too long: 414");
+            Canned::UriTooLong
         }
         Classification::Timeout => {
             debug!("request head too slow: 408");
@@ -233,7 +248,7 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) 
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            warn!(listener = %meta.listener, peer = %meta.peer, error = %e, "bad uwsgi request; closing");
+            crate::warn_limited!(listener = %meta.listener, peer = %meta.peer, error = %e, "bad uwsgi request; closing");
             return;
         }
     };
@@ -288,7 +303,7 @@ fn hand_over(dispatcher: &Dispatcher, stream: ConnStream, mut meta: ConnMeta, ar
             return;
         }
     };
-    dispatch_or_answer(dispatcher, Pending { fd, meta, arrived });
+    dispatch_or_answer(dispatcher, Pending::new(fd, meta, arrived));
 }
 
 /// Submits a connection; when the queue is full, answers 503 in a task of its own.
@@ -298,7 +313,7 @@ fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
         Submitted::Dispatched(id) => debug!(%conn, zergling = %id, "dispatched"),
         Submitted::Queued => debug!(%conn, "queued: no zergling can take it now"),
         Submitted::Rejected(p) => {
-            warn!(%conn, "zergling queue full (zerg-queue): 503");
+            crate::warn_limited!(%conn, "zergling queue full (zerg-queue): 503");
             tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
         }
     }

@@ -192,7 +192,8 @@ impl Pool {
                 }
             }
         }
-        let statics = StaticOptions::from_options(&config.options)?;
+        let mut statics = StaticOptions::from_options(&config.options)?;
+        statics.set_send_timeout(config.http_timeout);
         let path = config
             .zerg_server
             .clone()
@@ -306,7 +307,13 @@ impl Pool {
         background.spawn(attach::serve(
             self.attach.clone(),
             ctx.dispatcher.clone(),
-            AttachPolicy { allow_uids: self.config.zerg_allow_uid.clone(), statics: ctx.static_lines.clone(), direct },
+            AttachPolicy {
+                allow_uids: self.config.zerg_allow_uid.clone(),
+                statics: ctx.static_lines.clone(),
+                direct,
+                ack_timeout: self.config.ack_timeout,
+                timeouts: crate::proto::Timeouts::new(self.config.http_timeout, self.config.keepalive_timeout),
+            },
             stop_attach.clone(),
             sessions.clone(),
         ));
@@ -421,7 +428,8 @@ fn reload_statics(ctx: &Ctx) {
         return;
     }
     match StaticOptions::from_options(&ctx.config.options) {
-        Ok(statics) => {
+        Ok(mut statics) => {
+            statics.set_send_timeout(ctx.config.http_timeout);
             ctx.static_lines.store(Arc::new(option_lines(&statics)));
             ctx.statics.store(Arc::new(statics));
             info!("static-map reloaded");
@@ -454,7 +462,7 @@ async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         for p in dispatcher.expire(Instant::now()) {
-            warn!(conn = %p.meta.conn, waited_ms = p.arrived.elapsed().as_millis() as u64, "no zergling took the connection in time: 503");
+            crate::warn_limited!(conn = %p.meta.conn, waited_ms = p.arrived.elapsed().as_millis() as u64, "no zergling took the connection in time: 503");
             tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
         }
     }

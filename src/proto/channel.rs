@@ -15,7 +15,7 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAdd
 use tokio::io::unix::AsyncFd;
 
 use super::frame::{decode, encode, DecodeError, Message};
-use super::{sys, MAX_FRAME};
+use super::{sys, MAX_FRAME, MAX_PREFIX};
 
 /// Why a channel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum ChannelError {
     #[error("malformed frame")]
     Decode(#[from] DecodeError),
     /// The frame was larger than the protocol allows.
-    #[error("frame larger than {MAX_FRAME} bytes")]
+    #[error("frame larger than {MAX_FRAME} bytes (or bytes already read over {MAX_PREFIX})")]
     Oversize,
     /// More descriptors arrived than the frame may carry.
     #[error("too many descriptors with one frame (MSG_CTRUNC)")]
@@ -96,6 +96,12 @@ impl Channel {
     /// Sends one message, with its descriptor when the message carries one.
     pub async fn send(&self, msg: &Message, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
         debug_assert_eq!(msg.carries_fd(), fd.is_some());
+        if let Message::Conn(m) | Message::HandBack(m) = msg {
+            // The receiver refuses a larger prefix: never send one.
+            if m.prefix.len() > MAX_PREFIX {
+                return Err(ChannelError::Oversize);
+            }
+        }
         let frame = encode(msg);
         if frame.len() > MAX_FRAME {
             return Err(ChannelError::Oversize);

@@ -12,6 +12,8 @@
 //! limits in [`super`] before anything is allocated. Unknown tags are skipped, so a
 //! newer peer can add fields without breaking an older one.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::{ConnId, ConnMeta, ListenerKind, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING, MAX_TAGS};
@@ -52,6 +54,7 @@ mod tag {
     pub(super) const STATIC: u8 = 18;
     pub(super) const BUFFER_SIZE: u8 = 19;
     pub(super) const HEAD_TIMEOUT: u8 = 20;
+    pub(super) const KEEPALIVE_TIMEOUT: u8 = 21;
 }
 
 /// One message of the protocol. Which ones carry a descriptor is said by
@@ -79,6 +82,9 @@ pub enum Message {
         /// The pool's static-map options as `key=value` (folders already resolved),
         /// so that the zergling serves static files as the pool does.
         statics: Vec<String>,
+        /// The per-connection deadlines zerglings apply (`http-timeout`,
+        /// `http-keepalive`); absent fields keep [`Timeouts::default`].
+        timeouts: Timeouts,
     },
     /// Pool → zergling: not attached, and why. The pool closes the channel after it.
     Refuse {
@@ -209,6 +215,38 @@ pub enum DecodeError {
     UnknownKind(String),
 }
 
+/// The deadlines a zergling applies to every connection it owns (DESIGN.md
+/// invariant 7), as the pool's WELCOME says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// A request head, a stalled request body, a client that stops reading the
+    /// response: each may make no progress for this long (`http-timeout`).
+    pub io: Duration,
+    /// An idle keep-alive connection waits this long for its next request
+    /// (`http-keepalive`).
+    pub keepalive: Duration,
+}
+
+impl Default for Timeouts {
+    /// nginx's and uWSGI's defaults: 60 s of no progress, 75 s idle.
+    fn default() -> Self {
+        Timeouts { io: Duration::from_secs(60), keepalive: Duration::from_secs(75) }
+    }
+}
+
+impl Timeouts {
+    /// Timeouts with these values.
+    pub fn new(io: Duration, keepalive: Duration) -> Self {
+        Timeouts { io, keepalive }
+    }
+}
+
+/// A duration in whole milliseconds on the wire (saturating at `u32::MAX`).
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
 /// Encodes a message into one frame.
 pub fn encode(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
@@ -222,10 +260,12 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put(&mut out, tag::TAG, t.as_bytes());
             }
         }
-        Message::Welcome { version, id, statics } => {
+        Message::Welcome { version, id, statics, timeouts } => {
             out.push(kind::WELCOME);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
+            put(&mut out, tag::HEAD_TIMEOUT, &millis(timeouts.io).to_le_bytes());
+            put(&mut out, tag::KEEPALIVE_TIMEOUT, &millis(timeouts.keepalive).to_le_bytes());
             for line in statics {
                 put(&mut out, tag::STATIC, line.as_bytes());
             }
@@ -324,6 +364,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             version: need(f.version, tag::VERSION)? as u16,
             id: ZerglingId(need(f.zergling_id, tag::ZERGLING_ID)?),
             statics: f.statics,
+            timeouts: Timeouts {
+                io: f.head_timeout.map_or(Timeouts::default().io, Duration::from_millis),
+                keepalive: f.keepalive_timeout.map_or(Timeouts::default().keepalive, Duration::from_millis),
+            },
         },
         kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
         kind::CONN | kind::HANDBACK => {
@@ -388,6 +432,7 @@ struct Fields {
     statics: Vec<String>,
     buffer_size: Option<u64>,
     head_timeout: Option<u64>,
+    keepalive_timeout: Option<u64>,
 }
 
 impl Fields {
@@ -407,6 +452,7 @@ impl Fields {
             tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
+            tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
             tag::STATIC => {
                 if self.statics.len() >= MAX_STATICS {
                     return Err(DecodeError::TooManyTags);
@@ -472,7 +518,12 @@ mod tests {
     fn samples() -> Vec<Message> {
         vec![
             Message::Hello { version: 1, pid: 77, capacity: 9, tags: vec!["app=demo".into()] },
-            Message::Welcome { version: 1, id: ZerglingId(3), statics: vec!["static-map=/s=/srv/www".into()] },
+            Message::Welcome {
+                version: 1,
+                id: ZerglingId(3),
+                statics: vec!["static-map=/s=/srv/www".into()],
+                timeouts: Timeouts { io: Duration::from_secs(7), keepalive: Duration::from_millis(1500) },
+            },
             Message::Refuse { reason: "no".into() },
             sample_conn(),
             Message::Ack { conn: ConnId(1) },

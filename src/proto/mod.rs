@@ -18,7 +18,7 @@ use std::fmt;
 use bytes::Bytes;
 
 pub use channel::{someone_listens, Channel, ChannelError, RecvBuf, SeqpacketListener};
-pub use frame::{decode, encode, DecodeError, Message};
+pub use frame::{decode, encode, DecodeError, Message, Timeouts};
 
 /// Protocol version spoken by this build (sent in HELLO and WELCOME).
 pub const VERSION: u16 = 1;
@@ -26,6 +26,10 @@ pub const VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 160 * 1024;
 /// Largest "bytes already read" prefix carried with a connection.
 pub const MAX_PREFIX: usize = 128 * 1024;
+/// Largest request head the pool reads (`buffer-size`'s upper bound). With the
+/// bytes read after it (at most 16 KiB more, see `classify`), it always fits in
+/// [`MAX_PREFIX`], so every head the pool accepts can be handed over.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Largest text field (names, addresses, reasons, tags).
 pub const MAX_STRING: usize = 4096;
 /// Most `TAG` fields in one HELLO.

@@ -3,8 +3,9 @@
 //! Each command is one slot with one process, started after the listeners and the
 //! attach socket exist, with `ZERGPOOL_SOCKET` set so that the zergling library
 //! finds the pool. Its stdout and stderr become log lines prefixed with its name.
-//! A process that exits is respawned after an exponential back-off (reset once a
-//! process has lived long enough).
+//! A process that exits with an error (or a signal) is respawned after an
+//! exponential back-off (reset once a process has lived long enough); one that
+//! exits with status 0 drained on someone's request and is replaced at once.
 //!
 //! A **chain reload** replaces the slots one at a time: start the replacement,
 //! wait until it has attached and is ready, ask the old one to drain (DRAIN over
@@ -159,7 +160,7 @@ impl Supervisor {
 
     async fn keep_running(&self, slot: Slot, mut commands: mpsc::UnboundedReceiver<SlotCommand>) {
         let mut backoff = BACKOFF_START;
-        while !self.stopping.is_cancelled() {
+        'respawn: while !self.stopping.is_cancelled() {
             let started = Instant::now();
             match self.spawn(&slot) {
                 Ok(mut child) => loop {
@@ -173,6 +174,14 @@ impl Supervisor {
                             }
                             if started.elapsed() >= HEALTHY_AFTER {
                                 backoff = BACKOFF_START;
+                            }
+                            if status.as_ref().is_ok_and(|s| s.success()) {
+                                // A clean exit is a drain someone else asked for (a
+                                // SIGTERM from an operator or a script), not a crash:
+                                // replace it at once, with no back-off.
+                                info!(zergling = %slot.name, "exited cleanly; respawning now");
+                                backoff = BACKOFF_START;
+                                continue 'respawn;
                             }
                             warn!(zergling = %slot.name, status = ?status.ok(), respawn_in_ms = backoff.as_millis() as u64, "exited; respawning");
                             break;

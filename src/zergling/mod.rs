@@ -221,6 +221,10 @@ struct Worker<S> {
     statics: ArcSwap<StaticOptions>,
     /// Connections received from the pool, and how they ended (logged at the end).
     tally: ConnTally,
+    /// The per-connection deadlines, as the pool's last WELCOME said.
+    timeouts: ArcSwap<proto::Timeouts>,
+    /// Idle connections, for giving the longest-idle back at capacity.
+    idle: Arc<IdleConns>,
 }
 
 /// How many connections a zergling received and how each ended.
@@ -240,6 +244,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let idle = Arc::new(IdleConns::new(config.capacity));
     let worker = Arc::new(Worker {
         config,
         service,
@@ -249,6 +254,8 @@ where
         conns: TaskTracker::new(),
         statics: ArcSwap::from_pointee(StaticOptions::default()),
         tally: ConnTally::default(),
+        timeouts: ArcSwap::from_pointee(proto::Timeouts::default()),
+        idle,
     });
     if worker.config.handle_signals {
         install_signals(worker.drain_requested.clone()).map_err(ZerglingError::Runtime)?;
@@ -258,10 +265,11 @@ where
     let mut failures: u64 = 0;
     while !worker.drain_requested.is_cancelled() {
         match attach(&worker.config).await {
-            Ok((chan, id, statics)) => {
+            Ok((chan, id, statics, timeouts)) => {
                 delay = REATTACH_MIN;
                 failures = 0;
                 worker.statics.store(Arc::new(static_options(&statics)));
+                worker.timeouts.store(Arc::new(timeouts));
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
                 if !worker.drain_requested.is_cancelled() {
@@ -350,7 +358,7 @@ fn static_options(lines: &[String]) -> StaticOptions {
 }
 
 /// Connects and does the handshake.
-async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<String>), AttachFailure> {
+async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<String>, proto::Timeouts), AttachFailure> {
     let chan = Channel::connect(&config.socket).await.map_err(|e| AttachFailure::Other(Box::new(e)))?;
     let hello = Message::Hello {
         version: proto::VERSION,
@@ -360,7 +368,7 @@ async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<Str
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
-        (Message::Welcome { id, statics, .. }, _) => Ok((chan, id, statics)),
+        (Message::Welcome { id, statics, timeouts, .. }, _) => Ok((chan, id, statics, timeouts)),
         (Message::Refuse { reason }, _) => Err(AttachFailure::Refused(reason)),
         (other, _) => Err(AttachFailure::Other(format!("unexpected {} during the handshake", other.name()).into())),
     }
@@ -465,11 +473,15 @@ where
     };
     let (chan, worker) = (chan.clone(), worker.clone());
     let info = Arc::new(ConnInfo::new(id, &meta));
+    // Counted as owned until just before CLOSED or HANDBACK goes out, so that the
+    // pool's count of this zergling's connections is never below ours.
+    let owned = Owned::new(&worker.idle);
     if meta.kind == ListenerKind::Uwsgi {
         // One request per connection, closed after the response (what nginx expects).
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
             Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), uwsgi::UwsgiSettings::handed_over())).await;
+            drop(owned);
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;
@@ -479,6 +491,7 @@ where
             let io = Prefixed::new(meta.prefix.clone(), stream);
             Box::pin(serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()))
                 .await;
+            drop(owned);
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
         return;
@@ -490,7 +503,17 @@ where
         let statics = worker.statics.load_full();
         // Boxed (here and above): the task's future stays small, so moving it into
         // the runtime does not copy the whole connection state for every connection.
-        match Box::pin(run_http1(io, info, worker.service.clone(), statics, worker.drain.clone(), handback)).await {
+        let ctx = Http1Ctx {
+            info,
+            service: worker.service.clone(),
+            statics,
+            drain: worker.drain.clone(),
+            timeouts: **worker.timeouts.load(),
+            idle: Some(worker.idle.clone()),
+        };
+        let end = Box::pin(run_http1(io, ctx, handback)).await;
+        drop(owned);
+        match end {
             Http1End::HandBack { io, buffered } => {
                 worker.tally.handed_back.fetch_add(1, Ordering::Relaxed);
                 meta.prefix = buffered;
@@ -558,15 +581,16 @@ async fn serve_h2<IO, S, B>(
 
 /// How an HTTP/1.1 connection ended.
 enum Http1End<IO> {
-    /// Closed (by the client, an error, or a drain without hand-back).
+    /// Closed (by the client, an error, a timeout, or a drain without hand-back).
     Finished,
-    /// Stopped at a request boundary during a drain with hand-back: the stream and
-    /// the bytes read from it and not yet answered.
+    /// Stopped at a request boundary (a drain with hand-back, or room made for new
+    /// connections): the stream and the bytes read from it and not yet answered.
     HandBack { io: IO, buffered: Bytes },
 }
 
 /// Requests in flight on one connection, so that a drain can stop it at a
-/// request boundary (hyper says nothing about it).
+/// request boundary (hyper says nothing about it), and whether hyper is waiting
+/// for the next request (the connection is idle).
 ///
 /// A boundary is: no response being produced (`in_flight == 0`) **and** the last
 /// response flushed (`unflushed == false`). hyper buffers a response before it
@@ -582,22 +606,39 @@ struct Activity {
     /// Set when the last response body ends, cleared when hyper next flushes the
     /// stream (hyper flushes the stream only once its own buffer is empty).
     unflushed: AtomicBool,
-    idle: Notify,
+    /// hyper's last read found nothing to read.
+    read_waiting: AtomicBool,
+    changed: Notify,
     /// Requests that reached the service on this connection.
     served: AtomicUsize,
 }
 
 impl Activity {
-    async fn wait_idle(&self) {
+    fn at_boundary(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && !self.unflushed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `cond` holds, re-checked on every change.
+    async fn wait_for(&self, cond: impl Fn(&Self) -> bool) {
         loop {
-            let notified = self.idle.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.in_flight.load(Ordering::SeqCst) == 0 && !self.unflushed.load(Ordering::SeqCst) {
+            if cond(self) {
                 return;
             }
             notified.await;
         }
+    }
+
+    /// At a request boundary.
+    async fn wait_boundary(&self) {
+        self.wait_for(Self::at_boundary).await;
+    }
+
+    /// At a boundary with hyper waiting for the next request's bytes.
+    async fn wait_idle(&self) {
+        self.wait_for(|a| a.at_boundary() && a.read_waiting.load(Ordering::SeqCst)).await;
     }
 }
 
@@ -614,42 +655,104 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         // The response is complete but may still sit in hyper's buffer: the
-        // stream's next flush (FlushWatch) makes the connection idle.
+        // stream's next flush (ConnIo) makes the connection idle.
         self.0.unflushed.store(true, Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// The connection's stream, watched for the flushes that end [`Activity::unflushed`].
-struct FlushWatch<IO> {
+/// The connection's stream as hyper sees it: watched for the flushes that end
+/// [`Activity::unflushed`] and for reads that find nothing (the connection is
+/// idle), and held to `stall` (`http-timeout`): a request body that stops
+/// arriving while a request is in flight, or a client that stops taking the
+/// response, fails the connection with `TimedOut`. hyper runs with half-close
+/// allowed, so it reads only when it needs bytes: a read waiting while a request
+/// is in flight is a body that stalls, never an application that is slow.
+struct ConnIo<IO> {
     io: IO,
     activity: Arc<Activity>,
+    stall: Duration,
+    read_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FlushWatch<IO> {
+impl<IO> ConnIo<IO> {
+    fn new(io: IO, activity: Arc<Activity>, stall: Duration) -> Self {
+        ConnIo { io, activity, stall, read_deadline: None, write_deadline: None }
+    }
+}
+
+/// Polls a stall deadline (armed on first use); `Ready` once it passed.
+fn stalled(
+    deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Duration,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    let d = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+    std::future::Future::poll(d.as_mut(), cx).is_ready()
+}
+
+fn stall_error(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} made no progress within http-timeout"))
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ConnIo<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if r.is_ready() {
+            this.read_deadline = None;
+            this.activity.read_waiting.store(false, Ordering::SeqCst);
+            return r;
+        }
+        if this.activity.in_flight.load(Ordering::SeqCst) > 0 {
+            if stalled(&mut this.read_deadline, this.stall, cx) {
+                return std::task::Poll::Ready(Err(stall_error("the request body")));
+            }
+        } else if !this.activity.read_waiting.swap(true, Ordering::SeqCst) {
+            this.activity.changed.notify_waiters();
+        }
+        r
     }
 }
 
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FlushWatch<IO> {
+impl<IO: tokio::io::AsyncWrite + Unpin> ConnIo<IO> {
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.write_deadline = None;
+            return r;
+        }
+        if stalled(&mut self.write_deadline, self.stall, cx) {
+            return std::task::Poll::Ready(Err(stall_error("the response")));
+        }
+        r
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch_write(cx, r)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -657,15 +760,109 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FlushWatch<IO>
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.io).poll_flush(cx);
         if matches!(r, std::task::Poll::Ready(Ok(()))) && self.activity.unflushed.swap(false, Ordering::SeqCst) {
-            self.activity.idle.notify_waiters();
+            self.activity.changed.notify_waiters();
         }
-        r
+        self.watch_write(cx, r)
     }
     fn poll_shutdown(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch_write(cx, r)
+    }
+}
+
+/// The idle keep-alive connections of a zergling, oldest first, so that a
+/// zergling at capacity can give the longest-idle ones back to the pool
+/// (DESIGN.md invariant 7: idle connections never starve new ones). Only
+/// connections that came through a pool register (one that came from elsewhere
+/// has nowhere to go back to).
+pub(crate) struct IdleConns {
+    capacity: usize,
+    /// Connections this zergling owns now.
+    open: AtomicUsize,
+    waiting: std::sync::Mutex<IdleQueue>,
+}
+
+#[derive(Default)]
+struct IdleQueue {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, CancellationToken>,
+}
+
+impl IdleConns {
+    pub(crate) fn new(capacity: u32) -> Self {
+        IdleConns { capacity: capacity as usize, open: AtomicUsize::new(0), waiting: Default::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleQueue> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection is now owned; at capacity, the longest-idle one goes back.
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.relieve();
+    }
+
+    /// A connection is no longer owned.
+    pub(crate) fn ended(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// While the zergling is at capacity, gives back the longest-idle connection.
+    fn relieve(&self) {
+        if self.open.load(Ordering::SeqCst) < self.capacity {
+            return;
+        }
+        let oldest = self.lock().waiting.pop_first();
+        if let Some((_, release)) = oldest {
+            release.cancel();
+        }
+    }
+
+    /// Registers an idle connection; the token fires when it must go back.
+    fn enter(self: &Arc<Self>) -> IdleEntry {
+        let release = CancellationToken::new();
+        let seq = {
+            let mut q = self.lock();
+            q.next += 1;
+            let seq = q.next;
+            q.waiting.insert(seq, release.clone());
+            seq
+        };
+        self.relieve();
+        IdleEntry { conns: self.clone(), seq, release }
+    }
+}
+
+/// One connection this zergling owns, counted in [`IdleConns`] until dropped.
+struct Owned(Arc<IdleConns>);
+
+impl Owned {
+    fn new(conns: &Arc<IdleConns>) -> Self {
+        conns.opened();
+        Owned(conns.clone())
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
+/// One registered idle connection; unregisters when dropped.
+struct IdleEntry {
+    conns: Arc<IdleConns>,
+    seq: u64,
+    release: CancellationToken,
+}
+
+impl Drop for IdleEntry {
+    fn drop(&mut self) {
+        self.conns.lock().waiting.remove(&self.seq);
     }
 }
 
@@ -728,18 +925,117 @@ where
     }
 }
 
-/// Serves HTTP/1.1 with keep-alive on one connection. When `drain` fires, it
-/// waits for a request boundary, then either gives the stream back (if
-/// `handback()` says so) or closes it. A connection hyper will not reuse
-/// (`Connection: close`, …) closes by itself before it ever reaches a boundary.
-async fn run_http1<IO, S, B>(
-    io: Prefixed<IO>,
+/// What a connection's HTTP/1 loop needs besides the stream and the service.
+struct Http1Ctx<S> {
     info: Arc<ConnInfo>,
     service: S,
     statics: Arc<StaticOptions>,
     drain: CancellationToken,
-    handback: impl Fn() -> bool,
-) -> Http1End<IO>
+    timeouts: proto::Timeouts,
+    /// Where the connection registers while idle; `None` outside a pool.
+    idle: Option<Arc<IdleConns>>,
+}
+
+/// Serves HTTP/1.1 with keep-alive on one connection.
+///
+/// The connection alternates between two phases. **Active**: hyper serves
+/// requests (a head within `http-timeout`, bodies and responses that never stall
+/// longer). **Idle**: when hyper waits for the next request at a request
+/// boundary, it is taken apart and the connection waits for readability holding
+/// no buffer (an idle connection costs its task and socket only), up to
+/// `http-keepalive`; bytes arriving start the next active phase, with whatever
+/// hyper had read first. While idle, the connection can be given back to the pool
+/// (the zergling is at capacity, or a drain with hand-back), so the client never
+/// sees a close.
+///
+/// When `drain` fires during a request, it waits for a request boundary, then
+/// either gives the stream back (if `handback()` says so) or closes it. A
+/// connection hyper will not reuse (`Connection: close`, …) closes by itself
+/// before it ever reaches a boundary.
+async fn run_http1<IO, S, B>(io: Prefixed<IO>, ctx: Http1Ctx<S>, handback: impl Fn() -> bool) -> Http1End<IO>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + crate::stream::Readable + Unpin + Send + 'static,
+    S: ZerglingService<B>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let (conn_id, peer) = (ctx.info.conn, ctx.info.peer.clone());
+    let mut served = 0usize;
+    let mut had_request = io.prefix_len() > 0;
+    let (mut buffered, mut stream) = io.into_parts();
+    // When the bytes of a head started to arrive (a head split across reads).
+    let mut head_started: Option<tokio::time::Instant> = None;
+    loop {
+        // Idle (or a partial head): wait for bytes without hyper.
+        if buffered.is_empty() || head_started.is_some() {
+            let limit = match head_started {
+                Some(t) => t + ctx.timeouts.io,
+                None => tokio::time::Instant::now() + ctx.timeouts.keepalive,
+            };
+            let entry = if buffered.is_empty() { ctx.idle.as_ref().map(IdleConns::enter) } else { None };
+            let release = entry.as_ref().map(|e| e.release.clone()).unwrap_or_default();
+            let wait = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+            tokio::select! {
+                r = wait => if r.is_err() { return Http1End::Finished },
+                _ = tokio::time::sleep_until(limit) => {
+                    debug!(conn = %conn_id, partial = !buffered.is_empty(), "connection idle too long: closed");
+                    return Http1End::Finished;
+                }
+                _ = release.cancelled(), if entry.is_some() => {
+                    debug!(conn = %conn_id, "at capacity: the longest-idle connection goes back to the pool");
+                    return Http1End::HandBack { io: stream, buffered };
+                }
+                _ = ctx.drain.cancelled(), if buffered.is_empty() => {
+                    return if handback() { Http1End::HandBack { io: stream, buffered } } else { Http1End::Finished };
+                }
+            }
+            drop(entry);
+            if head_started.is_none() && !buffered.is_empty() {
+                head_started = Some(tokio::time::Instant::now());
+            }
+        }
+        let before = served;
+        match run_hyper(Prefixed::new(std::mem::take(&mut buffered), stream), &ctx, &mut served, &handback).await {
+            Active::Closed => break,
+            Active::HandBack { io, buffered } => return Http1End::HandBack { io, buffered },
+            Active::Idle { io, buffered: rest } => {
+                stream = io;
+                buffered = rest;
+                had_request |= served > before;
+                if served > before || buffered.is_empty() {
+                    head_started = None;
+                } else if head_started.is_none() {
+                    head_started = Some(tokio::time::Instant::now());
+                }
+                // A partial head waits for more bytes (above) before hyper runs
+                // again, so this loop always makes progress.
+            }
+        }
+    }
+    if served == 0 && had_request {
+        warn!(conn = %conn_id, %peer, "connection closed with a request it never served");
+    }
+    Http1End::Finished
+}
+
+/// How an active phase ended.
+enum Active<IO> {
+    /// The connection is over.
+    Closed,
+    /// Given back (drain with hand-back).
+    HandBack { io: IO, buffered: Bytes },
+    /// Idle at a request boundary: the stream and what hyper had read.
+    Idle { io: IO, buffered: Bytes },
+}
+
+/// One active phase: hyper on the stream until the connection ends, a drain stops
+/// it at a boundary, or it goes idle.
+async fn run_hyper<IO, S, B>(
+    io: Prefixed<IO>,
+    ctx: &Http1Ctx<S>,
+    served: &mut usize,
+    handback: &impl Fn() -> bool,
+) -> Active<IO>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
@@ -747,49 +1043,86 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let activity = Arc::new(Activity::default());
-    let (conn_id, peer, prefix_len) = (info.conn, info.peer.clone(), io.prefix_len());
-    let service = Arc::new(service);
     let act = activity.clone();
+    // In an Arc: the service type need not be Unpin for hyper's connection to be.
+    let (info, service, statics) = (ctx.info.clone(), Arc::new(ctx.service.clone()), ctx.statics.clone());
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
         let in_flight = InFlight::new(act.clone());
         act.served.fetch_add(1, Ordering::Relaxed);
         let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {
+            if let Some(why) = bad_host(&req) {
+                debug!(why, "request refused: 400");
+                let resp = Response::builder()
+                    .status(hyper::StatusCode::BAD_REQUEST)
+                    .header(hyper::header::CONTENT_TYPE, "text/plain")
+                    .header(hyper::header::CONNECTION, "close")
+                    .body(Tracked {
+                        inner: AnyBody::Static(statics::StaticBody::text(Bytes::from_static(b"Bad Request\n"))),
+                        in_flight: Some(in_flight),
+                    });
+                return Ok::<_, S::Err>(resp.unwrap_or_else(|_| unreachable!("a fixed, valid response")));
+            }
             if let Some(resp) = statics::answer(&statics, &req).await {
-                return Ok::<_, S::Err>(
-                    resp.map(|b| Tracked { inner: AnyBody::Static(b), in_flight: Some(in_flight) }),
-                );
+                return Ok(resp.map(|b| Tracked { inner: AnyBody::Static(b), in_flight: Some(in_flight) }));
             }
             let resp = service.call(req).await?;
             Ok(resp.map(|b| Tracked::app(b, Some(in_flight))))
         })
     });
-    let io = FlushWatch { io, activity: activity.clone() };
-    let mut conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), svc);
-    let mut shutdown_asked = false;
+    let io = ConnIo::new(io, activity.clone(), ctx.timeouts.io);
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .half_close(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ctx.timeouts.io)
+        .serve_connection(TokioIo::new(io), svc);
+    enum Stop {
+        Drain,
+        Idle,
+    }
+    let mut stop = None;
     let res = loop {
         tokio::select! {
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = async { drain.cancelled().await; activity.wait_idle().await }, if !shutdown_asked => {
-                shutdown_asked = true;
+            _ = async { ctx.drain.cancelled().await; activity.wait_boundary().await }, if stop.is_none() => {
+                stop = Some(Stop::Drain);
                 // At a request boundary (see Activity): hyper closes an idle
                 // connection at once (nothing is written), so the stream can be
                 // given back intact.
                 Pin::new(&mut conn).graceful_shutdown();
             }
+            _ = activity.wait_idle(), if stop.is_none() => {
+                stop = Some(Stop::Idle);
+                Pin::new(&mut conn).graceful_shutdown();
+            }
         }
     };
+    *served += activity.served.load(Ordering::Relaxed);
     if let Err(e) = &res {
-        warn!(error = %e, "connection ended with an error");
+        crate::warn_limited!(error = %crate::error_chain(e), "connection ended with an error");
     }
-    if res.is_ok() && shutdown_asked && handback() {
+    let take_apart = match stop {
+        Some(Stop::Drain) => handback(),
+        Some(Stop::Idle) => true,
+        None => false,
+    };
+    if res.is_ok() && take_apart {
         let parts = conn.into_parts();
         let (rest, stream) = parts.io.into_inner().io.into_parts();
         // Bytes hyper read and did not process come first, then those it never read.
-        let mut buffered = BytesMut::from(&parts.read_buf[..]);
-        buffered.extend_from_slice(&rest);
-        return Http1End::HandBack { io: stream, buffered: buffered.freeze() };
+        let buffered = if parts.read_buf.is_empty() {
+            rest
+        } else {
+            let mut b = BytesMut::from(&parts.read_buf[..]);
+            b.extend_from_slice(&rest);
+            b.freeze()
+        };
+        return match stop {
+            Some(Stop::Drain) => Active::HandBack { io: stream, buffered },
+            _ => Active::Idle { io: stream, buffered },
+        };
     }
     if res.is_ok() {
         // hyper's poll_without_shutdown returns as soon as both directions are
@@ -799,25 +1132,44 @@ where
         // once, whatever copy of the socket the pool may still hold).
         let _ = Pin::new(&mut conn).await;
     }
-    if activity.served.load(Ordering::Relaxed) == 0 && prefix_len > 0 && res.is_ok() {
-        // The pool hands a connection over with the request head it read: closing
-        // it unserved loses that request (a drain without hand-back does this).
-        warn!(conn = %conn_id, %peer, prefix_len, "connection closed with a request it never served");
+    Active::Closed
+}
+
+/// Why a request breaks RFC 9112 §3.2's Host rules (an HTTP/1.1 request has
+/// exactly one Host, and every Host is a valid `host[:port]`), checked on every
+/// request of a connection (the pool checks only the first).
+fn bad_host<T>(req: &Request<T>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
     }
-    Http1End::Finished
+    match first {
+        None if req.version() == hyper::Version::HTTP_11 => Some("HTTP/1.1 request without a Host header"),
+        Some(h) if !crate::classify::http::valid_host(h.as_bytes()) => Some("Host header is not a valid host[:port]"),
+        _ => None,
+    }
 }
 
 /// Serves HTTP/1.1 with keep-alive on one connection, without a pool (the demo's
 /// `--listen` mode): on drain, finishes the request in flight and closes.
+/// The deadlines are [`proto::Timeouts::default`]'s.
 pub async fn serve_http1<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drain: CancellationToken)
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + crate::stream::Readable + Unpin + Send + 'static,
     S: ZerglingService<B>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let statics = Arc::new(StaticOptions::default());
-    let _ = run_http1(Prefixed::new(Bytes::new(), io), info, service, statics, drain, || false).await;
+    let ctx = Http1Ctx {
+        info,
+        service,
+        statics: Arc::new(StaticOptions::default()),
+        drain,
+        timeouts: proto::Timeouts::default(),
+        idle: None,
+    };
+    let _ = run_http1(Prefixed::new(Bytes::new(), io), ctx, || false).await;
 }
 
 /// SIGTERM, SIGINT and SIGHUP start a drain.
@@ -884,6 +1236,12 @@ mod tests {
         }
     }
 
+    impl crate::stream::Readable for SlowSocket {
+        fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending // the client sends nothing more
+        }
+    }
+
     impl tokio::io::AsyncRead for SlowSocket {
         fn poll_read(
             self: Pin<&mut Self>,
@@ -943,7 +1301,15 @@ mod tests {
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let io = Prefixed::new(Bytes::from_static(request), socket.clone());
-        tokio::spawn(run_http1(io, info(), svc, Arc::new(StaticOptions::default()), drain.clone(), || true))
+        let ctx = Http1Ctx {
+            info: info(),
+            service: svc,
+            statics: Arc::new(StaticOptions::default()),
+            drain: drain.clone(),
+            timeouts: proto::Timeouts::default(),
+            idle: None,
+        };
+        tokio::spawn(run_http1(io, ctx, || true))
     }
 
     fn info() -> Arc<ConnInfo> {

@@ -94,6 +94,13 @@ pub(super) struct StaticBody {
     pending: Option<JoinHandle<io::Result<Bytes>>>,
 }
 
+impl StaticBody {
+    /// A body of fixed bytes (an error page).
+    pub(super) fn text(bytes: Bytes) -> Self {
+        StaticBody { segments: VecDeque::from([Segment::Bytes(bytes)]), file: None, pending: None }
+    }
+}
+
 impl Body for StaticBody {
     type Data = Bytes;
     type Error = io::Error;

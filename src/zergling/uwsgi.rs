@@ -56,7 +56,7 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{ConnInfo, Prefixed, ZerglingService};
 use crate::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
@@ -173,7 +173,7 @@ where
     let request = match read_packet(&mut io, &mut buf, settings.buffer_size, settings.packet_timeout).await {
         Ok(request) => request,
         Err(PacketError::Invalid(e)) => {
-            warn!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
+            crate::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
             return;
         }
         Err(e) => {
@@ -197,7 +197,7 @@ where
     let head = match http_head(&request) {
         Ok(head) => head,
         Err(e) => {
-            warn!(conn = %info.conn, peer = %info.peer, error = %e, "uwsgi request cannot be served as HTTP: 400");
+            crate::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "uwsgi request cannot be served as HTTP: 400");
             // Best effort: the peer may already be gone.
             let _ = io.write_all(BAD_REQUEST).await;
             let _ = io.shutdown().await;

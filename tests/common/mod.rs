@@ -260,10 +260,25 @@ impl Client {
     }
 
     /// True if the server closed the connection (EOF) within `limit`.
+    /// Whether the server ends the connection within `limit`, after whatever it
+    /// still sends (an error response, say).
+    pub fn ends_within(&mut self, limit: Duration) -> bool {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut sink = Vec::new();
+        match self.stream.read_to_end(&mut sink) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         self.stream.set_read_timeout(Some(limit)).unwrap();
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
     }
 }
 
@@ -291,4 +306,41 @@ pub fn require_program(name: &str) -> bool {
         eprintln!("SKIP: {name} is not installed");
     }
     found
+}
+
+/// A zergling the test plays itself over the documented protocol, to misbehave
+/// in ways the library never would.
+pub struct RawZergling {
+    pub rt: tokio::runtime::Runtime,
+    pub chan: zergpool::proto::Channel,
+}
+
+impl RawZergling {
+    /// Connects to `sock` (no HELLO yet).
+    pub fn connect(sock: &std::path::Path) -> RawZergling {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let chan = rt.block_on(zergpool::proto::Channel::connect(sock)).expect("connect to the attach socket");
+        RawZergling { rt, chan }
+    }
+
+    /// Connects and attaches with HELLO(`pid`, `capacity`); returns after WELCOME.
+    pub fn attach(sock: &std::path::Path, pid: u32, capacity: u32) -> RawZergling {
+        let z = Self::connect(sock);
+        let hello =
+            zergpool::proto::Message::Hello { version: zergpool::proto::VERSION, pid, capacity, tags: Vec::new() };
+        z.send(&hello, None);
+        match z.recv(Duration::from_secs(10)) {
+            Some((zergpool::proto::Message::Welcome { .. }, _)) => z,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    pub fn send(&self, msg: &zergpool::proto::Message, fd: Option<std::os::fd::BorrowedFd<'_>>) {
+        self.rt.block_on(self.chan.send(msg, fd)).expect("send");
+    }
+
+    /// The next message, or `None` on timeout or a closed channel.
+    pub fn recv(&self, limit: Duration) -> Option<(zergpool::proto::Message, Option<std::os::fd::OwnedFd>)> {
+        self.rt.block_on(self.chan.recv_timeout(limit)).ok()
+    }
 }
