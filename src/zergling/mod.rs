@@ -941,7 +941,7 @@ struct Http1Ctx<S> {
 /// The connection alternates between two phases. **Active**: hyper serves
 /// requests (a head within `http-timeout`, bodies and responses that never stall
 /// longer). **Idle**: when hyper waits for the next request at a request
-/// boundary, it is taken apart and the connection waits for readability holding
+/// boundary for [`IDLE_GRACE`], it is taken apart and the connection waits for readability holding
 /// no buffer (an idle connection costs its task and socket only), up to
 /// `http-keepalive`; bytes arriving start the next active phase, with whatever
 /// hyper had read first. While idle, the connection can be given back to the pool
@@ -1018,6 +1018,10 @@ where
     Http1End::Finished
 }
 
+/// How long hyper may wait for a connection's next request before the
+/// connection is taken apart to wait without buffers (see [`run_http1`]).
+const IDLE_GRACE: Duration = Duration::from_millis(250);
+
 /// How an active phase ended.
 enum Active<IO> {
     /// The connection is over.
@@ -1083,6 +1087,10 @@ where
         Idle,
     }
     let mut stop = None;
+    // Set when hyper starts waiting for the next request: the connection is taken
+    // apart only if it is still waiting IDLE_GRACE later, so that a busy
+    // keep-alive client never pays for it.
+    let mut idle_check: Option<tokio::time::Instant> = None;
     let res = loop {
         tokio::select! {
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
@@ -1093,9 +1101,15 @@ where
                 // given back intact.
                 Pin::new(&mut conn).graceful_shutdown();
             }
-            _ = activity.wait_idle(), if stop.is_none() => {
-                stop = Some(Stop::Idle);
-                Pin::new(&mut conn).graceful_shutdown();
+            _ = activity.wait_idle(), if stop.is_none() && idle_check.is_none() => {
+                idle_check = Some(tokio::time::Instant::now() + IDLE_GRACE);
+            }
+            _ = tokio::time::sleep_until(idle_check.unwrap_or_else(tokio::time::Instant::now)), if stop.is_none() && idle_check.is_some() => {
+                idle_check = None;
+                if activity.at_boundary() && activity.read_waiting.load(Ordering::SeqCst) {
+                    stop = Some(Stop::Idle);
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
             }
         }
     };
