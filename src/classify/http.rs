@@ -62,8 +62,11 @@ impl Framing {
             if minor_version == 0 {
                 return Err("Transfer-Encoding in an HTTP/1.0 request");
             }
+            // hyper reads the value as a visible-ASCII string; any other byte makes
+            // it "not chunked" (found by fuzz/http_head).
+            let visible = value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.chunked = Some(visible && last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             self.content_length = None;
         } else if name.eq_ignore_ascii_case("content-length") && self.chunked.is_none() {
             let len = content_length(value).ok_or("invalid Content-Length")?;
@@ -173,6 +176,11 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
             }
             if target.len() > MAX_TARGET {
                 return HeadParse::TargetTooLong;
+            }
+            // hyper parses the target with `http::Uri` and closes silently when that
+            // fails: refuse it here, where the client gets its 400 (fuzz/http_head).
+            if http::Uri::try_from(target).is_err() {
+                return HeadParse::Invalid("the request target is not a valid URI");
             }
             HeadParse::Complete(RequestHead {
                 method: method.to_owned(),
@@ -300,5 +308,9 @@ mod tests {
             assert!(!valid_host(bad.as_bytes()), "{bad:?} is not a valid host");
         }
         assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: a b@c\r\n\r\n"), HeadParse::Invalid(_)));
+        // Found by fuzz/http_head: a target that is no URI (hyper closes silently).
+        assert!(matches!(parse_head(b"GE T/ HTTP/1.1\r\nHost: a\r\n\r\n"), HeadParse::Invalid(_)));
+        let te = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gz\xa4ip, chunked\r\n\r\n";
+        assert!(matches!(parse_head(te), HeadParse::Invalid(_)));
     }
 }
