@@ -340,3 +340,72 @@ fn static_downloads_to_a_client_that_does_not_read_time_out() {
     assert!(pool.proc.wait_log("static response failed", 1, T), "{}", pool.proc.log());
     assert!(pool.proc.log().contains("http-timeout"), "{}", pool.proc.log());
 }
+
+/// Requirement 6: at `zerg-max-connections` the pool stops accepting, and the
+/// connection that has waited longest for its head is closed to make room.
+/// Three clients hold the three slots with heads they never finish, started a
+/// moment apart; a fourth is served, the oldest of the three is closed, and the
+/// others stay open.
+#[test]
+fn at_the_connection_limit_the_longest_waiting_head_makes_room() {
+    let pool = Pool::start(&["--zerg-max-connections", "3", "--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    assert!(pool.proc.log().contains("max_connections=3"), "{}", pool.proc.log());
+    let mut slow: Vec<Client> = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(pool.addr);
+        c.send_raw(b"GET / HTTP/1.1\r\nHo").unwrap();
+        slow.push(c);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    let r = get_once(pool.addr, "/pid").unwrap();
+    assert_eq!(r.status, 200, "{}", pool.proc.log());
+    assert!(started.elapsed() < Duration::from_secs(5), "the new client waited {:?}", started.elapsed());
+    assert!(slow[0].closed_within(Duration::from_secs(1)), "the longest-waiting head was not closed");
+    for c in &mut slow[1..] {
+        assert!(!c.closed_within(Duration::from_millis(200)), "a younger head was closed");
+    }
+}
+
+/// Requirement 6: connections that are not waiting for a head (here queued, no
+/// zergling attached) are never closed to make room; past the limit, new clients
+/// are not accepted (the pool's descriptors do not grow) and are served, in the
+/// end, when a zergling attaches.
+#[test]
+fn past_the_connection_limit_new_clients_wait_in_the_backlog() {
+    let pool = Pool::start(&["--zerg-max-connections", "2"]);
+    let send = |addr| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let queued: Vec<TcpStream> = (0..2).map(|_| send(pool.addr)).collect();
+    assert!(wait_until(T, || pool.proc.count("queued: no zergling") == 2), "{}", pool.proc.log());
+    let before = pool.proc.fd_count();
+    let waiting: Vec<TcpStream> = (0..10).map(|_| send(pool.addr)).collect();
+    assert!(pool.proc.wait_log("connection limit reached", 1, T), "{}", pool.proc.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pool.proc.fd_count(), before, "the pool accepted past its limit");
+    assert_eq!(pool.proc.count("queued: no zergling"), 2);
+    let _z = pool.zergling(&[]);
+    for mut s in queued.into_iter().chain(waiting) {
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out:?}\n{}", pool.proc.log());
+    }
+}
+
+/// Requirement 6: `max-fd` sets the descriptor limit; a connection limit that
+/// does not fit in it with the reserve kept is lowered, and the log says so.
+#[test]
+fn max_fd_and_max_connections_are_checked() {
+    let pool = Pool::start(&["--max-fd", "1000", "--zerg-max-connections", "5000"]);
+    let log = pool.proc.log();
+    assert!(log.contains("zerg-max-connections is more than the descriptor limit leaves room for"), "{log}");
+    assert!(log.contains("connection limit max_connections=811 descriptors=1000"), "{log}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pool.proc.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(line.split_whitespace().nth(3), Some("1000"), "{line}");
+}

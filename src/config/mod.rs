@@ -267,6 +267,12 @@ pub struct Config {
     /// How long a zergling has to acknowledge a connection before it counts as
     /// stuck (`zerg-ack-timeout`, default 5 s).
     pub ack_timeout: Duration,
+    /// Most connections the pool holds at once (`zerg-max-connections`); `None`
+    /// derives it from the descriptor limit (`listener::limit`).
+    pub max_connections: Option<usize>,
+    /// The descriptor limit to set at start (`max-fd`); `None` raises the soft
+    /// limit to the hard one.
+    pub max_fd: Option<u64>,
     /// How long an idle keep-alive connection waits for its next request, in the
     /// pool and in zerglings (`http-keepalive`, default 75 s as nginx).
     pub keepalive_timeout: Duration,
@@ -323,6 +329,8 @@ impl Default for Config {
             queue_limit: 1024,
             queue_timeout: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(5),
+            max_connections: None,
+            max_fd: None,
             keepalive_timeout: Duration::from_secs(75),
             zerglings: Vec::new(),
             reload_mercy: Duration::from_secs(30),
@@ -494,6 +502,8 @@ impl Config {
                 "zerg-allow-uid" => c.zerg_allow_uid.push(parse_uid(o)?),
                 "zerg-direct-accept" => c.direct_accept = options::truthy(&o.value),
                 "zerg-queue" => c.queue_limit = parse_num(o, 0, 1 << 24)? as usize,
+                "zerg-max-connections" => c.max_connections = Some(parse_num(o, 1, 1 << 24)? as usize),
+                "max-fd" => c.max_fd = Some(parse_num(o, 64, 1 << 24)?),
                 "zerg-queue-timeout" => c.queue_timeout = parse_secs(o)?,
                 // uWSGI: a bare flag enables keep-alive (always on here); N sets the
                 // idle timeout.

@@ -141,6 +141,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
     pool("zerg-queue", Value, false, "N", "connections waiting for a zergling at most (default 1024); past it: 503"),
     pool("zerg-queue-timeout", Value, false, "SECS", "longest wait for a zergling (default 30); past it: 503"),
+    pool("zerg-max-connections", Value, false, "N", "most connections the pool holds at once (default: from the descriptor limit, keeping a reserve); at it the pool stops accepting and closes the longest-waiting idle or slow heads first"),
+    pool("max-fd", Value, false, "N", "set the descriptor limit (RLIMIT_NOFILE) to N at start; above the hard limit needs root (default: raise the soft limit to the hard one)"),
     pool("zerg-ack-timeout", Value, false, "SECS", "time a zergling has to take a connection (default 5); past it, it is stuck: detached, its connections sent elsewhere, killed and respawned if spawned"),
     pool("zergling", Value, true, "COMMAND", "spawn and supervise a zergling (split into words, no shell)"),
     pool("reload-mercy", Value, false, "SECS", "how long spawned zerglings get to exit on stop before SIGKILL (default 30)"),

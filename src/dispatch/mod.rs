@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::listener::limit::ConnSlot;
 use crate::proto::{ConnId, ConnMeta, ZerglingId};
 
 /// A connection on its way to a zergling: the pool's copy of the descriptor and
@@ -42,12 +43,15 @@ pub struct Pending {
     /// Zerglings it was sent to that went away (or were detached) before
     /// acknowledging it; at [`MAX_ATTEMPTS`] it is answered instead of sent again.
     pub attempts: u32,
+    /// Its place in the pool's connection limit, freed when the pool lets go of the
+    /// descriptor (`None` where another task holds it, as a TLS relay does).
+    pub slot: Option<ConnSlot>,
 }
 
 impl Pending {
     /// A connection not sent anywhere yet.
     pub fn new(fd: OwnedFd, meta: ConnMeta, arrived: Instant) -> Self {
-        Pending { fd, meta, arrived, attempts: 0 }
+        Pending { fd, meta, arrived, attempts: 0, slot: None }
     }
 }
 

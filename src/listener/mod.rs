@@ -6,6 +6,7 @@
 //! task, `EMFILE`/`ENFILE` make the loop back off instead of spinning, and every
 //! other accept error is logged and skipped.
 
+pub mod limit;
 pub mod privileges;
 pub mod tls;
 
@@ -200,6 +201,10 @@ pub fn bind_unix(path: &Path, backlog: u32, mode: Option<u32>) -> io::Result<std
 /// Accepts connections until `stop` is cancelled, running `handle` for each one in
 /// its own tracked task with a span naming the listener, the peer and an id.
 ///
+/// Each connection takes a slot of `limit` before it is accepted: at the limit
+/// the loop stops accepting (see [`limit`]). When `accept` runs out of
+/// descriptors, the longest-waiting heads are closed and the loop backs off.
+///
 /// While `pause` says true (zerglings accept on this listener themselves,
 /// `zerg-direct-accept`), the socket is taken out of the runtime, so that the pool
 /// is not even woken by the connections the zerglings take; it comes back as soon as
@@ -210,9 +215,10 @@ pub async fn accept_loop<F, Fut>(
     stop: CancellationToken,
     tracker: TaskTracker,
     mut pause: Option<tokio::sync::watch::Receiver<bool>>,
+    limit: Arc<limit::ConnLimit>,
     handle: F,
 ) where
-    F: Fn(Arc<ListenerInfo>, ConnStream, String) -> Fut,
+    F: Fn(Arc<ListenerInfo>, ConnStream, String, limit::ConnSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut accepted: u64 = 0;
@@ -233,6 +239,10 @@ pub async fn accept_loop<F, Fut>(
                 None => std::future::pending().await,
             }
         };
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = limit.slot() => s,
+        };
         let res = tokio::select! {
             _ = stop.cancelled() => return,
             _ = paused => continue,
@@ -242,10 +252,13 @@ pub async fn accept_loop<F, Fut>(
             Ok((stream, peer)) => {
                 accepted += 1;
                 let span = tracing::debug_span!("conn", listener = %info.name, %peer, n = accepted);
-                tracker.spawn(handle(info.clone(), stream, peer).instrument(span));
+                tracker.spawn(handle(info.clone(), stream, peer, slot).instrument(span));
             }
             Err(e) if is_fd_exhaustion(&e) => {
-                warn!(listener = %info.name, error = %e, "out of file descriptors; pausing accept for 100 ms");
+                drop(slot);
+                let closed = limit.evict_oldest(limit::EVICT_ON_EXHAUSTION, Duration::ZERO);
+                crate::warn_limited!(listener = %info.name, error = %e, ?closed, open = limit.open(),
+                    "out of file descriptors: closed the longest-waiting heads, pausing accept for 100 ms (lower zerg-max-connections or raise max-fd)");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => {

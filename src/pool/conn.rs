@@ -13,6 +13,12 @@
 //! serve_uwsgi: read packet ─► static-map hit? serve it, close : dispatch with the bytes read
 //! ```
 //!
+//! Every connection holds a slot of the pool's connection limit (`ConnSlot`) for
+//! as long as the pool holds it (a TLS connection: as long as its relay runs), and
+//! registers a `HeadWait` while it waits for a request head (or a TLS handshake):
+//! at the limit, the longest-waiting of those is closed to make room
+//! (`listener::limit`).
+//!
 //! A connection is always handed over as a descriptor: the client's own TCP (or
 //! Unix) socket, or for HTTPS the pool's end of the relay's socket pair, so the
 //! TLS session stays in the pool while the zergling sees plaintext.
@@ -29,6 +35,7 @@ use tracing::{debug, warn};
 use super::Ctx;
 use crate::classify::{self, Classification};
 use crate::dispatch::{Dispatcher, Pending, Submitted};
+use crate::listener::limit::ConnSlot;
 use crate::listener::{tls, ListenerInfo, Role};
 use crate::offload::{self, Outcome};
 use crate::proto::{ConnId, ConnMeta, ListenerKind};
@@ -46,7 +53,13 @@ const RELAY_BUF_DOWN: usize = 64 * 1024;
 const RELAY_LINGER: Duration = Duration::from_secs(2);
 
 /// Entry point for every accepted connection.
-pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, stream: ConnStream, peer: String) {
+pub(super) async fn handle_connection(
+    ctx: Arc<Ctx>,
+    listener: Arc<ListenerInfo>,
+    stream: ConnStream,
+    peer: String,
+    slot: ConnSlot,
+) {
     // The listener's own address, unless it is a wildcard (`0.0.0.0`, `[::]`):
     // then the connection says which address the client reached (getsockname).
     let local = match &stream {
@@ -61,17 +74,18 @@ pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>
     // into a task, and would otherwise be as large as the largest role's (11 KB,
     // the TLS one), copied whole for every connection.
     match &listener.role {
-        Role::Http => Box::pin(serve_http(ctx, stream, meta)).await,
-        Role::Https(store) => Box::pin(serve_https(ctx, store, stream, meta)).await,
-        Role::Uwsgi => Box::pin(serve_uwsgi(ctx, stream, meta)).await,
-        Role::RedirectToHttps { https_port } => Box::pin(redirect(ctx, stream, meta, *https_port)).await,
+        Role::Http => Box::pin(serve_http(ctx, stream, meta, Some(slot))).await,
+        Role::Https(store) => Box::pin(serve_https(ctx, store, stream, meta, slot)).await,
+        Role::Uwsgi => Box::pin(serve_uwsgi(ctx, stream, meta, slot)).await,
+        Role::RedirectToHttps { https_port } => Box::pin(redirect(ctx, stream, meta, *https_port, slot)).await,
     }
 }
 
 /// HTTP on a stream the pool owns: serves static-map hits itself, as many as come
 /// on a keep-alive connection, and hands the connection over at the first dynamic
 /// request, with every byte read so far (`meta.prefix` holds bytes read before).
-pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) {
+/// `slot` is `None` for a TLS relay's end (the relay holds the connection's slot).
+pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta, slot: Option<ConnSlot>) {
     let mut buf = BytesMut::with_capacity(2048);
     buf.extend_from_slice(&meta.prefix);
     // A connection handed back (it has an id) or kept alive after a static
@@ -79,16 +93,28 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
     // `http-timeout` for its first head from the start.
     let mut kept_alive = meta.conn.0 != 0;
     loop {
-        if kept_alive && buf.is_empty() {
-            match tokio::time::timeout(ctx.config.keepalive_timeout, stream.readable()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return, // idle too long, or gone: close quietly
+        let wait = ctx.limit.head_wait();
+        let next = async {
+            if kept_alive && buf.is_empty() {
+                match tokio::time::timeout(ctx.config.keepalive_timeout, stream.readable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return None, // idle too long, or gone: close quietly
+                }
             }
-        }
+            let arrived = Instant::now();
+            let class =
+                classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+            Some((arrived, class))
+        };
+        let (arrived, class) = tokio::select! {
+            next = next => match next {
+                Some(next) => next,
+                None => return,
+            },
+            _ = wait.evicted() => return debug!("closed while waiting for a head, to make room (zerg-max-connections)"),
+        };
+        drop(wait);
         kept_alive = true;
-        let arrived = Instant::now();
-        let class =
-            classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
         let head = match class {
             Classification::Dynamic(head) => head,
             Classification::Gone => return,
@@ -120,7 +146,7 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
         }
         debug!(method = %head.method, target = %head.target, "dynamic request");
         meta.prefix = buf.freeze();
-        return hand_over(&ctx.dispatcher, stream, meta, arrived);
+        return hand_over(&ctx.dispatcher, stream, meta, arrived, slot);
     }
 }
 
@@ -151,10 +177,16 @@ async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, stream: &mut
 /// HTTPS: the handshake (bounded by `http-timeout`), then a socket pair whose one
 /// end the pool relays to the TLS session, the other end treated like a plain
 /// HTTP connection (static-map, classification, hand-over, hand-back).
-async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, mut meta: ConnMeta) {
+async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, mut meta: ConnMeta, slot: ConnSlot) {
     let ConnStream::Tcp(tcp) = stream else { return };
+    // The handshake and the first head are one wait for a head.
+    let wait = ctx.limit.head_wait();
     let accept = store.acceptor().accept(tcp);
-    let tls = match tokio::time::timeout(ctx.config.http_timeout, accept).await {
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(ctx.config.http_timeout, accept) => r,
+        _ = wait.evicted() => return debug!("closed during the TLS handshake, to make room (zerg-max-connections)"),
+    };
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             debug!(error = %e, "TLS handshake failed");
@@ -176,7 +208,10 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
         // goes to serve_http as bytes already read, instead of through the relay
         // and the socket pair (two copies and a wake-up less per connection).
         let mut buf = BytesMut::with_capacity(2048);
-        let class = classify::read_http_head(&mut tls, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+        let class = tokio::select! {
+            c = classify::read_http_head(&mut tls, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout) => c,
+            _ = wait.evicted() => return debug!("closed while waiting for a head, to make room (zerg-max-connections)"),
+        };
         match class {
             Classification::Dynamic(_) => meta.prefix = buf.freeze(),
             Classification::Gone => return,
@@ -188,6 +223,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
             }
         }
     }
+    drop(wait);
     let (ours, relay_end) = match UnixStream::pair() {
         Ok(p) => p,
         Err(e) => {
@@ -195,12 +231,16 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
             return;
         }
     };
-    ctx.relays.spawn(relay(tls, relay_end, RELAY_LINGER));
+    // The relay holds the connection's slot: it holds its descriptors.
+    ctx.relays.spawn(async move {
+        relay(tls, relay_end, RELAY_LINGER).await;
+        drop(slot);
+    });
     if meta.alpn.as_deref() == Some("h2") {
         // HTTP/2 is multiplexed: the zergling gets the whole connection.
-        return hand_over(&ctx.dispatcher, ConnStream::Unix(ours), meta, Instant::now());
+        return hand_over(&ctx.dispatcher, ConnStream::Unix(ours), meta, Instant::now(), None);
     }
-    serve_http(ctx, ConnStream::Unix(ours), meta).await;
+    serve_http(ctx, ConnStream::Unix(ours), meta, None).await;
 }
 
 /// Copies plaintext both ways between a TLS session and the relay's socket pair.
@@ -240,11 +280,17 @@ async fn relay<T: AsyncRead + AsyncWrite + Unpin>(tls: T, plain: UnixStream, lin
 
 /// uwsgi (from nginx's `uwsgi_pass`): read the packet head, serve static-map hits
 /// (by `PATH_INFO`), hand everything else over with the bytes read.
-async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) {
+async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta, slot: ConnSlot) {
     let arrived = Instant::now();
     let mut buf = BytesMut::with_capacity(4096);
     let limit = ctx.config.uwsgi_buffer_size;
-    let request = match classify::read_uwsgi_packet(&mut stream, &mut buf, limit, ctx.config.http_timeout).await {
+    let wait = ctx.limit.head_wait();
+    let read = tokio::select! {
+        r = classify::read_uwsgi_packet(&mut stream, &mut buf, limit, ctx.config.http_timeout) => r,
+        _ = wait.evicted() => return debug!("closed while waiting for a packet, to make room (zerg-max-connections)"),
+    };
+    drop(wait);
+    let request = match read {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
@@ -269,14 +315,19 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta) 
         "dynamic uwsgi request"
     );
     meta.prefix = buf.freeze();
-    hand_over(&ctx.dispatcher, stream, meta, arrived);
+    hand_over(&ctx.dispatcher, stream, meta, arrived, Some(slot));
 }
 
 /// `http-to-https`: every request gets `301` to the https URL, then the
 /// connection closes.
-async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_port: u16) {
+async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_port: u16, _slot: ConnSlot) {
     let mut buf = BytesMut::with_capacity(1024);
-    let class = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout).await;
+    let wait = ctx.limit.head_wait();
+    let class = tokio::select! {
+        c = classify::read_http_head(&mut stream, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout) => c,
+        _ = wait.evicted() => return debug!("closed while waiting for a head, to make room (zerg-max-connections)"),
+    };
+    drop(wait);
     let head = match class {
         Classification::Dynamic(head) => head,
         Classification::Gone => return,
@@ -294,7 +345,14 @@ async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_p
 }
 
 /// Gives the connection to dispatch: a fresh id, the descriptor out of the runtime.
-fn hand_over(dispatcher: &Dispatcher, stream: ConnStream, mut meta: ConnMeta, arrived: Instant) {
+/// The slot goes with it until a zergling has acknowledged it.
+fn hand_over(
+    dispatcher: &Dispatcher,
+    stream: ConnStream,
+    mut meta: ConnMeta,
+    arrived: Instant,
+    slot: Option<ConnSlot>,
+) {
     meta.conn = dispatcher.next_conn_id();
     let fd: OwnedFd = match stream.into_fd() {
         Ok(fd) => fd,
@@ -303,7 +361,9 @@ fn hand_over(dispatcher: &Dispatcher, stream: ConnStream, mut meta: ConnMeta, ar
             return;
         }
     };
-    dispatch_or_answer(dispatcher, Pending::new(fd, meta, arrived));
+    let mut pending = Pending::new(fd, meta, arrived);
+    pending.slot = slot;
+    dispatch_or_answer(dispatcher, pending);
 }
 
 /// Submits a connection; when the queue is full, answers 503 in a task of its own.
@@ -329,10 +389,12 @@ pub(super) async fn handed_back(ctx: Arc<Ctx>, fd: OwnedFd, meta: ConnMeta) {
             return;
         }
     };
+    // Counted, never refused (a TLS relay's end: its relay still holds the slot).
+    let slot = meta.tls_version.is_none().then(|| ctx.limit.force_slot());
     let http1 = meta.kind != ListenerKind::Uwsgi && meta.alpn.as_deref() != Some("h2");
     if http1 {
-        serve_http(ctx, stream, meta).await;
+        serve_http(ctx, stream, meta, slot).await;
     } else {
-        hand_over(&ctx.dispatcher, stream, meta, Instant::now());
+        hand_over(&ctx.dispatcher, stream, meta, Instant::now(), slot);
     }
 }

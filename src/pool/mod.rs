@@ -29,6 +29,7 @@ use crate::config::{Config, ConfigError, UwsgiAddr};
 use crate::control::{self, Control};
 use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket, DirectListener};
 use crate::dispatch::Dispatcher;
+use crate::listener::limit::{self, ConnLimit};
 use crate::listener::privileges::{self, PrivilegeError};
 use crate::listener::tls::{self, AddrRef, TlsError, TlsStore};
 use crate::listener::{self, AnyListener, Bound, ListenerInfo, Role};
@@ -81,6 +82,15 @@ pub enum PoolError {
     /// The master FIFO could not be created.
     #[error(transparent)]
     Fifo(#[from] control::FifoError),
+    /// `max-fd` could not be applied.
+    #[error("cannot set the descriptor limit to {max_fd} (max-fd): above the hard limit it needs root; lower max-fd or start the pool as root")]
+    MaxFd {
+        /// The limit asked for.
+        max_fd: u64,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the pool was asked to stop.
@@ -103,6 +113,8 @@ struct Ctx {
     static_lines: Arc<ArcSwap<Vec<String>>>,
     /// TLS relays: they live as long as their client connections.
     relays: TaskTracker,
+    /// The connection limit (`zerg-max-connections`) every held connection counts in.
+    limit: Arc<ConnLimit>,
 }
 
 /// A pool with its sockets bound, ready to run.
@@ -116,12 +128,15 @@ pub struct Pool {
     fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
     /// Unix socket files of uwsgi listeners, removed at exit.
     unix_paths: Vec<PathBuf>,
+    /// The connection limit.
+    limit: Arc<ConnLimit>,
 }
 
 impl Pool {
     /// Binds every listener and the attach socket, reads certificates, then drops
     /// privileges. Must run inside a tokio runtime.
     pub fn bind(config: Config) -> Result<Pool, PoolError> {
+        let limit = connection_limit(&config)?;
         let backlog = listener::effective_backlog(config.listen_backlog);
         let mut listeners = Vec::new();
         let bind_tcp = |name: &str, addr| {
@@ -220,7 +235,12 @@ impl Pool {
             }
         }
         privileges::drop_privileges(config.uid, config.gid)?;
-        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths })
+        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths, limit })
+    }
+
+    /// The connection limit in effect.
+    pub fn max_connections(&self) -> usize {
+        self.limit.max()
     }
 
     /// The bound listeners (name and address), in declaration order.
@@ -253,6 +273,7 @@ impl Pool {
             static_lines: Arc::new(ArcSwap::from_pointee(option_lines(&self.statics))),
             statics: ArcSwap::from_pointee(self.statics),
             relays: TaskTracker::new(),
+            limit: self.limit.clone(),
         });
         let stop_accept = CancellationToken::new();
         let conns = TaskTracker::new();
@@ -298,7 +319,8 @@ impl Pool {
                 stop_accept.clone(),
                 conns.clone(),
                 pause,
-                move |info, s, peer| conn::handle_connection(c.clone(), info, s, peer),
+                ctx.limit.clone(),
+                move |info, s, peer, slot| conn::handle_connection(c.clone(), info, s, peer, slot),
             ));
         }
         let stop_attach = CancellationToken::new();
@@ -483,4 +505,32 @@ async fn serve_handbacks(
         let span = tracing::debug_span!("conn", listener = %meta.listener, peer = %meta.peer, handed_back = true);
         conns.spawn(conn::handed_back(ctx.clone(), fd, meta).instrument(span));
     }
+}
+
+/// Applies `max-fd` (or raises the soft descriptor limit to the hard one) and
+/// derives the connection limit from the result, keeping a reserve.
+fn connection_limit(config: &Config) -> Result<Arc<ConnLimit>, PoolError> {
+    let nofile = match limit::raise_nofile(config.max_fd) {
+        Ok(n) => n,
+        Err(source) => match config.max_fd {
+            Some(max_fd) => return Err(PoolError::MaxFd { max_fd, source }),
+            None => {
+                warn!(error = %source, "cannot raise the descriptor limit; keeping it");
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map_or(1024, |(soft, _)| soft)
+            }
+        },
+    };
+    let fits = limit::fitting_max_connections(nofile);
+    let max = match config.max_connections {
+        Some(n) if n > fits => {
+            warn!(max_connections = n, descriptors = nofile, fits,
+                "zerg-max-connections is more than the descriptor limit leaves room for; using {fits} (raise max-fd to allow more)");
+            fits
+        }
+        Some(n) => n,
+        None => limit::default_max_connections(nofile),
+    };
+    info!(max_connections = max, descriptors = nofile, "connection limit");
+    Ok(ConnLimit::new(max))
 }
