@@ -9,6 +9,7 @@
 # resident memory (VmRSS; nginx: its worker). Cost per connection = (RSS with the
 # connections − RSS before) / N. The zergling is zergling-demo behind the pool
 # (capacity above N, so none is handed back); the pool's own growth is printed too.
+# A second zergling row runs with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2048.
 #
 # Usage: N=10000 benches/idle-memory.sh   (needs nginx and python3)
 set -eo pipefail
@@ -73,6 +74,18 @@ pool=$!; PIDS_TO_KILL+=("$pool")
 demo=$!; PIDS_TO_KILL+=("$demo")
 wait_http "http://127.0.0.1:$port/"
 measure zergling "$port" "$demo" "$pool"
+kill "$demo"; wait "$demo" 2>/dev/null || true
+
+# The same zergling with glibc's malloc told to serve allocations of 2 KiB and more
+# from mmap: hyper's per-connection buffers then never sit between the small
+# objects an idle connection keeps, so their pages go back to the system when the
+# connection goes idle (glibc's heap otherwise keeps them; see docs/ARCHITECTURE.md).
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2048 \
+  "$DEMO_BIN" --attach "$tmp/z.sock" --capacity $(( N * 2 )) >"$tmp/demo2.log" 2>&1 &
+demo=$!; PIDS_TO_KILL+=("$demo")
+wait_http "http://127.0.0.1:$port/"
+sleep 1
+measure zergling-mmap "$port" "$demo" "$pool"
 
 # nginx, one worker.
 nport=$(free_port)
@@ -98,5 +111,5 @@ worker=$(pgrep -P "$(cat "$tmp/nginx/nginx.pid")" | head -1)
 PIDS_TO_KILL+=("$worker")
 measure nginx "$nport" "$worker"
 
-z=$(cat "$tmp/zergling.per"); n=$(cat "$tmp/nginx.per")
-echo "zergling / nginx per idle connection: $(ratio "$z" "$n") (goal: at most 4)"
+z=$(cat "$tmp/zergling.per"); zm=$(cat "$tmp/zergling-mmap.per"); n=$(cat "$tmp/nginx.per")
+echo "zergling / nginx per idle connection: $(ratio "$z" "$n"); with mmap_threshold=2048: $(ratio "$zm" "$n") (goal: at most 4)"

@@ -178,6 +178,23 @@ impl ConnInfo {
             tls_version: m.tls_version.clone(),
         }
     }
+
+    /// The connection described for a HANDBACK (the pool serves it from its own
+    /// record; these fields only make the frame complete), with the bytes read.
+    fn meta(&self, prefix: Bytes) -> ConnMeta {
+        ConnMeta {
+            conn: self.conn,
+            listener: self.listener.clone(),
+            kind: self.kind,
+            scheme: self.scheme.clone(),
+            peer: self.peer.clone(),
+            local: self.local.clone(),
+            sni: self.sni.clone(),
+            alpn: self.alpn.clone(),
+            tls_version: self.tls_version.clone(),
+            prefix,
+        }
+    }
 }
 
 /// The bounds a service must meet to be served.
@@ -496,46 +513,55 @@ where
         });
         return;
     }
+    // What the task keeps for the connection's whole life is small: handles and
+    // boxes; run_http1 (about 700 bytes while idle) boxes its active phase, and the
+    // final report is boxed too, each allocated only while it runs (an idle
+    // connection's cost is the point of this layout).
+    let mut meta = meta;
+    let prefix = std::mem::take(&mut meta.prefix);
+    drop(meta); // `info` has its fields; a hand-back is described from there
     worker.conns.clone().spawn(async move {
-        let mut meta = meta;
-        let io = Prefixed::new(std::mem::take(&mut meta.prefix), stream);
+        let io = Prefixed::new(prefix, stream);
         let handback = || worker.handback.load(Ordering::SeqCst);
-        let statics = worker.statics.load_full();
-        // Boxed (here and above): the task's future stays small, so moving it into
-        // the runtime does not copy the whole connection state for every connection.
         let ctx = Http1Ctx {
-            info,
+            info: info.clone(),
             service: worker.service.clone(),
-            statics,
+            statics: worker.statics.load_full(),
             drain: worker.drain.clone(),
             timeouts: **worker.timeouts.load(),
             idle: Some(worker.idle.clone()),
         };
         let end = Box::pin(run_http1(io, ctx, handback)).await;
         drop(owned);
-        match end {
-            Http1End::HandBack { io, buffered } => {
-                worker.tally.handed_back.fetch_add(1, Ordering::Relaxed);
-                meta.prefix = buffered;
-                match io.into_fd() {
-                    Ok(fd) => {
-                        if let Err(e) = chan.send(&Message::HandBack(meta), Some(fd.as_fd())).await {
-                            warn!(%conn, error = %e, "hand-back failed; closing the connection");
-                            let _ = chan.send(&Message::Closed { conn }, None).await;
-                        }
-                    }
-                    Err(e) => {
-                        debug!(%conn, error = %e, "cannot detach the connection for hand-back");
+        Box::pin(report_http1_end(&chan, &worker.tally, &info, end)).await;
+    });
+}
+
+/// Tells the pool how an HTTP/1.1 connection ended: CLOSED, or HANDBACK with the
+/// descriptor and the bytes read and not answered.
+async fn report_http1_end(chan: &Channel, tally: &ConnTally, info: &ConnInfo, end: Http1End<ConnStream>) {
+    let conn = info.conn;
+    match end {
+        Http1End::HandBack { io, buffered } => {
+            tally.handed_back.fetch_add(1, Ordering::Relaxed);
+            match io.into_fd() {
+                Ok(fd) => {
+                    if let Err(e) = chan.send(&Message::HandBack(info.meta(buffered)), Some(fd.as_fd())).await {
+                        warn!(%conn, error = %e, "hand-back failed; closing the connection");
                         let _ = chan.send(&Message::Closed { conn }, None).await;
                     }
                 }
-            }
-            Http1End::Finished => {
-                worker.tally.finished.fetch_add(1, Ordering::Relaxed);
-                let _ = chan.send(&Message::Closed { conn }, None).await;
+                Err(e) => {
+                    debug!(%conn, error = %e, "cannot detach the connection for hand-back");
+                    let _ = chan.send(&Message::Closed { conn }, None).await;
+                }
             }
         }
-    });
+        Http1End::Finished => {
+            tally.finished.fetch_add(1, Ordering::Relaxed);
+            let _ = chan.send(&Message::Closed { conn }, None).await;
+        }
+    }
 }
 
 /// Serves HTTP/2 on a connection whose ALPN was `h2`. On drain: GOAWAY, the
@@ -822,9 +848,12 @@ impl IdleConns {
         }
     }
 
-    /// Registers an idle connection; the token fires when it must go back.
-    fn enter(self: &Arc<Self>) -> IdleEntry {
-        let release = CancellationToken::new();
+    /// Registers an idle connection; `release` fires when it must go back. The
+    /// token is the connection's own, made once when it starts (not at each idle
+    /// phase: an allocation made while idle would land among the memory hyper just
+    /// freed and keep those pages from going back to the system).
+    fn enter(self: &Arc<Self>, release: &CancellationToken) -> IdleEntry {
+        let release = release.clone();
         let seq = {
             let mut q = self.lock();
             q.next += 1;
@@ -959,7 +988,8 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let (conn_id, peer) = (ctx.info.conn, ctx.info.peer.clone());
+    let conn_id = ctx.info.conn;
+    let release_token = CancellationToken::new();
     let mut served = 0usize;
     let mut had_request = io.prefix_len() > 0;
     let (mut buffered, mut stream) = io.into_parts();
@@ -972,7 +1002,7 @@ where
                 Some(t) => t + ctx.timeouts.io,
                 None => tokio::time::Instant::now() + ctx.timeouts.keepalive,
             };
-            let entry = if buffered.is_empty() { ctx.idle.as_ref().map(IdleConns::enter) } else { None };
+            let entry = if buffered.is_empty() { ctx.idle.as_ref().map(|i| i.enter(&release_token)) } else { None };
             let release = entry.as_ref().map(|e| e.release.clone()).unwrap_or_default();
             let wait = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
             tokio::select! {
@@ -995,7 +1025,10 @@ where
             }
         }
         let before = served;
-        match run_hyper(Prefixed::new(std::mem::take(&mut buffered), stream), &ctx, &mut served, &handback).await {
+        // Boxed: an idle connection's task then holds no room for hyper's state.
+        let active =
+            Box::pin(run_hyper(Prefixed::new(std::mem::take(&mut buffered), stream), &ctx, &mut served, &handback));
+        match active.await {
             Active::Closed => break,
             Active::HandBack { io, buffered } => return Http1End::HandBack { io, buffered },
             Active::Idle { io, buffered: rest } => {
@@ -1013,7 +1046,7 @@ where
         }
     }
     if served == 0 && had_request {
-        warn!(conn = %conn_id, %peer, "connection closed with a request it never served");
+        warn!(conn = %conn_id, peer = %ctx.info.peer, "connection closed with a request it never served");
     }
     Http1End::Finished
 }
@@ -1107,6 +1140,7 @@ where
             _ = tokio::time::sleep_until(idle_check.unwrap_or_else(tokio::time::Instant::now)), if stop.is_none() && idle_check.is_some() => {
                 idle_check = None;
                 if activity.at_boundary() && activity.read_waiting.load(Ordering::SeqCst) {
+                    tracing::trace!("idle at a request boundary: taking hyper apart");
                     stop = Some(Stop::Idle);
                     Pin::new(&mut conn).graceful_shutdown();
                 }
