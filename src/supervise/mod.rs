@@ -163,10 +163,11 @@ impl Supervisor {
         'respawn: while !self.stopping.is_cancelled() {
             let started = Instant::now();
             match self.spawn(&slot) {
-                Ok(mut child) => loop {
+                // The pid is kept from spawn time: after `wait` has reaped the
+                // child, `Child::id` says nothing any more.
+                Ok((mut child, mut pid)) => loop {
                     tokio::select! {
                         status = child.wait() => {
-                            let pid = child.id().unwrap_or(0);
                             self.forget(pid);
                             if self.stopping.is_cancelled() {
                                 info!(zergling = %slot.name, status = ?status.ok(), "exited");
@@ -187,9 +188,10 @@ impl Supervisor {
                             break;
                         }
                         Some(SlotCommand::Replace(done)) = commands.recv() => {
-                            match self.replace(&slot, &mut child).await {
-                                Ok(new) => {
+                            match self.replace(&slot, &mut child, pid).await {
+                                Ok((new, new_pid)) => {
                                     child = new;
+                                    pid = new_pid;
                                     let _ = done.send(Ok(()));
                                 }
                                 Err(why) => {
@@ -215,7 +217,9 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, slot: &Slot) -> std::io::Result<Child> {
+    /// Starts the slot's command; returns the child and its pid (0 never: a child
+    /// without a pid is killed and reported as a failure).
+    fn spawn(&self, slot: &Slot) -> std::io::Result<(Child, u32)> {
         let mut cmd = Command::new(&slot.argv[0]);
         cmd.args(&slot.argv[1..])
             .env("ZERGPOOL_SOCKET", &slot.socket)
@@ -225,7 +229,10 @@ impl Supervisor {
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         let mut child = cmd.spawn()?;
-        let pid = child.id().unwrap_or(0);
+        let Some(pid) = child.id().filter(|&p| p != 0) else {
+            let _ = child.start_kill();
+            return Err(std::io::Error::other("the spawned process has no pid"));
+        };
         self.lock().insert(pid);
         info!(zergling = %slot.name, pid, command = %slot.argv.join(" "), "spawned");
         if let Some(out) = child.stdout.take() {
@@ -234,7 +241,7 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(pump_lines(err, slot.name.clone(), pid));
         }
-        Ok(child)
+        Ok((child, pid))
     }
 
     fn forget(&self, pid: u32) {
@@ -243,10 +250,8 @@ impl Supervisor {
 
     /// One step of a chain reload: start the replacement, wait until it is
     /// attached and ready, drain the old process and wait for it to exit.
-    async fn replace(&self, slot: &Slot, old: &mut Child) -> Result<Child, String> {
-        let old_pid = old.id().unwrap_or(0);
-        let mut new = self.spawn(slot).map_err(|e| format!("cannot start the replacement: {e}"))?;
-        let new_pid = new.id().unwrap_or(0);
+    async fn replace(&self, slot: &Slot, old: &mut Child, old_pid: u32) -> Result<(Child, u32), String> {
+        let (mut new, new_pid) = self.spawn(slot).map_err(|e| format!("cannot start the replacement: {e}"))?;
         let deadline = Instant::now() + slot.settings.attach_timeout;
         loop {
             let ready = slot.dispatcher.zerglings().iter().any(|z| z.pid == new_pid && z.state == SlotState::Ready);
@@ -254,7 +259,7 @@ impl Supervisor {
                 break;
             }
             if Instant::now() >= deadline {
-                let _ = kill(Pid::from_raw(new_pid as i32), Signal::SIGKILL);
+                signal_pid(new_pid, Signal::SIGKILL);
                 let _ = new.wait().await;
                 self.forget(new_pid);
                 return Err(format!(
@@ -272,18 +277,18 @@ impl Supervisor {
         }
         info!(zergling = %slot.name, old = old_pid, new = new_pid, "replacement attached; draining the old process");
         if slot.dispatcher.drain_pid(old_pid) == 0 {
-            let _ = kill(Pid::from_raw(old_pid as i32), Signal::SIGTERM);
+            signal_pid(old_pid, Signal::SIGTERM);
         }
         match tokio::time::timeout(slot.settings.worker_mercy, old.wait()).await {
             Ok(status) => info!(zergling = %slot.name, pid = old_pid, status = ?status.ok(), "old process exited"),
             Err(_) => {
                 warn!(zergling = %slot.name, pid = old_pid, "old process still running after worker-reload-mercy; SIGKILL");
-                let _ = kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL);
+                signal_pid(old_pid, Signal::SIGKILL);
                 let _ = old.wait().await;
             }
         }
         self.forget(old_pid);
-        Ok(new)
+        Ok((new, new_pid))
     }
 
     /// Stops every spawned zergling: SIGTERM, up to `mercy` to exit, then SIGKILL.
@@ -306,10 +311,19 @@ impl Supervisor {
 
     fn signal_all(&self, sig: Signal) {
         for pid in self.pids() {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = kill(Pid::from_raw(pid), sig);
-            }
+            signal_pid(pid, sig);
         }
+    }
+}
+
+/// Signals one process the supervisor spawned and has not reaped. Never pid 0
+/// (the pool's own process group) or a negative number (a group).
+fn signal_pid(pid: u32, sig: Signal) {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => {
+            let _ = kill(Pid::from_raw(p), sig);
+        }
+        _ => warn!(pid, signal = %sig, "not signalling an invalid pid"),
     }
 }
 
@@ -317,5 +331,35 @@ async fn pump_lines<R: AsyncRead + Unpin>(r: R, name: String, pid: u32) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         info!(target: "zergpool::zergling_output", "[{name} pid {pid}] {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reaped zergling's pid leaves the set at once, so no later stop can signal
+    /// whatever process reuses the number (its pid used to be read back after
+    /// `wait`, which yields nothing, and the dead pid stayed).
+    #[tokio::test]
+    async fn a_reaped_zergling_is_never_signalled_again() {
+        let dispatcher = Arc::new(Dispatcher::new(16, Duration::from_secs(1)));
+        let settings = Settings { worker_mercy: Duration::from_secs(1), attach_timeout: Duration::from_secs(1) };
+        let commands = vec![vec!["sh".to_owned(), "-c".to_owned(), "exit 3".to_owned()]];
+        let sup = Supervisor::start(&commands, PathBuf::from("/nonexistent.sock"), dispatcher, settings);
+        // The child runs, exits 3, and waits out the back-off (250 ms and more).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = None;
+        while Instant::now() < deadline && seen.is_none() {
+            seen = sup.pids().first().copied();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let pid = seen.expect("the zergling was spawned");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && sup.pids().contains(&pid) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!sup.pids().contains(&pid), "the reaped pid {pid} is still in the set");
+        sup.kill_now().await;
     }
 }
