@@ -105,7 +105,7 @@ pub(super) async fn accept_loop<S, B>(
         };
         let conn = ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed));
         let meta = ConnMeta::accepted(conn, acceptor.name.clone(), ListenerKind::Uwsgi, peer, local);
-        let info = Arc::new(ConnInfo::new(id, &meta));
+        let info = Arc::new(ConnInfo::new(id, &meta, &worker.strings));
         let mut settings = acceptor.settings.clone();
         // Static-map as the pool's last WELCOME said.
         settings.statics = Some(worker.statics.load_full());

@@ -145,16 +145,16 @@ pub struct ConnInfo {
     pub zergling: ZerglingId,
     /// The connection's id in the pool.
     pub conn: ConnId,
-    /// The pool listener's name.
-    pub listener: String,
+    /// The pool listener's name (shared by the connections of one listener).
+    pub listener: Arc<str>,
     /// What the listener speaks.
     pub kind: ListenerKind,
     /// `http` or `https` as the client sees it.
-    pub scheme: String,
+    pub scheme: Arc<str>,
     /// The client's address.
     pub peer: String,
-    /// The address the client connected to.
-    pub local: String,
+    /// The address the client connected to (shared, like `listener`).
+    pub local: Arc<str>,
     /// TLS server name, when the pool terminated TLS.
     pub sni: Option<String>,
     /// Negotiated ALPN protocol.
@@ -164,15 +164,15 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    fn new(zergling: ZerglingId, m: &ConnMeta) -> Self {
+    fn new(zergling: ZerglingId, m: &ConnMeta, strings: &Interner) -> Self {
         ConnInfo {
             zergling,
             conn: m.conn,
-            listener: m.listener.clone(),
+            listener: strings.get(&m.listener),
             kind: m.kind,
-            scheme: m.scheme.clone(),
+            scheme: strings.get(&m.scheme),
             peer: m.peer.clone(),
-            local: m.local.clone(),
+            local: strings.get(&m.local),
             sni: m.sni.clone(),
             alpn: m.alpn.clone(),
             tls_version: m.tls_version.clone(),
@@ -184,16 +184,39 @@ impl ConnInfo {
     fn meta(&self, prefix: Bytes) -> ConnMeta {
         ConnMeta {
             conn: self.conn,
-            listener: self.listener.clone(),
+            listener: self.listener.to_string(),
             kind: self.kind,
-            scheme: self.scheme.clone(),
+            scheme: self.scheme.to_string(),
             peer: self.peer.clone(),
-            local: self.local.clone(),
+            local: self.local.to_string(),
             sni: self.sni.clone(),
             alpn: self.alpn.clone(),
             tls_version: self.tls_version.clone(),
             prefix,
         }
+    }
+}
+
+/// The strings many connections share (listener names, schemes, local
+/// addresses), kept once: each idle connection then holds references, not copies.
+#[derive(Debug, Default)]
+pub(crate) struct Interner(std::sync::Mutex<Vec<Arc<str>>>);
+
+impl Interner {
+    /// At most this many strings are kept (a wildcard listener has one local
+    /// address per interface, not per connection).
+    const MAX: usize = 64;
+
+    pub(crate) fn get(&self, s: &str) -> Arc<str> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = kept.iter().find(|k| ***k == *s) {
+            return Arc::clone(found);
+        }
+        let new: Arc<str> = Arc::from(s);
+        if kept.len() < Self::MAX {
+            kept.push(Arc::clone(&new));
+        }
+        new
     }
 }
 
@@ -242,6 +265,8 @@ struct Worker<S> {
     timeouts: ArcSwap<proto::Timeouts>,
     /// Idle connections, for giving the longest-idle back at capacity.
     idle: Arc<IdleConns>,
+    /// Strings connections share (see [`ConnInfo`]).
+    strings: Interner,
 }
 
 /// How many connections a zergling received and how each ended.
@@ -272,6 +297,7 @@ where
         statics: ArcSwap::from_pointee(StaticOptions::default()),
         tally: ConnTally::default(),
         timeouts: ArcSwap::from_pointee(proto::Timeouts::default()),
+        strings: Interner::default(),
         idle,
     });
     if worker.config.handle_signals {
@@ -489,7 +515,7 @@ where
         }
     };
     let (chan, worker) = (chan.clone(), worker.clone());
-    let info = Arc::new(ConnInfo::new(id, &meta));
+    let info = Arc::new(ConnInfo::new(id, &meta, &worker.strings));
     // Counted as owned until just before CLOSED or HANDBACK goes out, so that the
     // pool's count of this zergling's connections is never below ours.
     let owned = Owned::new(&worker.idle);
@@ -853,7 +879,6 @@ impl IdleConns {
     /// phase: an allocation made while idle would land among the memory hyper just
     /// freed and keep those pages from going back to the system).
     fn enter(self: &Arc<Self>, release: &CancellationToken) -> IdleEntry {
-        let release = release.clone();
         let seq = {
             let mut q = self.lock();
             q.next += 1;
@@ -862,7 +887,7 @@ impl IdleConns {
             seq
         };
         self.relieve();
-        IdleEntry { conns: self.clone(), seq, release }
+        IdleEntry { conns: self.clone(), seq }
     }
 }
 
@@ -886,7 +911,6 @@ impl Drop for Owned {
 struct IdleEntry {
     conns: Arc<IdleConns>,
     seq: u64,
-    release: CancellationToken,
 }
 
 impl Drop for IdleEntry {
@@ -989,7 +1013,10 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let conn_id = ctx.info.conn;
-    let release_token = CancellationToken::new();
+    // Fires when the connection must leave its idle wait: room made at capacity
+    // (IdleConns), or a drain (it is the drain token's child). One token, made
+    // once: one branch to wait on, and no allocation at each idle phase.
+    let release = ctx.drain.child_token();
     let mut served = 0usize;
     let mut had_request = io.prefix_len() > 0;
     let (mut buffered, mut stream) = io.into_parts();
@@ -1002,8 +1029,7 @@ where
                 Some(t) => t + ctx.timeouts.io,
                 None => tokio::time::Instant::now() + ctx.timeouts.keepalive,
             };
-            let entry = if buffered.is_empty() { ctx.idle.as_ref().map(|i| i.enter(&release_token)) } else { None };
-            let release = entry.as_ref().map(|e| e.release.clone()).unwrap_or_default();
+            let entry = if buffered.is_empty() { ctx.idle.as_ref().map(|i| i.enter(&release)) } else { None };
             let wait = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
             tokio::select! {
                 r = wait => if r.is_err() { return Http1End::Finished },
@@ -1011,11 +1037,11 @@ where
                     debug!(conn = %conn_id, partial = !buffered.is_empty(), "connection idle too long: closed");
                     return Http1End::Finished;
                 }
-                _ = release.cancelled(), if entry.is_some() => {
-                    debug!(conn = %conn_id, "at capacity: the longest-idle connection goes back to the pool");
-                    return Http1End::HandBack { io: stream, buffered };
-                }
-                _ = ctx.drain.cancelled(), if buffered.is_empty() => {
+                _ = release.cancelled(), if buffered.is_empty() => {
+                    if !ctx.drain.is_cancelled() {
+                        debug!(conn = %conn_id, "at capacity: the longest-idle connection goes back to the pool");
+                        return Http1End::HandBack { io: stream, buffered };
+                    }
                     return if handback() { Http1End::HandBack { io: stream, buffered } } else { Http1End::Finished };
                 }
             }

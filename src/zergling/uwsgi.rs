@@ -425,7 +425,7 @@ fn fallback_host(req: &UwsgiRequest) -> Option<String> {
 fn uwsgi_conn_info(base: &ConnInfo, req: &UwsgiRequest) -> ConnInfo {
     let mut info = base.clone();
     if let Some(scheme) = scheme(req) {
-        info.scheme = scheme.to_owned();
+        info.scheme = scheme.into();
     }
     if let Some(peer) = client_address(req) {
         info.peer = peer;
