@@ -155,6 +155,13 @@ pub struct Dispatcher {
     /// True while a ready zergling accepts on the uwsgi listeners itself: the pool's
     /// own accept loops for them pause meanwhile (see [`Dispatcher::direct_ready`]).
     direct_ready: tokio::sync::watch::Sender<bool>,
+    /// Bumped after every change of the registry or the queue, so that waiters
+    /// ([`Dispatcher::wait_until`]) wake exactly when something changed.
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Notified when the front of the queue gets an earlier deadline (a connection
+    /// queued into an empty queue, or put back in front): the expiry task sleeps
+    /// until the front's deadline and needs waking only then.
+    front_changed: tokio::sync::Notify,
 }
 
 impl Dispatcher {
@@ -168,7 +175,40 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             handbacks: Mutex::new(None),
             direct_ready: tokio::sync::watch::Sender::new(false),
+            changed: tokio::sync::watch::Sender::new(0),
+            front_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Waits until `cond` holds. It is checked at once and again after every
+    /// change of the registry or the queue; no wake-up can be missed (the watch is
+    /// subscribed before the first check) and no timer is involved.
+    pub async fn wait_until(&self, cond: impl Fn(&Dispatcher) -> bool) {
+        let mut changes = self.changed.subscribe();
+        loop {
+            if cond(self) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return; // the dispatcher is gone; nothing will change any more
+            }
+        }
+    }
+
+    /// Completes when the queue's front gets an earlier deadline than the one
+    /// [`Dispatcher::next_expiry`] last gave (a permit is stored if nobody waits, so
+    /// a change between the two calls is not lost).
+    pub async fn front_changed(&self) {
+        self.front_changed.notified().await
+    }
+
+    /// When the oldest queued connection reaches `zerg-queue-timeout`.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.lock().queue.front().map(|p| p.arrived + self.queue_timeout)
     }
 
     /// Follows whether some ready zergling accepts on the uwsgi listeners itself.
@@ -199,15 +239,20 @@ impl Dispatcher {
     /// Sends a new connection to a zergling, or queues it, or gives it back to be
     /// answered 503 when the queue is full.
     pub fn submit(&self, p: Pending) -> Submitted {
-        let mut st = self.lock();
-        // Keep arrival order: nothing overtakes connections already waiting.
-        if st.queue.is_empty() {
-            match try_send(&mut st, p) {
-                Ok(id) => return Submitted::Dispatched(id),
-                Err(back) => return self.enqueue(&mut st, back),
+        let out = {
+            let mut st = self.lock();
+            // Keep arrival order: nothing overtakes connections already waiting.
+            if st.queue.is_empty() {
+                match try_send(&mut st, p) {
+                    Ok(id) => Submitted::Dispatched(id),
+                    Err(back) => self.enqueue(&mut st, back),
+                }
+            } else {
+                self.enqueue(&mut st, p)
             }
-        }
-        self.enqueue(&mut st, p)
+        };
+        self.bump();
+        out
     }
 
     fn enqueue(&self, st: &mut State, p: Pending) -> Submitted {
@@ -215,16 +260,23 @@ impl Dispatcher {
             return Submitted::Rejected(p);
         }
         st.queue.push_back(p);
+        if st.queue.len() == 1 {
+            self.front_changed.notify_one();
+        }
         Submitted::Queued
     }
 
     /// Sends again a connection whose zergling vanished before acknowledging it. It
     /// goes ahead of the queue (it arrived earlier) and is never refused for size.
     pub fn redispatch(&self, p: Pending) {
-        let mut st = self.lock();
-        if let Err(back) = try_send(&mut st, p) {
-            st.queue.push_front(back);
+        {
+            let mut st = self.lock();
+            if let Err(back) = try_send(&mut st, p) {
+                st.queue.push_front(back);
+                self.front_changed.notify_one();
+            }
         }
+        self.bump();
     }
 
     /// Registers a zergling that completed the handshake; returns its id and the
@@ -241,6 +293,8 @@ impl Dispatcher {
         st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx, direct });
         pump(&mut st);
         self.publish_direct(&st);
+        drop(st);
+        self.bump();
         (id, rx)
     }
 
@@ -250,6 +304,8 @@ impl Dispatcher {
         let mut st = self.lock();
         st.slots.retain(|s| s.id != id);
         self.publish_direct(&st);
+        drop(st);
+        self.bump();
     }
 
     /// A connection handed to `id` was closed: one unit of capacity is free.
@@ -259,6 +315,8 @@ impl Dispatcher {
             s.outstanding = s.outstanding.saturating_sub(1);
         }
         pump(&mut st);
+        drop(st);
+        self.bump();
     }
 
     /// Marks `id` draining and tells its task to send DRAIN. Returns false if no
@@ -272,6 +330,8 @@ impl Dispatcher {
             let _ = s.orders.send(Order::Drain { handback });
         }
         self.publish_direct(&st);
+        drop(st);
+        self.bump();
         true
     }
 
@@ -316,12 +376,18 @@ impl Dispatcher {
         while st.queue.front().is_some_and(|p| now.duration_since(p.arrived) >= self.queue_timeout) {
             out.extend(st.queue.pop_front());
         }
+        drop(st);
+        if !out.is_empty() {
+            self.bump();
+        }
         out
     }
 
     /// Takes every queued connection (used when stopping).
     pub fn take_queue(&self) -> Vec<Pending> {
-        self.lock().queue.drain(..).collect()
+        let out: Vec<Pending> = self.lock().queue.drain(..).collect();
+        self.bump();
+        out
     }
 
     /// Connections waiting.
@@ -500,5 +566,39 @@ mod tests {
         assert!(*ready.borrow());
         d.unregister(e);
         assert!(!*ready.borrow());
+    }
+
+    /// Waiting for a state of the registry is a notification, not a poll: it
+    /// completes on a runtime that has no timers at all (a sleep would panic).
+    #[test]
+    fn wait_until_wakes_on_a_change_without_timers() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let d = std::sync::Arc::new(Dispatcher::new(8, Duration::from_secs(1)));
+        rt.block_on(async {
+            let waiter = tokio::spawn({
+                let d = d.clone();
+                async move { d.wait_until(|d| d.zerglings().iter().any(|z| z.pid == 42)).await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished());
+            let (_id, _rx) = d.register(42, 1, false);
+            waiter.await.unwrap();
+        });
+    }
+
+    /// The expiry task learns of a connection queued into an empty queue at once
+    /// (its deadline is the earliest), and of nothing else it does not need.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_queued_into_an_empty_queue_wakes_the_expiry_task() {
+        let d = Dispatcher::new(8, Duration::from_secs(1));
+        assert_eq!(d.next_expiry(), None);
+        assert!(matches!(d.submit(pending(&d)), Submitted::Queued));
+        tokio::time::timeout(Duration::from_millis(1), d.front_changed()).await.expect("woken");
+        assert!(matches!(d.submit(pending(&d)), Submitted::Queued));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), d.front_changed()).await.is_err(),
+            "woken for a later deadline"
+        );
+        assert!(d.next_expiry().is_some());
     }
 }

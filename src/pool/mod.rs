@@ -467,21 +467,23 @@ async fn graceful_stop(ctx: &Ctx, conns: &TaskTracker, supervisor: &Supervisor) 
     if tokio::time::timeout(mercy, conns.wait()).await.is_err() {
         warn!("connections still being classified after reload-mercy; going on");
     }
-    let queue_deadline = Instant::now() + ctx.config.queue_timeout + Duration::from_secs(1);
-    while ctx.dispatcher.queue_len() > 0 && Instant::now() < queue_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The queue empties into zerglings, or expires (503) within zerg-queue-timeout.
+    let queue_limit = ctx.config.queue_timeout + Duration::from_secs(1);
+    let _ = tokio::time::timeout(queue_limit, ctx.dispatcher.wait_until(|d| d.queue_len() == 0)).await;
     supervisor.stop(mercy).await;
 }
 
-/// Answers 503 to queued connections older than `zerg-queue-timeout`.
+/// Answers 503 to queued connections older than `zerg-queue-timeout`: sleeps until
+/// the oldest one's deadline, and is woken when the front gets an earlier one (a
+/// connection queued into an empty queue). Connections leaving the queue only make
+/// the front's deadline later, so waking early for them is never needed.
 async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let next = dispatcher.next_expiry().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {}
+            _ = dispatcher.front_changed() => {}
         }
         for p in dispatcher.expire(Instant::now()) {
             crate::warn_limited!(conn = %p.meta.conn, waited_ms = p.arrived.elapsed().as_millis() as u64, "no zergling took the connection in time: 503");

@@ -107,17 +107,17 @@ impl Channel {
             return Err(ChannelError::Oversize);
         }
         loop {
-            // Try first; wait for writability only after EAGAIN. The wait is also
-            // bounded: a Unix datagram-style socket becomes writable when the
-            // *peer* reads, and a missed edge must not stall the channel.
-            match sys::send_frame(self.fd.get_ref().as_fd(), &frame, fd) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if is_closed(&e) => return Err(ChannelError::Closed),
-                Err(e) => return Err(e.into()),
-            }
-            if let Ok(guard) = tokio::time::timeout(Duration::from_millis(20), self.fd.writable()).await {
-                guard?.clear_ready();
+            // tokio clears the write readiness only when this very attempt got
+            // EAGAIN, and the kernel wakes a SOCK_SEQPACKET sender whose send failed
+            // for want of room as soon as the peer reads (the failed send registers
+            // it: unix_dgram_peer_wake_me), so no wake-up can be missed and no
+            // timer is needed.
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|inner| sys::send_frame(inner.get_ref().as_fd(), &frame, fd)) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if is_closed(&e) => return Err(ChannelError::Closed),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_would_block) => continue,
             }
         }
     }
@@ -234,4 +234,50 @@ pub fn someone_listens(path: &Path) -> bool {
         return true;
     };
     !matches!(socket::connect(fd.as_raw_fd(), &addr), Err(nix::errno::Errno::ECONNREFUSED | nix::errno::Errno::ENOENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ConnId;
+
+    /// A send that finds the socket full waits for the peer to read, woken by the
+    /// kernel: it completes on a runtime without timers (a poll with a sleep would
+    /// panic there).
+    #[test]
+    fn a_send_on_a_full_socket_is_woken_by_the_reader_without_timers() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        rt.block_on(async {
+            let (a, b) = socket::socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            let (a, b) = (Channel::from_fd(a).unwrap(), Channel::from_fd(b).unwrap());
+            let msg = Message::Ack { conn: ConnId(1) };
+            // Fill the socket until a send would block.
+            let mut sent = 0usize;
+            while sys::send_frame(a.as_fd(), &encode(&msg), None).is_ok() {
+                sent += 1;
+            }
+            assert!(sent > 0);
+            let a = std::sync::Arc::new(a);
+            let pending = tokio::spawn({
+                let a = a.clone();
+                async move { a.send(&msg, None).await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!pending.is_finished(), "the send did not wait for room");
+            let mut buf = RecvBuf::new();
+            for _ in 0..=sent {
+                b.recv_with(&mut buf).await.unwrap();
+                if pending.is_finished() {
+                    break;
+                }
+            }
+            pending.await.unwrap().unwrap();
+        });
+    }
 }

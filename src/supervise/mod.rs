@@ -252,13 +252,18 @@ impl Supervisor {
     /// attached and ready, drain the old process and wait for it to exit.
     async fn replace(&self, slot: &Slot, old: &mut Child, old_pid: u32) -> Result<(Child, u32), String> {
         let (mut new, new_pid) = self.spawn(slot).map_err(|e| format!("cannot start the replacement: {e}"))?;
-        let deadline = Instant::now() + slot.settings.attach_timeout;
-        loop {
-            let ready = slot.dispatcher.zerglings().iter().any(|z| z.pid == new_pid && z.state == SlotState::Ready);
-            if ready {
-                break;
+        // Woken by the dispatcher whenever a zergling attaches or changes state;
+        // bounded by zerg-attach-timeout, and ended early if the process exits.
+        let ready = slot
+            .dispatcher
+            .wait_until(|d| d.zerglings().iter().any(|z| z.pid == new_pid && z.state == SlotState::Ready));
+        tokio::select! {
+            _ = ready => {}
+            status = new.wait() => {
+                self.forget(new_pid);
+                return Err(format!("the replacement (pid {new_pid}) exited before attaching: {:?}", status.ok()));
             }
-            if Instant::now() >= deadline {
+            _ = tokio::time::sleep(slot.settings.attach_timeout) => {
                 signal_pid(new_pid, Signal::SIGKILL);
                 let _ = new.wait().await;
                 self.forget(new_pid);
@@ -266,13 +271,6 @@ impl Supervisor {
                     "the replacement (pid {new_pid}) did not attach within {:?} (zerg-attach-timeout)",
                     slot.settings.attach_timeout
                 ));
-            }
-            tokio::select! {
-                status = new.wait() => {
-                    self.forget(new_pid);
-                    return Err(format!("the replacement (pid {new_pid}) exited before attaching: {:?}", status.ok()));
-                }
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
         info!(zergling = %slot.name, old = old_pid, new = new_pid, "replacement attached; draining the old process");

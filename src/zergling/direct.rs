@@ -78,12 +78,11 @@ pub(super) async fn accept_loop<S, B>(
     let capacity = worker.config.capacity.max(1) as usize;
     loop {
         // At capacity: leave new connections in the listen queue for others.
-        while worker.conns.len() >= capacity {
-            tokio::select! {
-                _ = session_over.cancelled() => return,
-                _ = worker.drain_requested.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-            }
+        // Woken when a connection ends (no timer: see IdleConns::wait_below).
+        tokio::select! {
+            _ = session_over.cancelled() => return,
+            _ = worker.drain_requested.cancelled() => return,
+            _ = worker.idle.wait_below(capacity) => {}
         }
         let (stream, peer) = tokio::select! {
             _ = session_over.cancelled() => break,
@@ -111,8 +110,11 @@ pub(super) async fn accept_loop<S, B>(
         settings.statics = Some(worker.statics.load_full());
         worker.tally.accepted.fetch_add(1, Ordering::Relaxed);
         let service = worker.service.clone();
+        // Counted with the pool's connections: they share the capacity.
+        let owned = super::Owned::new(&worker.idle);
         worker.conns.spawn(async move {
             Box::pin(uwsgi::serve_uwsgi(stream, info, service, settings)).await;
+            drop(owned);
         });
     }
     info!(listener = %acceptor.name, "stopped accepting on the pool's listener");

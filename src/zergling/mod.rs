@@ -832,8 +832,11 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
 /// has nowhere to go back to).
 pub(crate) struct IdleConns {
     capacity: usize,
-    /// Connections this zergling owns now.
+    /// Connections this zergling owns now (sent by the pool, or accepted on a
+    /// listener the pool shared).
     open: AtomicUsize,
+    /// Notified each time one of them ends (the direct-accept loop waits for room).
+    ended: tokio::sync::Notify,
     waiting: std::sync::Mutex<IdleQueue>,
 }
 
@@ -845,7 +848,12 @@ struct IdleQueue {
 
 impl IdleConns {
     pub(crate) fn new(capacity: u32) -> Self {
-        IdleConns { capacity: capacity as usize, open: AtomicUsize::new(0), waiting: Default::default() }
+        IdleConns {
+            capacity: capacity as usize,
+            open: AtomicUsize::new(0),
+            ended: tokio::sync::Notify::new(),
+            waiting: Default::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleQueue> {
@@ -861,6 +869,21 @@ impl IdleConns {
     /// A connection is no longer owned.
     pub(crate) fn ended(&self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
+        self.ended.notify_waiters();
+    }
+
+    /// Waits until fewer than `limit` connections are owned. The wake-up cannot be
+    /// missed: the notification is armed before the count is read.
+    pub(crate) async fn wait_below(&self, limit: usize) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) < limit {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// While the zergling is at capacity, gives back the longest-idle connection.
@@ -892,10 +915,10 @@ impl IdleConns {
 }
 
 /// One connection this zergling owns, counted in [`IdleConns`] until dropped.
-struct Owned(Arc<IdleConns>);
+pub(crate) struct Owned(Arc<IdleConns>);
 
 impl Owned {
-    fn new(conns: &Arc<IdleConns>) -> Self {
+    pub(crate) fn new(conns: &Arc<IdleConns>) -> Self {
         conns.opened();
         Owned(conns.clone())
     }
@@ -1279,6 +1302,26 @@ fn follow_parent_if_spawned(drain_requested: &CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+
+    /// The direct-accept loop's wait for room is woken when a connection ends,
+    /// with no timer (the runtime here has none).
+    #[test]
+    fn waiting_for_room_is_woken_when_a_connection_ends_without_timers() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let conns = Arc::new(IdleConns::new(2));
+        rt.block_on(async {
+            let a = Owned::new(&conns);
+            let _b = Owned::new(&conns);
+            let waiter = tokio::spawn({
+                let conns = conns.clone();
+                async move { conns.wait_below(2).await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "room was found at capacity");
+            drop(a);
+            waiter.await.unwrap();
+        });
+    }
     use super::*;
     use std::convert::Infallible;
     use std::sync::Mutex;
