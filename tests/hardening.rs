@@ -409,3 +409,20 @@ fn max_fd_and_max_connections_are_checked() {
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     assert_eq!(line.split_whitespace().nth(3), Some("1000"), "{line}");
 }
+
+/// A graceful stop closes the idle keep-alive connections the pool holds (after
+/// a static response) at once, instead of waiting for them up to reload-mercy.
+#[test]
+fn a_graceful_stop_does_not_wait_for_idle_keep_alive_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), b"a").unwrap();
+    let map = format!("/files={}", dir.path().display());
+    let mut pool = Pool::start(&["--static-map", &map, "--reload-mercy", "20"]);
+    let mut c = Client::connect(pool.addr);
+    assert_eq!(c.get("/files/a.txt").unwrap().status, 200);
+    let started = Instant::now();
+    pool.proc.signal(Signal::SIGTERM);
+    assert!(pool.proc.wait_exit(T).is_some_and(|s| s.success()), "{}", pool.proc.log());
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?}", started.elapsed());
+    assert!(c.closed_within(Duration::from_secs(1)));
+}

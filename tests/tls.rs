@@ -621,3 +621,33 @@ fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+/// Graceful stop waits for the TLS relays: a client whose response is still in
+/// the pool (in the relay and its socket pair) when SIGTERM arrives gets all of it
+/// before the pool exits.
+#[test]
+fn a_graceful_stop_delivers_what_the_tls_relay_holds() {
+    let mut pool = Pool::start(&["--https", &https_arg("localhost"), "--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    let addr = https_addr(&pool);
+    let mut s = tls_connect(addr, "localhost", &[&rustls::version::TLS13]).unwrap();
+    let body = "x".repeat(4 << 20);
+    let req = format!(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.flush().unwrap();
+    // Read a little, then let the rest pile up in the pool while it stops.
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first).unwrap();
+    pool.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let mut all = first;
+    all.extend_from_slice(&rest);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    assert_eq!(all.len() - head_end, body.len(), "the response was cut short by the stop\n{}", pool.proc.log());
+    assert!(pool.proc.wait_exit(Duration::from_secs(20)).is_some_and(|st| st.success()), "{}", pool.proc.log());
+}

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::{Dispatcher, Order, Pending};
 use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, Message, RecvBuf, SeqpacketListener, ZerglingId};
-use crate::reply::{self, Canned};
+use crate::reply::Canned;
 
 /// How long an attaching peer has to send HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -364,7 +364,7 @@ async fn run_session(
                                 dispatcher.closed(id);
                                 let canned = if matches!(e, ChannelError::Oversize) { Canned::HeadTooLarge } else { Canned::Unavailable };
                                 crate::warn_limited!(%id, %conn, error = %e, status = canned.status(), "cannot send the connection to the zergling; answering it");
-                                tokio::spawn(reply::answer_fd(p.fd, canned));
+                                dispatcher.answer(p.fd, canned);
                             }
                             Err(_elapsed) => {
                                 unacked.insert(conn, p);
@@ -479,7 +479,7 @@ fn recover(
         p.attempts += 1;
         if p.attempts >= super::MAX_ATTEMPTS {
             crate::warn_limited!(conn = %p.meta.conn, peer = %p.meta.peer, attempts = p.attempts, "no zergling took the connection after this many attempts: 503");
-            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
+            dispatcher.answer(p.fd, Canned::Unavailable);
         } else {
             dispatcher.redispatch(p);
         }

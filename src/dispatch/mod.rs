@@ -162,6 +162,8 @@ pub struct Dispatcher {
     /// queued into an empty queue, or put back in front): the expiry task sleeps
     /// until the front's deadline and needs waking only then.
     front_changed: tokio::sync::Notify,
+    /// Answers sent in tasks of their own (503s), awaited at shutdown.
+    answers: tokio_util::task::TaskTracker,
 }
 
 impl Dispatcher {
@@ -177,6 +179,7 @@ impl Dispatcher {
             direct_ready: tokio::sync::watch::Sender::new(false),
             changed: tokio::sync::watch::Sender::new(0),
             front_changed: tokio::sync::Notify::new(),
+            answers: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -223,6 +226,18 @@ impl Dispatcher {
     fn publish_direct(&self, st: &State) {
         let now = st.slots.iter().any(|s| s.direct && s.state == SlotState::Ready);
         self.direct_ready.send_if_modified(|v| std::mem::replace(v, now) != now);
+    }
+
+    /// Answers a connection that will not be served (503, 431, …) and closes it,
+    /// in a task the pool awaits before it exits.
+    pub fn answer(&self, fd: OwnedFd, canned: crate::reply::Canned) {
+        self.answers.spawn(crate::reply::answer_fd(fd, canned));
+    }
+
+    /// Waits (up to `limit`) for the answers in flight; none is started after this.
+    pub async fn finish_answers(&self, limit: Duration) {
+        self.answers.close();
+        let _ = tokio::time::timeout(limit, self.answers.wait()).await;
     }
 
     /// A fresh connection id.

@@ -96,9 +96,12 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
         let wait = ctx.limit.head_wait();
         let next = async {
             if kept_alive && buf.is_empty() {
-                match tokio::time::timeout(ctx.config.keepalive_timeout, stream.readable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) | Err(_) => return None, // idle too long, or gone: close quietly
+                tokio::select! {
+                    r = tokio::time::timeout(ctx.config.keepalive_timeout, stream.readable()) => match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return None, // idle too long, or gone: close quietly
+                    },
+                    _ = ctx.stopping.cancelled() => return None, // the pool stops: idle ones close
                 }
             }
             let arrived = Instant::now();
@@ -374,7 +377,7 @@ fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
         Submitted::Queued => debug!(%conn, "queued: no zergling can take it now"),
         Submitted::Rejected(p) => {
             crate::warn_limited!(%conn, "zergling queue full (zerg-queue): 503");
-            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
+            dispatcher.answer(p.fd, Canned::Unavailable);
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::listener::tls::{self, AddrRef, TlsError, TlsStore};
 use crate::listener::{self, AnyListener, Bound, ListenerInfo, Role};
 use crate::offload::StaticOptions;
 use crate::proto::ConnMeta;
-use crate::reply::{self, Canned};
+use crate::reply::Canned;
 use crate::supervise::{self, Supervisor};
 
 /// Why the pool could not start or run.
@@ -115,6 +115,9 @@ struct Ctx {
     relays: TaskTracker,
     /// The connection limit (`zerg-max-connections`) every held connection counts in.
     limit: Arc<ConnLimit>,
+    /// Cancelled when the pool stops: idle keep-alive connections it holds close
+    /// at once instead of holding the stop up (nginx does the same).
+    stopping: CancellationToken,
 }
 
 /// A pool with its sockets bound, ready to run.
@@ -274,6 +277,7 @@ impl Pool {
             statics: ArcSwap::from_pointee(self.statics),
             relays: TaskTracker::new(),
             limit: self.limit.clone(),
+            stopping: CancellationToken::new(),
         });
         let stop_accept = CancellationToken::new();
         let conns = TaskTracker::new();
@@ -389,6 +393,7 @@ impl Pool {
         };
         info!(?kind, "stopping");
         stop_accept.cancel();
+        ctx.stopping.cancel();
         ctx.dispatcher.set_stopping();
         if kind == StopKind::Graceful {
             let second = async {
@@ -403,7 +408,15 @@ impl Pool {
                 _ = graceful_stop(&ctx, &conns, &supervisor) => true,
                 _ = second => false,
             };
-            if !finished {
+            if finished {
+                // Zerglings are gone; what they wrote may still be on its way to
+                // TLS clients through the relays, and 503s being written.
+                ctx.relays.close();
+                if tokio::time::timeout(self.config.reload_mercy, ctx.relays.wait()).await.is_err() {
+                    warn!("TLS relays still running after reload-mercy; closing them");
+                }
+                ctx.dispatcher.finish_answers(self.config.reload_mercy).await;
+            } else {
                 info!("second stop request: stopping at once");
                 supervisor.kill_now().await;
             }
@@ -413,6 +426,16 @@ impl Pool {
         stop_attach.cancel();
         for p in ctx.dispatcher.take_queue() {
             drop(p); // closing is all we can still do
+        }
+        // Every task the pool started ends before it exits (bounded: sessions and
+        // background tasks stop at once on `stop_attach`).
+        for (what, tracker) in
+            [("attach sessions", &sessions), ("background tasks", &background), ("connections", &conns)]
+        {
+            tracker.close();
+            if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+                warn!("{what} still running 5 s after the stop; exiting anyway");
+            }
         }
         self.attach.remove_file();
         for path in fifo_path.iter().chain(&self.unix_paths) {
@@ -487,7 +510,7 @@ async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
         }
         for p in dispatcher.expire(Instant::now()) {
             crate::warn_limited!(conn = %p.meta.conn, waited_ms = p.arrived.elapsed().as_millis() as u64, "no zergling took the connection in time: 503");
-            tokio::spawn(reply::answer_fd(p.fd, Canned::Unavailable));
+            dispatcher.answer(p.fd, Canned::Unavailable);
         }
     }
 }
