@@ -134,6 +134,7 @@ fn messages_with_many_descriptors_leak_nothing() {
             pid: 1,
             capacity: 1,
             tags: Vec::new(),
+            accept_uwsgi: false,
         });
         let iov = [std::io::IoSlice::new(&frame)];
         sendmsg::<UnixAddr>(
@@ -425,4 +426,51 @@ fn a_graceful_stop_does_not_wait_for_idle_keep_alive_connections() {
     assert!(pool.proc.wait_exit(T).is_some_and(|s| s.success()), "{}", pool.proc.log());
     assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?}", started.elapsed());
     assert!(c.closed_within(Duration::from_secs(1)));
+}
+
+/// Protocol version 2 (typed static-map in WELCOME, typed direct-accept flag in
+/// HELLO): a zergling that speaks version 1 is refused with a message naming both
+/// versions, and never welcomed.
+#[test]
+fn a_zergling_speaking_another_protocol_version_is_told_which_one_the_pool_speaks() {
+    let pool = Pool::start(&[]);
+    let z = RawZergling::connect(&pool.sock);
+    z.send(&Message::Hello { version: 1, pid: 1, capacity: 1, tags: Vec::new(), accept_uwsgi: false }, None);
+    match z.recv(T) {
+        Some((Message::Refuse { reason }, _)) => {
+            assert!(reason.contains("version 1") && reason.contains("version 2"), "{reason}");
+        }
+        other => panic!("expected REFUSE, got {other:?}"),
+    }
+    assert_eq!(pool.attached(), 0);
+}
+
+/// WELCOME carries static-map as typed fields: a raw zergling reads the pool's
+/// mounts, index names and expiry rules without parsing uWSGI option text.
+#[test]
+fn welcome_carries_static_map_as_typed_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let map = format!("/files={}", root.display());
+    let pool = Pool::start(&["--static-map", &map, "--static-index", "index.html", "--static-expires", r"\.css$ 3600"]);
+    let z = RawZergling::connect(&pool.sock);
+    z.send(
+        &Message::Hello {
+            version: zergpool::proto::VERSION,
+            pid: 1,
+            capacity: 1,
+            tags: Vec::new(),
+            accept_uwsgi: false,
+        },
+        None,
+    );
+    let Some((Message::Welcome { statics, .. }, _)) = z.recv(T) else { panic!("no WELCOME") };
+    assert_eq!(statics.maps.len(), 1);
+    assert_eq!((statics.maps[0].mount.as_str(), statics.maps[0].root.as_str()), ("/files", &*root.to_string_lossy()));
+    assert_eq!(statics.index, vec!["index.html".to_owned()]);
+    assert_eq!(statics.expires.len(), 1);
+    assert_eq!(
+        (statics.expires[0].regex.as_str(), statics.expires[0].seconds, statics.expires[0].by_uri),
+        (r"\.css$", 3600, false)
+    );
 }

@@ -112,7 +112,7 @@ pub struct AttachPolicy {
     /// Uids allowed besides root and the pool's effective uid.
     pub allow_uids: Vec<u32>,
     /// The static-map options sent in WELCOME (`key=value`); swapped on SIGHUP.
-    pub statics: Arc<arc_swap::ArcSwap<Vec<String>>>,
+    pub statics: Arc<arc_swap::ArcSwap<proto::StaticSettings>>,
     /// Listeners sent with LISTEN to zerglings that can accept on them
     /// (`zerg-direct-accept`); empty when the option is off.
     pub direct: Vec<DirectListener>,
@@ -138,9 +138,6 @@ pub struct DirectListener {
     /// Time a client has to send its packet.
     pub head_timeout: Duration,
 }
-
-/// The HELLO tag of a zergling that can accept on uwsgi listeners itself.
-pub const ACCEPT_UWSGI_TAG: &str = "accept=uwsgi";
 
 impl AttachPolicy {
     fn allows(&self, uid: u32) -> bool {
@@ -176,8 +173,8 @@ pub async fn serve(
 
 /// Handshake, then the life of one attached zergling.
 async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: AttachPolicy) {
-    let (pid, capacity, tags) = match chan.recv_timeout(HELLO_TIMEOUT).await {
-        Ok((Message::Hello { version, pid, capacity, tags }, _)) => {
+    let (pid, capacity, tags, accept_uwsgi) = match chan.recv_timeout(HELLO_TIMEOUT).await {
+        Ok((Message::Hello { version, pid, capacity, tags, accept_uwsgi }, _)) => {
             if version != proto::VERSION {
                 let reason =
                     format!("protocol version {version} is not supported; this pool speaks version {}", proto::VERSION);
@@ -190,7 +187,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
                 let _ = chan.send(&Message::Refuse { reason: "capacity must be at least 1".into() }, None).await;
                 return;
             }
-            (pid, capacity, tags)
+            (pid, capacity, tags, accept_uwsgi)
         }
         Ok((other, _)) => {
             warn!(message = other.name(), "attach refused: first message was not HELLO");
@@ -225,12 +222,12 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         warn!(hello_pid = pid, peer_pid, "the pid in HELLO is not the peer's (SO_PEERCRED); using the peer's");
     }
     let pid = peer_pid;
-    let direct = !policy.direct.is_empty() && tags.iter().any(|t| t == ACCEPT_UWSGI_TAG);
+    let direct = !policy.direct.is_empty() && accept_uwsgi;
     let (id, orders) = dispatcher.register(pid, capacity, direct);
     let welcome = Message::Welcome {
         version: proto::VERSION,
         id,
-        statics: policy.statics.load().to_vec(),
+        statics: proto::StaticSettings::clone(&policy.statics.load()),
         timeouts: policy.timeouts,
     };
     if let Err(e) = chan.send(&welcome, None).await {

@@ -156,31 +156,90 @@ impl StaticOptions {
         Ok(StaticOptions { inner: Arc::new(inner) })
     }
 
-    /// The options again as `(key, value)` pairs, with every folder already
-    /// resolved to its canonical path: what the pool sends a zergling at attach
-    /// time, so that the zergling serves static files exactly as the pool does,
-    /// whatever its working directory.
-    pub fn to_option_lines(&self) -> Vec<(String, String)> {
+    /// The settings as WELCOME carries them to zerglings (typed protocol fields,
+    /// folders canonical).
+    pub fn to_settings(&self) -> crate::proto::StaticSettings {
         let i = &self.inner;
-        let mut out = Vec::new();
-        for m in &i.mappings {
-            let key = if m.whole_path { "static-map2" } else { "static-map" };
-            out.push((key.to_owned(), format!("{}={}", m.mount, m.root.display())));
+        let mut expires = Vec::new();
+        for (by_uri, rules) in [(false, &i.expires_file), (true, &i.expires_uri)] {
+            expires.extend(rules.iter().map(|r| crate::proto::ExpiresRule {
+                by_uri,
+                regex: r.regex.as_str().to_owned(),
+                seconds: u32::try_from(r.seconds).unwrap_or(u32::MAX),
+            }));
         }
-        out.extend(i.index.iter().map(|n| ("static-index".to_owned(), n.clone())));
-        for (key, rules) in [("static-expires", &i.expires_file), ("static-expires-uri", &i.expires_uri)] {
-            out.extend(rules.iter().map(|r| (key.to_owned(), format!("{} {}", r.regex.as_str(), r.seconds))));
+        crate::proto::StaticSettings {
+            maps: i
+                .mappings
+                .iter()
+                .map(|m| crate::proto::StaticMount {
+                    mount: m.mount.clone(),
+                    root: m.root.display().to_string(),
+                    whole_path: m.whole_path,
+                })
+                .collect(),
+            index: i.index.clone(),
+            expires,
+            gzip_all: i.gzip_all,
+            gzip_dirs: i.gzip_dirs.iter().map(|d| d.display().to_string()).collect(),
+            gzip_exts: i.gzip_exts.clone(),
+            safe: i.safe.iter().map(|d| d.display().to_string()).collect(),
+            cache_seconds: i.cache_seconds.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
         }
-        if i.gzip_all {
-            out.push(("static-gzip-all".to_owned(), String::new()));
+    }
+
+    /// Static-map as a zergling builds it from the pool's WELCOME. The pool
+    /// checked every value already; what cannot be used here (a folder this
+    /// process cannot see, a pattern that does not compile) is skipped with a
+    /// warning, and the rest serves.
+    pub fn from_settings(settings: &crate::proto::StaticSettings) -> StaticOptions {
+        let mut inner = Inner::default();
+        for m in &settings.maps {
+            let segments = match mount_segments(&m.mount) {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(mount = %m.mount, why, "static-map from the pool has a bad mount point; skipped");
+                    continue;
+                }
+            };
+            let root = PathBuf::from(&m.root);
+            let root_is_file = match fs::metadata(&root) {
+                Ok(md) if md.is_dir() => false,
+                Ok(md) if md.is_file() => true,
+                other => {
+                    tracing::warn!(root = %m.root, error = ?other.err(), "static-map folder from the pool cannot be used here; skipped");
+                    continue;
+                }
+            };
+            inner.mappings.push(Mapping {
+                mount: m.mount.clone(),
+                mount_segments: segments,
+                root,
+                root_is_file,
+                whole_path: m.whole_path,
+            });
         }
-        out.extend(i.gzip_dirs.iter().map(|d| ("static-gzip-dir".to_owned(), d.display().to_string())));
-        out.extend(i.gzip_exts.iter().map(|e| ("static-gzip-ext".to_owned(), e.clone())));
-        out.extend(i.safe.iter().map(|d| ("static-safe".to_owned(), d.display().to_string())));
-        if let Some(seconds) = i.cache_seconds {
-            out.push(("static-cache-paths".to_owned(), seconds.to_string()));
+        inner.index = settings.index.clone();
+        for r in &settings.expires {
+            match Regex::new(&r.regex) {
+                Ok(regex) => {
+                    let rule = ExpiresRule { regex, seconds: u64::from(r.seconds) };
+                    if r.by_uri { &mut inner.expires_uri } else { &mut inner.expires_file }.push(rule);
+                }
+                Err(e) => {
+                    tracing::warn!(regex = %r.regex, error = %e, "static-expires rule from the pool does not compile; skipped")
+                }
+            }
         }
-        out
+        inner.gzip_all = settings.gzip_all;
+        inner.gzip_dirs = settings.gzip_dirs.iter().map(PathBuf::from).collect();
+        inner.gzip_exts = settings.gzip_exts.clone();
+        inner.safe = settings.safe.iter().map(PathBuf::from).collect();
+        if let Some(seconds) = settings.cache_seconds {
+            inner.cache = ResolutionCache::new(Duration::from_secs(u64::from(seconds)), cache::DEFAULT_CAPACITY);
+            inner.cache_seconds = Some(u64::from(seconds));
+        }
+        StaticOptions { inner: Arc::new(inner) }
     }
 
     /// The resolution cache (`static-cache-paths`).

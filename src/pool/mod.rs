@@ -109,8 +109,8 @@ struct Ctx {
     dispatcher: Arc<Dispatcher>,
     /// Static-map, swapped whole on SIGHUP (folders resolved again).
     statics: ArcSwap<StaticOptions>,
-    /// The same options as sent to zerglings in WELCOME, swapped with `statics`.
-    static_lines: Arc<ArcSwap<Vec<String>>>,
+    /// The same settings as sent to zerglings in WELCOME, swapped with `statics`.
+    static_settings: Arc<ArcSwap<crate::proto::StaticSettings>>,
     /// TLS relays: they live as long as their client connections.
     relays: TaskTracker,
     /// The connection limit (`zerg-max-connections`) every held connection counts in.
@@ -273,7 +273,7 @@ impl Pool {
         let ctx = Arc::new(Ctx {
             config: self.config.clone(),
             dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
-            static_lines: Arc::new(ArcSwap::from_pointee(option_lines(&self.statics))),
+            static_settings: Arc::new(ArcSwap::from_pointee(self.statics.to_settings())),
             statics: ArcSwap::from_pointee(self.statics),
             relays: TaskTracker::new(),
             limit: self.limit.clone(),
@@ -335,7 +335,7 @@ impl Pool {
             ctx.dispatcher.clone(),
             AttachPolicy {
                 allow_uids: self.config.zerg_allow_uid.clone(),
-                statics: ctx.static_lines.clone(),
+                statics: ctx.static_settings.clone(),
                 direct,
                 ack_timeout: self.config.ack_timeout,
                 timeouts: crate::proto::Timeouts::new(self.config.http_timeout, self.config.keepalive_timeout),
@@ -458,11 +458,6 @@ fn reload_certificates(stores: &[Arc<TlsStore>]) {
     }
 }
 
-/// The static-map options as `key=value` lines, what WELCOME carries.
-fn option_lines(statics: &StaticOptions) -> Vec<String> {
-    statics.to_option_lines().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// Builds static-map again from the configuration: folders are resolved anew (a
 /// `current` symlink switched by a deploy is followed), the resolution cache starts
 /// empty. Zerglings attaching from now on (the chain reload's replacements) get the
@@ -475,7 +470,7 @@ fn reload_statics(ctx: &Ctx) {
     match StaticOptions::from_options(&ctx.config.options) {
         Ok(mut statics) => {
             statics.set_send_timeout(ctx.config.http_timeout);
-            ctx.static_lines.store(Arc::new(option_lines(&statics)));
+            ctx.static_settings.store(Arc::new(statics.to_settings()));
             ctx.statics.store(Arc::new(statics));
             info!("static-map reloaded");
         }

@@ -51,10 +51,29 @@ mod tag {
     pub(super) const TLS_VERSION: u8 = 15;
     pub(super) const PREFIX: u8 = 16;
     pub(super) const HANDBACK: u8 = 17;
-    pub(super) const STATIC: u8 = 18;
+    // 18 was STATIC (static-map as uWSGI option text) in version 1.
     pub(super) const BUFFER_SIZE: u8 = 19;
     pub(super) const HEAD_TIMEOUT: u8 = 20;
     pub(super) const KEEPALIVE_TIMEOUT: u8 = 21;
+    pub(super) const STATIC_MAP: u8 = 22;
+    pub(super) const STATIC_INDEX: u8 = 23;
+    pub(super) const STATIC_EXPIRES: u8 = 24;
+    pub(super) const STATIC_GZIP_ALL: u8 = 25;
+    pub(super) const STATIC_GZIP_DIR: u8 = 26;
+    pub(super) const STATIC_GZIP_EXT: u8 = 27;
+    pub(super) const STATIC_SAFE: u8 = 28;
+    pub(super) const STATIC_CACHE_SECONDS: u8 = 29;
+    pub(super) const ACCEPT_UWSGI: u8 = 30;
+}
+
+/// Tags inside the nested value of a STATIC_MAP or STATIC_EXPIRES field.
+mod sub {
+    pub(super) const MOUNT: u8 = 1;
+    pub(super) const ROOT: u8 = 2;
+    pub(super) const WHOLE_PATH: u8 = 3;
+    pub(super) const BY: u8 = 1;
+    pub(super) const REGEX: u8 = 2;
+    pub(super) const SECONDS: u8 = 3;
 }
 
 /// One message of the protocol. Which ones carry a descriptor is said by
@@ -72,6 +91,8 @@ pub enum Message {
         capacity: u32,
         /// Free-form `key=value` labels (shown in logs and stats).
         tags: Vec<String>,
+        /// It can accept on the pool's uwsgi listeners itself (LISTEN).
+        accept_uwsgi: bool,
     },
     /// Pool → zergling: attached, here is your id.
     Welcome {
@@ -79,9 +100,9 @@ pub enum Message {
         version: u16,
         /// The id the pool gave this zergling.
         id: ZerglingId,
-        /// The pool's static-map options as `key=value` (folders already resolved),
-        /// so that the zergling serves static files as the pool does.
-        statics: Vec<String>,
+        /// The pool's static-map settings (folders already resolved), so that the
+        /// zergling serves static files as the pool does.
+        statics: StaticSettings,
         /// The per-connection deadlines zerglings apply (`http-timeout`,
         /// `http-keepalive`); absent fields keep [`Timeouts::default`].
         timeouts: Timeouts,
@@ -242,6 +263,182 @@ impl Timeouts {
     }
 }
 
+/// The pool's static-map settings as WELCOME carries them: typed fields, so that
+/// a zergling in any language reads them without uWSGI's option grammar. Folders
+/// are absolute and canonical (the pool resolved them); the rules mean what the
+/// uWSGI options of the same names mean (`docs/PROTOCOL.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaticSettings {
+    /// `static-map` / `static-map2`, in lookup order.
+    pub maps: Vec<StaticMount>,
+    /// `static-index` file names, in order.
+    pub index: Vec<String>,
+    /// `static-expires` / `static-expires-uri` rules, in order.
+    pub expires: Vec<ExpiresRule>,
+    /// `static-gzip-all`.
+    pub gzip_all: bool,
+    /// `static-gzip-dir` folders.
+    pub gzip_dirs: Vec<String>,
+    /// `static-gzip-ext` extensions, without the dot.
+    pub gzip_exts: Vec<String>,
+    /// `static-safe` folders.
+    pub safe: Vec<String>,
+    /// `static-cache-paths` in seconds, when set.
+    pub cache_seconds: Option<u32>,
+}
+
+/// One mount point of static-map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMount {
+    /// The URL path (`/static`).
+    pub mount: String,
+    /// The folder (or single file) it serves, absolute.
+    pub root: String,
+    /// `static-map2`: the whole request path is appended to `root`.
+    pub whole_path: bool,
+}
+
+/// One `static-expires` (by file name) or `static-expires-uri` (by request path)
+/// rule: a regular expression (Rust `regex` syntax, as PCRE for these simple
+/// patterns) and the `max-age` it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiresRule {
+    /// `true` for `static-expires-uri`.
+    pub by_uri: bool,
+    /// The pattern.
+    pub regex: String,
+    /// Seconds.
+    pub seconds: u32,
+}
+
+impl StaticSettings {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for m in &self.maps {
+            let mut v = Vec::new();
+            put(&mut v, sub::MOUNT, m.mount.as_bytes());
+            put(&mut v, sub::ROOT, m.root.as_bytes());
+            put(&mut v, sub::WHOLE_PATH, &[u8::from(m.whole_path)]);
+            put(out, tag::STATIC_MAP, &v);
+        }
+        for n in &self.index {
+            put(out, tag::STATIC_INDEX, n.as_bytes());
+        }
+        for r in &self.expires {
+            let mut v = Vec::new();
+            put(&mut v, sub::BY, if r.by_uri { b"uri" } else { b"file" });
+            put(&mut v, sub::REGEX, r.regex.as_bytes());
+            put(&mut v, sub::SECONDS, &r.seconds.to_le_bytes());
+            put(out, tag::STATIC_EXPIRES, &v);
+        }
+        if self.gzip_all {
+            put(out, tag::STATIC_GZIP_ALL, &[1]);
+        }
+        for (t, list) in [
+            (tag::STATIC_GZIP_DIR, &self.gzip_dirs),
+            (tag::STATIC_GZIP_EXT, &self.gzip_exts),
+            (tag::STATIC_SAFE, &self.safe),
+        ] {
+            for item in list {
+                put(out, t, item.as_bytes());
+            }
+        }
+        if let Some(secs) = self.cache_seconds {
+            put(out, tag::STATIC_CACHE_SECONDS, &secs.to_le_bytes());
+        }
+    }
+
+    /// How many list items it holds (bounded by [`MAX_STATICS`]).
+    fn items(&self) -> usize {
+        self.maps.len()
+            + self.index.len()
+            + self.expires.len()
+            + self.gzip_dirs.len()
+            + self.gzip_exts.len()
+            + self.safe.len()
+    }
+
+    fn take(&mut self, t: u8, v: &[u8]) -> Result<bool, DecodeError> {
+        let list_item = matches!(
+            t,
+            tag::STATIC_MAP
+                | tag::STATIC_INDEX
+                | tag::STATIC_EXPIRES
+                | tag::STATIC_GZIP_DIR
+                | tag::STATIC_GZIP_EXT
+                | tag::STATIC_SAFE
+        );
+        if list_item && self.items() >= MAX_STATICS {
+            return Err(DecodeError::TooManyTags);
+        }
+        match t {
+            tag::STATIC_MAP => {
+                let (mut mount, mut root, mut whole) = (None, None, None);
+                nested(t, v, |st, sv| {
+                    match st {
+                        sub::MOUNT => mount = Some(text(t, sv)?),
+                        sub::ROOT => root = Some(text(t, sv)?),
+                        sub::WHOLE_PATH => whole = Some(uint(t, sv, 1)? != 0),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                let missing = |sub_tag| DecodeError::Missing { message: "WELCOME", tag: sub_tag };
+                self.maps.push(StaticMount {
+                    mount: mount.ok_or(missing(t))?,
+                    root: root.ok_or(missing(t))?,
+                    whole_path: whole.unwrap_or(false),
+                });
+            }
+            tag::STATIC_INDEX => self.index.push(text(t, v)?),
+            tag::STATIC_EXPIRES => {
+                let (mut by_uri, mut regex, mut seconds) = (None, None, None);
+                nested(t, v, |st, sv| {
+                    match st {
+                        sub::BY => by_uri = Some(text(t, sv)? == "uri"),
+                        sub::REGEX => regex = Some(text(t, sv)?),
+                        sub::SECONDS => seconds = Some(uint(t, sv, 4)? as u32),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                let missing = DecodeError::Missing { message: "WELCOME", tag: t };
+                self.expires.push(ExpiresRule {
+                    by_uri: by_uri.unwrap_or(false),
+                    regex: regex.ok_or(missing.clone())?,
+                    seconds: seconds.ok_or(missing)?,
+                });
+            }
+            tag::STATIC_GZIP_ALL => self.gzip_all = uint(t, v, 1)? != 0,
+            tag::STATIC_GZIP_DIR => self.gzip_dirs.push(text(t, v)?),
+            tag::STATIC_GZIP_EXT => self.gzip_exts.push(text(t, v)?),
+            tag::STATIC_SAFE => self.safe.push(text(t, v)?),
+            tag::STATIC_CACHE_SECONDS => self.cache_seconds = Some(uint(t, v, 4)? as u32),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Walks the `tag len value` fields nested in the value of field `outer`.
+fn nested(
+    outer: u8,
+    mut rest: &[u8],
+    mut each: impl FnMut(u8, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    while !rest.is_empty() {
+        if rest.len() < 5 {
+            return Err(DecodeError::Truncated { tag: outer });
+        }
+        let t = rest[0];
+        let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let value = rest.get(5..5usize.saturating_add(len)).ok_or(DecodeError::Truncated { tag: outer })?;
+        rest = &rest[5 + len..];
+        each(t, value)?;
+    }
+    Ok(())
+}
+
 /// A duration in whole milliseconds on the wire (saturating at `u32::MAX`).
 fn millis(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32
@@ -251,13 +448,16 @@ fn millis(d: Duration) -> u32 {
 pub fn encode(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     match msg {
-        Message::Hello { version, pid, capacity, tags } => {
+        Message::Hello { version, pid, capacity, tags, accept_uwsgi } => {
             out.push(kind::HELLO);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::PID, &pid.to_le_bytes());
             put(&mut out, tag::CAPACITY, &capacity.to_le_bytes());
             for t in tags {
                 put(&mut out, tag::TAG, t.as_bytes());
+            }
+            if *accept_uwsgi {
+                put(&mut out, tag::ACCEPT_UWSGI, &[1]);
             }
         }
         Message::Welcome { version, id, statics, timeouts } => {
@@ -266,9 +466,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
             put(&mut out, tag::HEAD_TIMEOUT, &millis(timeouts.io).to_le_bytes());
             put(&mut out, tag::KEEPALIVE_TIMEOUT, &millis(timeouts.keepalive).to_le_bytes());
-            for line in statics {
-                put(&mut out, tag::STATIC, line.as_bytes());
-            }
+            statics.encode(&mut out);
         }
         Message::Refuse { reason } => {
             out.push(kind::REFUSE);
@@ -359,6 +557,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             pid: need(f.pid, tag::PID)? as u32,
             capacity: need(f.capacity, tag::CAPACITY)? as u32,
             tags: f.tags,
+            accept_uwsgi: f.accept_uwsgi,
         },
         kind::WELCOME => Message::Welcome {
             version: need(f.version, tag::VERSION)? as u16,
@@ -429,7 +628,8 @@ struct Fields {
     tls_version: Option<String>,
     prefix: Option<Bytes>,
     handback: Option<u64>,
-    statics: Vec<String>,
+    statics: StaticSettings,
+    accept_uwsgi: bool,
     buffer_size: Option<u64>,
     head_timeout: Option<u64>,
     keepalive_timeout: Option<u64>,
@@ -453,12 +653,7 @@ impl Fields {
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
-            tag::STATIC => {
-                if self.statics.len() >= MAX_STATICS {
-                    return Err(DecodeError::TooManyTags);
-                }
-                self.statics.push(text(t, v)?);
-            }
+            tag::ACCEPT_UWSGI => self.accept_uwsgi = uint(t, v, 1)? != 0,
             tag::REASON => self.reason = Some(text(t, v)?),
             tag::LISTENER => self.listener = Some(text(t, v)?),
             tag::KIND => self.kind = Some(text(t, v)?),
@@ -474,7 +669,10 @@ impl Fields {
                 }
                 self.prefix = Some(Bytes::copy_from_slice(v));
             }
-            _ => {} // unknown fields are skipped: forward compatibility
+            _ => {
+                // Static-map fields, else unknown (skipped: forward compatibility).
+                self.statics.take(t, v)?;
+            }
         }
         Ok(())
     }
@@ -517,12 +715,34 @@ mod tests {
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Hello { version: 1, pid: 77, capacity: 9, tags: vec!["app=demo".into()] },
+            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec!["app=demo".into()], accept_uwsgi: true },
+            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec![], accept_uwsgi: false },
             Message::Welcome {
-                version: 1,
+                version: 2,
                 id: ZerglingId(3),
-                statics: vec!["static-map=/s=/srv/www".into()],
+                statics: StaticSettings {
+                    maps: vec![
+                        StaticMount { mount: "/s".into(), root: "/srv/www".into(), whole_path: false },
+                        StaticMount { mount: "/".into(), root: "/srv/root".into(), whole_path: true },
+                    ],
+                    index: vec!["index.html".into()],
+                    expires: vec![
+                        ExpiresRule { by_uri: false, regex: r"\.css$".into(), seconds: 86400 },
+                        ExpiresRule { by_uri: true, regex: "^/s/".into(), seconds: 60 },
+                    ],
+                    gzip_all: true,
+                    gzip_dirs: vec!["/srv/www/gz".into()],
+                    gzip_exts: vec!["css".into()],
+                    safe: vec!["/srv/shared".into()],
+                    cache_seconds: Some(3),
+                },
                 timeouts: Timeouts { io: Duration::from_secs(7), keepalive: Duration::from_millis(1500) },
+            },
+            Message::Welcome {
+                version: 2,
+                id: ZerglingId(4),
+                statics: StaticSettings::default(),
+                timeouts: Timeouts::default(),
             },
             Message::Refuse { reason: "no".into() },
             sample_conn(),

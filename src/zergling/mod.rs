@@ -63,7 +63,6 @@ use tracing::{debug, info, warn};
 
 pub use crate::stream::{ConnStream, Prefixed};
 
-use crate::config::{ConfigOption, OptionList, Origin};
 use crate::offload::StaticOptions;
 use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, ListenerKind, Message, RecvBuf, ZerglingId};
 
@@ -311,7 +310,7 @@ where
             Ok((chan, id, statics, timeouts)) => {
                 delay = REATTACH_MIN;
                 failures = 0;
-                worker.statics.store(Arc::new(static_options(&statics)));
+                worker.statics.store(Arc::new(StaticOptions::from_settings(&statics)));
                 worker.timeouts.store(Arc::new(timeouts));
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
@@ -381,33 +380,18 @@ impl From<ChannelError> for AttachFailure {
     }
 }
 
-/// The static-map options a WELCOME carried (`key=value` lines); bad ones are
-/// logged and leave static-map off (the application then answers).
-fn static_options(lines: &[String]) -> StaticOptions {
-    let list = OptionList(
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let (key, value) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                ConfigOption { key: key.to_owned(), value: value.to_owned(), origin: Origin::CommandLine(i + 1) }
-            })
-            .collect(),
-    );
-    StaticOptions::from_options(&list).unwrap_or_else(|e| {
-        warn!(error = %e, "the pool's static-map options do not load here; static requests go to the application");
-        StaticOptions::default()
-    })
-}
-
 /// Connects and does the handshake.
-async fn attach(config: &ZerglingConfig) -> Result<(Channel, ZerglingId, Vec<String>, proto::Timeouts), AttachFailure> {
+async fn attach(
+    config: &ZerglingConfig,
+) -> Result<(Channel, ZerglingId, proto::StaticSettings, proto::Timeouts), AttachFailure> {
     let chan = Channel::connect(&config.socket).await.map_err(|e| AttachFailure::Other(Box::new(e)))?;
     let hello = Message::Hello {
         version: proto::VERSION,
         pid: std::process::id(),
         capacity: config.capacity,
-        tags: config.tags.iter().cloned().chain([crate::dispatch::attach::ACCEPT_UWSGI_TAG.to_owned()]).collect(),
+        tags: config.tags.clone(),
+        // The library can always accept on the pool's uwsgi listeners itself.
+        accept_uwsgi: true,
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {

@@ -326,8 +326,13 @@ impl RawZergling {
     /// Connects and attaches with HELLO(`pid`, `capacity`); returns after WELCOME.
     pub fn attach(sock: &std::path::Path, pid: u32, capacity: u32) -> RawZergling {
         let z = Self::connect(sock);
-        let hello =
-            zergpool::proto::Message::Hello { version: zergpool::proto::VERSION, pid, capacity, tags: Vec::new() };
+        let hello = zergpool::proto::Message::Hello {
+            version: zergpool::proto::VERSION,
+            pid,
+            capacity,
+            tags: Vec::new(),
+            accept_uwsgi: false,
+        };
         z.send(&hello, None);
         match z.recv(Duration::from_secs(10)) {
             Some((zergpool::proto::Message::Welcome { .. }, _)) => z,
