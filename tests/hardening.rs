@@ -474,3 +474,23 @@ fn welcome_carries_static_map_as_typed_fields() {
         (r"\.css$", 3600, false)
     );
 }
+
+/// `buffer-size` holds on every request, not only the first the pool reads: the
+/// zergling's HTTP server gets the pool's limit in WELCOME, so a later head that
+/// is too large gets the same 431 (and what a hand-back carries stays bounded).
+#[test]
+fn buffer_size_holds_for_later_requests_too() {
+    let pool = Pool::start(&["--buffer-size", "16384", "--zergling", common::DEMO]);
+    pool.wait_attached(1);
+    let mut c = Client::connect(pool.addr);
+    assert_eq!(c.get("/").unwrap().status, 200);
+    let big = format!("X-Big: {}\r\n", "a".repeat(40 * 1024));
+    let r = c.request("GET", "/", &big, b"");
+    let status = r.map(|r| r.status).unwrap_or(0);
+    assert_eq!(status, 431, "{}", pool.proc.log());
+    // Below the limit is fine.
+    let mut c = Client::connect(pool.addr);
+    assert_eq!(c.get("/").unwrap().status, 200);
+    let ok = format!("X-Ok: {}\r\n", "a".repeat(8 * 1024));
+    assert_eq!(c.request("GET", "/", &ok, b"").unwrap().status, 200);
+}

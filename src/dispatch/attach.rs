@@ -121,6 +121,8 @@ pub struct AttachPolicy {
     pub ack_timeout: Duration,
     /// The deadlines zerglings apply to the connections they own (WELCOME).
     pub timeouts: proto::Timeouts,
+    /// The largest HTTP request head (`buffer-size`), sent in WELCOME.
+    pub buffer_size: u32,
 }
 
 /// A listener zerglings accept on themselves (`zerg-direct-accept`): what LISTEN says
@@ -229,6 +231,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         id,
         statics: proto::StaticSettings::clone(&policy.statics.load()),
         timeouts: policy.timeouts,
+        buffer_size: policy.buffer_size,
     };
     if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");

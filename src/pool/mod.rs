@@ -339,6 +339,7 @@ impl Pool {
                 direct,
                 ack_timeout: self.config.ack_timeout,
                 timeouts: crate::proto::Timeouts::new(self.config.http_timeout, self.config.keepalive_timeout),
+                buffer_size: u32::try_from(self.config.buffer_size).unwrap_or(u32::MAX),
             },
             stop_attach.clone(),
             sessions.clone(),

@@ -106,6 +106,10 @@ pub enum Message {
         /// The per-connection deadlines zerglings apply (`http-timeout`,
         /// `http-keepalive`); absent fields keep [`Timeouts::default`].
         timeouts: Timeouts,
+        /// The largest HTTP request head (the pool's `buffer-size`), so that a
+        /// zergling refuses (431) on later requests what the pool refuses on the
+        /// first; 0: not said (the library's default).
+        buffer_size: u32,
     },
     /// Pool → zergling: not attached, and why. The pool closes the channel after it.
     Refuse {
@@ -460,13 +464,16 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put(&mut out, tag::ACCEPT_UWSGI, &[1]);
             }
         }
-        Message::Welcome { version, id, statics, timeouts } => {
+        Message::Welcome { version, id, statics, timeouts, buffer_size } => {
             out.push(kind::WELCOME);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
             put(&mut out, tag::HEAD_TIMEOUT, &millis(timeouts.io).to_le_bytes());
             put(&mut out, tag::KEEPALIVE_TIMEOUT, &millis(timeouts.keepalive).to_le_bytes());
             statics.encode(&mut out);
+            if *buffer_size != 0 {
+                put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
+            }
         }
         Message::Refuse { reason } => {
             out.push(kind::REFUSE);
@@ -567,6 +574,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                 io: f.head_timeout.map_or(Timeouts::default().io, Duration::from_millis),
                 keepalive: f.keepalive_timeout.map_or(Timeouts::default().keepalive, Duration::from_millis),
             },
+            buffer_size: f.buffer_size.unwrap_or(0) as u32,
         },
         kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
         kind::CONN | kind::HANDBACK => {
@@ -737,12 +745,14 @@ mod tests {
                     cache_seconds: Some(3),
                 },
                 timeouts: Timeouts { io: Duration::from_secs(7), keepalive: Duration::from_millis(1500) },
+                buffer_size: 8192,
             },
             Message::Welcome {
                 version: 2,
                 id: ZerglingId(4),
                 statics: StaticSettings::default(),
                 timeouts: Timeouts::default(),
+                buffer_size: 0,
             },
             Message::Refuse { reason: "no".into() },
             sample_conn(),

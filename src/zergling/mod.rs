@@ -266,6 +266,9 @@ struct Worker<S> {
     idle: Arc<IdleConns>,
     /// Strings connections share (see [`ConnInfo`]).
     strings: Interner,
+    /// The largest request head, as the pool's last WELCOME said (0: hyper's
+    /// default).
+    head_limit: AtomicUsize,
 }
 
 /// How many connections a zergling received and how each ended.
@@ -297,6 +300,7 @@ where
         tally: ConnTally::default(),
         timeouts: ArcSwap::from_pointee(proto::Timeouts::default()),
         strings: Interner::default(),
+        head_limit: AtomicUsize::new(0),
         idle,
     });
     if worker.config.handle_signals {
@@ -307,11 +311,12 @@ where
     let mut failures: u64 = 0;
     while !worker.drain_requested.is_cancelled() {
         match attach(&worker.config).await {
-            Ok((chan, id, statics, timeouts)) => {
+            Ok((chan, id, statics, timeouts, buffer_size)) => {
                 delay = REATTACH_MIN;
                 failures = 0;
                 worker.statics.store(Arc::new(StaticOptions::from_settings(&statics)));
                 worker.timeouts.store(Arc::new(timeouts));
+                worker.head_limit.store(buffer_size as usize, Ordering::Relaxed);
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
                 session(Arc::new(chan), id, &worker).await;
                 if !worker.drain_requested.is_cancelled() {
@@ -383,7 +388,7 @@ impl From<ChannelError> for AttachFailure {
 /// Connects and does the handshake.
 async fn attach(
     config: &ZerglingConfig,
-) -> Result<(Channel, ZerglingId, proto::StaticSettings, proto::Timeouts), AttachFailure> {
+) -> Result<(Channel, ZerglingId, proto::StaticSettings, proto::Timeouts, u32), AttachFailure> {
     let chan = Channel::connect(&config.socket).await.map_err(|e| AttachFailure::Other(Box::new(e)))?;
     let hello = Message::Hello {
         version: proto::VERSION,
@@ -395,7 +400,9 @@ async fn attach(
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
-        (Message::Welcome { id, statics, timeouts, .. }, _) => Ok((chan, id, statics, timeouts)),
+        (Message::Welcome { id, statics, timeouts, buffer_size, .. }, _) => {
+            Ok((chan, id, statics, timeouts, buffer_size))
+        }
         (Message::Refuse { reason }, _) => Err(AttachFailure::Refused(reason)),
         (other, _) => Err(AttachFailure::Other(format!("unexpected {} during the handshake", other.name()).into())),
     }
@@ -539,6 +546,7 @@ where
             statics: worker.statics.load_full(),
             drain: worker.drain.clone(),
             timeouts: **worker.timeouts.load(),
+            head_limit: worker.head_limit.load(Ordering::Relaxed),
             idle: Some(worker.idle.clone()),
         };
         let end = Box::pin(run_http1(io, ctx, handback)).await;
@@ -992,6 +1000,8 @@ struct Http1Ctx<S> {
     statics: Arc<StaticOptions>,
     drain: CancellationToken,
     timeouts: proto::Timeouts,
+    /// The largest request head (the pool's `buffer-size`; 0: hyper's default).
+    head_limit: usize,
     /// Where the connection registers while idle; `None` outside a pool.
     idle: Option<Arc<IdleConns>>,
 }
@@ -1142,12 +1152,19 @@ where
         })
     });
     let io = ConnIo::new(io, activity.clone(), ctx.timeouts.io);
-    let mut conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
         .keep_alive(true)
         .half_close(true)
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(ctx.timeouts.io)
-        .serve_connection(TokioIo::new(io), svc);
+        .header_read_timeout(ctx.timeouts.io);
+    if ctx.head_limit > 0 {
+        // The pool's buffer-size, so that a later request's head gets the 431 the
+        // first one would get from the pool (hyper's floor is 8 KiB). It also
+        // bounds what a hand-back carries back.
+        builder.max_buf_size(ctx.head_limit.max(8192));
+    }
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
     enum Stop {
         Drain,
         Idle,
@@ -1248,6 +1265,7 @@ where
         statics: Arc::new(StaticOptions::default()),
         drain,
         timeouts: proto::Timeouts::default(),
+        head_limit: 0,
         idle: None,
     };
     let _ = run_http1(Prefixed::new(Bytes::new(), io), ctx, || false).await;
@@ -1408,6 +1426,7 @@ mod tests {
             statics: Arc::new(StaticOptions::default()),
             drain: drain.clone(),
             timeouts: proto::Timeouts::default(),
+            head_limit: 0,
             idle: None,
         };
         tokio::spawn(run_http1(io, ctx, || true))
