@@ -18,15 +18,27 @@
 //!
 //! # Layout
 //!
-//! * [`config`]: option sources → one ordered option list → one typed [`config::Config`].
-//! * [`listener`]: binding (socket2) and the accept loops.
-//! * [`classify`]: pure parsers of a request head, and the bounded read that feeds them.
+//! * [`config`]: option sources (command line, YAML, INI, placeholders) → one ordered
+//!   option list → one typed [`config::Config`].
+//! * [`listener`]: binding (socket2), TLS (rustls), the privilege drop, the accept
+//!   loops and the connection limit (`listener::limit`).
+//! * [`classify`]: pure parsers of a request head (HTTP, uwsgi), and the bounded read
+//!   that feeds them.
+//! * [`offload`]: static-map: path rules, resolution, response plans, sending files.
 //! * [`dispatch`]: the zergling registry, selection, the queue, the hand-off with ACK
-//!   and re-dispatch, and the attach socket.
-//! * [`proto`]: THE protocol shared with the zergling side (frames, limits, fd passing).
-//! * [`zergling`]: the public worker library: a hyper service becomes a zergling.
-//! * [`supervise`]: spawned zerglings, respawned with back-off.
-//! * [`pool`]: the pool's life: bind, run, stop; and the per-connection data path.
+//!   and re-dispatch, and the attach socket (`dispatch::attach`).
+//! * [`proto`]: THE protocol shared with the zergling side (frames, limits, fd
+//!   passing: the crate's only `unsafe`, in `proto::sys`).
+//! * [`zergling`]: the public worker library: a hyper service becomes a zergling
+//!   (the attach session, HTTP/1 with drain and hand-back, HTTP/2, uwsgi, static
+//!   files, idle connections, direct accept: one file each).
+//! * [`supervise`]: spawned zerglings, respawned with back-off, chain reloads.
+//! * [`control`]: signals, the master FIFO and touch files, all as one `Control`.
+//! * [`pool`]: the pool's life: bind, run, stop; and the per-connection data path
+//!   (`pool::conn`).
+//! * [`reply`]: the canned answers the pool writes itself (400, 408, 503, redirects).
+//! * [`stream`]: the connection stream types shared by the pool and the zergling.
+//! * [`warn_limit`]: rate-limited warnings for what clients and zerglings can cause.
 
 #![deny(unsafe_code)]
 

@@ -1,0 +1,44 @@
+//! HTTP/2 on a connection whose ALPN was `h2` (never handed back: GOAWAY instead).
+
+use super::*;
+
+/// Serves HTTP/2 on a connection whose ALPN was `h2`. On drain: GOAWAY, the
+/// streams in flight finish, then the connection closes (HTTP/2 connections are
+/// not handed back: the client opens a new one, as GOAWAY tells it to).
+pub(super) async fn serve_h2<IO, S, B>(
+    io: IO,
+    info: Arc<ConnInfo>,
+    service: S,
+    statics: Arc<StaticOptions>,
+    drain: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ZerglingService<B>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let service = Arc::new(service);
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        let (service, statics) = (service.clone(), statics.clone());
+        async move {
+            if let Some(resp) = statics::answer(&statics, &req).await {
+                return Ok::<_, S::Err>(resp.map(Tracked::fixed));
+            }
+            Ok(service.call(req).await?.map(|b| Tracked::app(b, None)))
+        }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(error = %e, "HTTP/2 connection ended with an error");
+    }
+}
