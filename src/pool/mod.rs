@@ -270,13 +270,56 @@ impl Pool {
         tx: mpsc::UnboundedSender<Control>,
         mut rx: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(), PoolError> {
+        let Pool { config, listeners, tls_stores, statics, attach, fifo, unix_paths, limit } = self;
+        let running = Running::start(config, listeners, statics, &attach, fifo, limit, &tx);
+        let kind = running.control_loop(&tls_stores, &mut rx).await;
+        running.shutdown(kind, &mut rx).await;
+        attach.remove_file();
+        for path in running.fifo_path.iter().chain(&unix_paths) {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// A started pool: what its control loop and its shutdown work with.
+struct Running {
+    ctx: Arc<Ctx>,
+    /// Stops the accept loops.
+    stop_accept: CancellationToken,
+    /// Stops the attach socket, the sessions and the background tasks.
+    stop_attach: CancellationToken,
+    /// Connection tasks (classification, static responses, hand-backs).
+    conns: TaskTracker,
+    /// Accept loops, the attach socket, queue expiry, hand-backs, FIFO, touch files.
+    background: TaskTracker,
+    /// One task per attached zergling.
+    sessions: TaskTracker,
+    supervisor: Arc<Supervisor>,
+    fifo_path: Option<PathBuf>,
+}
+
+impl Running {
+    /// Starts everything: the accept loops, the attach socket and its sessions,
+    /// queue expiry, hand-backs, the master FIFO, touch files, and the spawned
+    /// zerglings.
+    fn start(
+        config: Arc<Config>,
+        listeners: Vec<(Arc<ListenerInfo>, Bound)>,
+        statics: StaticOptions,
+        attach: &Arc<AttachSocket>,
+        fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
+        limit: Arc<ConnLimit>,
+        tx: &mpsc::UnboundedSender<Control>,
+    ) -> Running {
         let ctx = Arc::new(Ctx {
-            config: self.config.clone(),
-            dispatcher: Arc::new(Dispatcher::new(self.config.queue_limit, self.config.queue_timeout)),
-            static_settings: Arc::new(ArcSwap::from_pointee(self.statics.to_settings())),
-            statics: ArcSwap::from_pointee(self.statics),
+            config: config.clone(),
+            dispatcher: Arc::new(Dispatcher::new(config.queue_limit, config.queue_timeout)),
+            static_settings: Arc::new(ArcSwap::from_pointee(statics.to_settings())),
+            statics: ArcSwap::from_pointee(statics),
             relays: TaskTracker::new(),
-            limit: self.limit.clone(),
+            limit,
             stopping: CancellationToken::new(),
         });
         let stop_accept = CancellationToken::new();
@@ -286,8 +329,8 @@ impl Pool {
         // zerg-direct-accept: zerglings get a copy of every uwsgi listener and accept
         // there themselves; the pool's accept loop for it pauses while they do.
         let mut direct = Vec::new();
-        for (info, l) in &self.listeners {
-            if !self.config.direct_accept || !matches!(info.role, Role::Uwsgi) {
+        for (info, l) in &listeners {
+            if !config.direct_accept || !matches!(info.role, Role::Uwsgi) {
                 continue;
             }
             match l.duplicate() {
@@ -295,18 +338,18 @@ impl Pool {
                     name: info.name.clone(),
                     local: info.local.clone(),
                     fd: Arc::new(fd),
-                    buffer_size: self.config.uwsgi_buffer_size as u32,
-                    head_timeout: self.config.http_timeout,
+                    buffer_size: config.uwsgi_buffer_size as u32,
+                    head_timeout: config.http_timeout,
                 }),
                 Err(e) => {
                     warn!(listener = %info.name, error = %e, "cannot share the listener; the pool accepts there alone")
                 }
             }
         }
-        if self.config.direct_accept && self.config.uwsgi_sockets.is_empty() {
+        if config.direct_accept && config.uwsgi_sockets.is_empty() {
             warn!("zerg-direct-accept applies to uwsgi listeners only and there is none: it has no effect (add --socket ADDR, or drop the option)");
         }
-        for (info, l) in self.listeners {
+        for (info, l) in listeners {
             info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
             let pause = direct.iter().any(|d| d.name == info.name).then(|| ctx.dispatcher.direct_ready());
             let l = match AnyListener::from_bound(l) {
@@ -329,17 +372,17 @@ impl Pool {
         }
         let stop_attach = CancellationToken::new();
         let sessions = TaskTracker::new();
-        info!(path = %self.attach.path().display(), "zerg-server ready");
+        info!(path = %attach.path().display(), "zerg-server ready");
         background.spawn(attach::serve(
-            self.attach.clone(),
+            attach.clone(),
             ctx.dispatcher.clone(),
             AttachPolicy {
-                allow_uids: self.config.zerg_allow_uid.clone(),
+                allow_uids: config.zerg_allow_uid.clone(),
                 statics: ctx.static_settings.clone(),
                 direct,
-                ack_timeout: self.config.ack_timeout,
-                timeouts: crate::proto::Timeouts::new(self.config.http_timeout, self.config.keepalive_timeout),
-                buffer_size: u32::try_from(self.config.buffer_size).unwrap_or(u32::MAX),
+                ack_timeout: config.ack_timeout,
+                timeouts: crate::proto::Timeouts::new(config.http_timeout, config.keepalive_timeout),
+                buffer_size: u32::try_from(config.buffer_size).unwrap_or(u32::MAX),
             },
             stop_attach.clone(),
             sessions.clone(),
@@ -348,7 +391,7 @@ impl Pool {
         let (handback_tx, handback_rx) = mpsc::unbounded_channel();
         ctx.dispatcher.set_handback_sink(handback_tx);
         background.spawn(serve_handbacks(ctx.clone(), handback_rx, conns.clone(), stop_attach.clone()));
-        let fifo_path = match self.fifo {
+        let fifo_path = match fifo {
             Some((path, rx)) => {
                 info!(path = %path.display(), "master FIFO ready");
                 background.spawn(control::read_fifo(rx, tx.clone(), stop_attach.clone()));
@@ -356,44 +399,49 @@ impl Pool {
             }
             None => None,
         };
-        let reload = Control::ChainReload { why: "touch-reload" };
-        background.spawn(control::watch_touch_files(
-            self.config.touch_reload.clone(),
-            reload,
-            tx.clone(),
-            stop_attach.clone(),
-        ));
-        let chain = Control::ChainReload { why: "touch-chain-reload" };
-        background.spawn(control::watch_touch_files(
-            self.config.touch_chain_reload.clone(),
-            chain,
-            tx.clone(),
-            stop_attach.clone(),
-        ));
-        let settings = supervise::Settings {
-            worker_mercy: self.config.worker_reload_mercy,
-            attach_timeout: self.config.attach_timeout,
-        };
+        for (files, why) in [(&config.touch_reload, "touch-reload"), (&config.touch_chain_reload, "touch-chain-reload")]
+        {
+            background.spawn(control::watch_touch_files(
+                files.clone(),
+                Control::ChainReload { why },
+                tx.clone(),
+                stop_attach.clone(),
+            ));
+        }
+        let settings =
+            supervise::Settings { worker_mercy: config.worker_reload_mercy, attach_timeout: config.attach_timeout };
         let supervisor =
-            Supervisor::start(&self.config.zerglings, self.attach.path().to_owned(), ctx.dispatcher.clone(), settings);
+            Supervisor::start(&config.zerglings, attach.path().to_owned(), ctx.dispatcher.clone(), settings);
+        Running { ctx, stop_accept, stop_attach, conns, background, sessions, supervisor, fifo_path }
+    }
 
-        let kind = loop {
+    /// Serves until a stop is asked for: reloads (certificates, static-map, a
+    /// chain reload of the zerglings) on the way.
+    async fn control_loop(&self, tls_stores: &[Arc<TlsStore>], rx: &mut mpsc::UnboundedReceiver<Control>) -> StopKind {
+        loop {
             match rx.recv().await {
                 Some(Control::ChainReload { why }) => {
                     info!(trigger = why, "reload");
-                    reload_certificates(&self.tls_stores);
-                    reload_statics(&ctx);
-                    let sup = supervisor.clone();
+                    reload_certificates(tls_stores);
+                    reload_statics(&self.ctx);
+                    let sup = self.supervisor.clone();
                     tokio::spawn(async move {
                         let _ = sup.chain_reload().await;
                     });
                 }
-                Some(Control::GracefulStop) => break StopKind::Graceful,
-                Some(Control::ImmediateStop) | None => break StopKind::Immediate,
+                Some(Control::GracefulStop) => return StopKind::Graceful,
+                Some(Control::ImmediateStop) | None => return StopKind::Immediate,
             }
-        };
+        }
+    }
+
+    /// Stops (see the module docs); a second stop request during a graceful one
+    /// makes it immediate. Returns when every task the pool started has ended.
+    async fn shutdown(&self, kind: StopKind, rx: &mut mpsc::UnboundedReceiver<Control>) {
+        let ctx = &self.ctx;
+        let mercy = ctx.config.reload_mercy;
         info!(?kind, "stopping");
-        stop_accept.cancel();
+        self.stop_accept.cancel();
         ctx.stopping.cancel();
         ctx.dispatcher.set_stopping();
         if kind == StopKind::Graceful {
@@ -406,44 +454,38 @@ impl Pool {
                 }
             };
             let finished = tokio::select! {
-                _ = graceful_stop(&ctx, &conns, &supervisor) => true,
+                _ = graceful_stop(ctx, &self.conns, &self.supervisor) => true,
                 _ = second => false,
             };
             if finished {
                 // Zerglings are gone; what they wrote may still be on its way to
                 // TLS clients through the relays, and 503s being written.
                 ctx.relays.close();
-                if tokio::time::timeout(self.config.reload_mercy, ctx.relays.wait()).await.is_err() {
+                if tokio::time::timeout(mercy, ctx.relays.wait()).await.is_err() {
                     warn!("TLS relays still running after reload-mercy; closing them");
                 }
-                ctx.dispatcher.finish_answers(self.config.reload_mercy).await;
+                ctx.dispatcher.finish_answers(mercy).await;
             } else {
                 info!("second stop request: stopping at once");
-                supervisor.kill_now().await;
+                self.supervisor.kill_now().await;
             }
         } else {
-            supervisor.kill_now().await;
+            self.supervisor.kill_now().await;
         }
-        stop_attach.cancel();
+        self.stop_attach.cancel();
         for p in ctx.dispatcher.take_queue() {
             drop(p); // closing is all we can still do
         }
         // Every task the pool started ends before it exits (bounded: sessions and
         // background tasks stop at once on `stop_attach`).
         for (what, tracker) in
-            [("attach sessions", &sessions), ("background tasks", &background), ("connections", &conns)]
+            [("attach sessions", &self.sessions), ("background tasks", &self.background), ("connections", &self.conns)]
         {
             tracker.close();
             if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
                 warn!("{what} still running 5 s after the stop; exiting anyway");
             }
         }
-        self.attach.remove_file();
-        for path in fifo_path.iter().chain(&self.unix_paths) {
-            let _ = std::fs::remove_file(path);
-        }
-        info!("stopped");
-        Ok(())
     }
 }
 
