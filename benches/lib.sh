@@ -22,10 +22,34 @@ need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y ${
 cleanup() {
   for p in "${PIDS_TO_KILL[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -f "${TMPDIR:-/tmp}/zergpool-bench-ports.$$"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port, never one this script was given before (the kernel may
+# hand the same ephemeral port out twice in a row once it is released; the ports
+# already given are kept in a file named after the script's pid, $$, which a
+# $(free_port) subshell shares).
+free_port() {
+  python3 - "${TMPDIR:-/tmp}/zergpool-bench-ports.$$" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    used = set(open(path).read().split())
+except OSError:
+    used = set()
+for _ in range(100):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+    s.close()
+    if port not in used:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
+}
 
 wait_http() { # URL
   for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
