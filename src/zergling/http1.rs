@@ -362,6 +362,40 @@ where
 /// connection is taken apart to wait without buffers (see [`run_http1`]).
 pub(super) const IDLE_GRACE: Duration = Duration::from_millis(250);
 
+/// Connections of this process in an active phase (holding hyper's state and
+/// buffers, about 8 KB each).
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Above this many active connections, one that goes idle is taken apart after
+/// [`BUSY_GRACE`] instead of [`IDLE_GRACE`]: a burst of clients that each send one request
+/// and then stay idle (10,000 at once) never holds more than this many sets of
+/// hyper buffers, so the memory they used stays in a small region that new
+/// connections reuse, instead of spreading through the heap between the small
+/// objects idle connections keep (which glibc can then not give back). Busy
+/// keep-alive clients below this count keep hyper between requests.
+const WARM_MAX: usize = 64;
+
+/// The grace above [`WARM_MAX`]: long enough for a busy keep-alive client's next
+/// request (well under a millisecond on a LAN), short enough that a burst of idle
+/// clients never has many hyper states alive at once.
+const BUSY_GRACE: Duration = Duration::from_millis(10);
+
+/// Counts one connection in [`ACTIVE`] while it lives.
+struct ActivePhase;
+
+impl ActivePhase {
+    fn new() -> Self {
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        ActivePhase
+    }
+}
+
+impl Drop for ActivePhase {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How an active phase ended.
 pub(super) enum Active<IO> {
     /// The connection is over.
@@ -386,6 +420,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let _active = ActivePhase::new();
     let activity = Arc::new(Activity::default());
     let act = activity.clone();
     // In an Arc: the service type need not be Unpin for hyper's connection to be.
@@ -449,7 +484,8 @@ where
                 Pin::new(&mut conn).graceful_shutdown();
             }
             _ = activity.wait_idle(), if stop.is_none() && idle_check.is_none() => {
-                idle_check = Some(tokio::time::Instant::now() + IDLE_GRACE);
+                let grace = if ACTIVE.load(Ordering::Relaxed) > WARM_MAX { BUSY_GRACE } else { IDLE_GRACE };
+                idle_check = Some(tokio::time::Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(idle_check.unwrap_or_else(tokio::time::Instant::now)), if stop.is_none() && idle_check.is_some() => {
                 idle_check = None;
