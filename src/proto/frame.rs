@@ -424,23 +424,28 @@ impl StaticSettings {
     }
 }
 
-/// Walks the `tag len value` fields nested in the value of field `outer`.
-fn nested(
-    outer: u8,
-    mut rest: &[u8],
-    mut each: impl FnMut(u8, &[u8]) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    while !rest.is_empty() {
+/// Walks `tag len value` fields: a frame's body, or the value of a nested field.
+/// A field running past the end is `Truncated` with its tag.
+fn fields(mut rest: &[u8], mut each: impl FnMut(u8, &[u8]) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
+    while let Some(&t) = rest.first() {
         if rest.len() < 5 {
-            return Err(DecodeError::Truncated { tag: outer });
+            return Err(DecodeError::Truncated { tag: t });
         }
-        let t = rest[0];
         let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let value = rest.get(5..5usize.saturating_add(len)).ok_or(DecodeError::Truncated { tag: outer })?;
+        let value = rest.get(5..5usize.saturating_add(len)).ok_or(DecodeError::Truncated { tag: t })?;
         rest = &rest[5 + len..];
         each(t, value)?;
     }
     Ok(())
+}
+
+/// The fields nested in the value of field `outer`; a broken one is reported as
+/// `outer` truncated.
+fn nested(outer: u8, rest: &[u8], each: impl FnMut(u8, &[u8]) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
+    fields(rest, each).map_err(|e| match e {
+        DecodeError::Truncated { .. } => DecodeError::Truncated { tag: outer },
+        other => other,
+    })
 }
 
 /// A duration in whole milliseconds on the wire (saturating at `u32::MAX`).
@@ -534,17 +539,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
     }
     let (&ty, body) = frame.split_first().ok_or(DecodeError::Empty)?;
     let mut f = Fields::default();
-    let mut rest = body;
-    while !rest.is_empty() {
-        if rest.len() < 5 {
-            return Err(DecodeError::Truncated { tag: rest[0] });
-        }
-        let t = rest[0];
-        let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let value = rest.get(5..5usize.saturating_add(len)).ok_or(DecodeError::Truncated { tag: t })?;
-        rest = &rest[5 + len..];
-        f.take(t, value)?;
-    }
+    fields(body, |t, value| f.take(t, value))?;
     let name = match ty {
         kind::HELLO => "HELLO",
         kind::WELCOME => "WELCOME",
