@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use zergpool::config::cli::{parse_args, CliRequest};
 use zergpool::config::{options, Config};
 use zergpool::error_chain;
-use zergpool::pool::Pool;
+use zergpool::pool::{Pool, PoolError};
 
 /// sysexits' EX_USAGE: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Before the options get their meaning: parsing may warn (ignored ciphers).
+    init_tracing();
     let config = match Config::from_options(&list) {
         Ok(c) => c,
         Err(e) => {
@@ -37,7 +39,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_tracing();
     // Options given without effect: one line per kind, once.
     for notice in config.notices() {
         tracing::warn!("{notice}");
@@ -59,7 +60,12 @@ fn main() -> ExitCode {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("{}", error_chain(&e));
-                return ExitCode::FAILURE;
+                // What the configuration names cannot be used (a certificate, a
+                // static folder): the operator's to fix, like any bad option.
+                return match e {
+                    PoolError::Config(_) | PoolError::Tls(_) => ExitCode::from(EXIT_CONFIG),
+                    _ => ExitCode::FAILURE,
+                };
             }
         };
         match pool.run().await {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use zergpool::config::cli::{parse_args_with_env, CliRequest};
-use zergpool::config::{Config, SignalAction, StaticMap};
+use zergpool::config::{Config, SignalAction};
 
 /// Runs `zergpool ARGS` from the crate root.
 fn zergpool(args: &[&str]) -> Output {
@@ -132,13 +132,8 @@ fn the_seed_example_yields_both_static_maps() {
         panic!("not a run request")
     };
     let config = Config::from_options(&list).expect("a valid configuration");
-    assert_eq!(
-        config.static_maps,
-        [
-            StaticMap { mount: "/static/style".into(), dir: "static/style/blue".into() },
-            StaticMap { mount: "/static".into(), dir: "static".into() },
-        ]
-    );
+    let maps: Vec<_> = config.statics.mounts().map(|m| (m.mount.as_str(), m.root.as_str())).collect();
+    assert_eq!(maps, [("/static/style", "static/style/blue"), ("/static", "static")]);
     assert_eq!(config.signals.action(2), Some(SignalAction::GracefulStop));
     assert_eq!(config.signals.action(15), Some(SignalAction::GracefulStop));
     assert!(config.unimplemented.is_empty(), "{:?}", config.unimplemented);
@@ -208,7 +203,7 @@ fn the_shipped_configurations_load() {
     let c = Config::from_options(&list).expect("valid");
     assert_eq!(c.http, ["0.0.0.0:80".parse().unwrap()]);
     assert_eq!(c.zerglings.len(), 2);
-    assert_eq!(c.static_maps.len(), 2);
+    assert_eq!(c.statics.mounts().count(), 2);
     assert_eq!(c.signals.action(1), Some(SignalAction::GracefulReload));
 }
 
@@ -293,4 +288,34 @@ fn an_unknown_percent_placeholder_is_an_error() {
     std::fs::write(&file, "uwsgi:\n  http: :8080\n  static-map: /x=a%2Fb\n").unwrap();
     let shown = file.display().to_string();
     fails_with(&zergpool(&["--check-config", &shown]), &[&format!("{shown}:3:"), "unknown placeholder `%2`"]);
+}
+
+/// What the options name but the pool cannot use (a certificate, a static folder)
+/// and what does not parse (an https spec, a regex) both exit with 64 and say
+/// which option, never 1.
+#[test]
+fn unusable_certificates_and_static_folders_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.display().to_string();
+    // Parse errors: --check-config finds them, naming the argument.
+    fails_with(
+        &zergpool(&["--check-config", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0,only-a-cert"]),
+        &["command line (argument 4): bad value `127.0.0.1:0,only-a-cert` for `https`"],
+    );
+    fails_with(
+        &zergpool(&["--check-config", "--http", "127.0.0.1:0", "--static-expires", "( 10"]),
+        &["command line (argument 4)", "`static-expires`", "bad regular expression"],
+    );
+    // The file-system step, at bind: a missing certificate, a file where a static
+    // folder is wanted.
+    fails_with(
+        &zergpool(&["--https", "127.0.0.1:0,/nonexistent/cert.pem,/nonexistent/key.pem"]),
+        &["cannot set up TLS", "/nonexistent/cert.pem"],
+    );
+    fails_with(
+        &zergpool(&["--http", "127.0.0.1:0", "--static-safe", &file]),
+        &["command line (argument 3): cannot use", "`static-safe`", "is not a folder"],
+    );
 }

@@ -31,7 +31,7 @@ fn status_line(addr: std::net::SocketAddr, raw: &[u8]) -> String {
 /// silently; the pool now answers 400 itself (RFC 9112 §6.3).
 #[test]
 fn malformed_framing_on_the_first_request_gets_400() {
-    let pool = Pool::start(&["--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     for framing in [
         "Content-Length: 3\r\nContent-Length: 5",
@@ -56,7 +56,7 @@ fn malformed_framing_on_the_first_request_gets_400() {
 /// first request (the pool) and on every later one (the zergling).
 #[test]
 fn host_rules_hold_on_every_request() {
-    let pool = Pool::start(&["--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     assert_eq!(status_line(pool.addr, b"GET / HTTP/1.1\r\nHost: a b@c\r\n\r\n"), "HTTP/1.1 400 Bad Request");
     for second in [
@@ -224,7 +224,7 @@ fn hand_backs_use_the_pools_record() {
 /// replaced at once, not after the crash back-off (which doubles to 16 s).
 #[test]
 fn a_clean_exit_is_replaced_at_once() {
-    let pool = Pool::start(&["--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     let started = Instant::now();
     for round in 1..=6 {
@@ -274,7 +274,7 @@ fn bad_uwsgi_packets_do_not_flood_the_log() {
 /// connection goes back to the pool) instead of waiting for the queue's 503.
 #[test]
 fn idle_connections_never_starve_new_ones() {
-    let pool = Pool::start(&["--zerg-queue-timeout", "3", "--zergling", &format!("{} --capacity 4", common::DEMO)]);
+    let pool = Pool::start(&["--zerg-queue-timeout", "3", "--zergling", &format!("{} --capacity 4", common::demo())]);
     pool.wait_attached(1);
     let mut held: Vec<Client> = (0..4).map(|_| Client::connect(pool.addr)).collect();
     for c in &mut held {
@@ -294,7 +294,7 @@ fn idle_connections_never_starve_new_ones() {
 /// `http-keepalive`.
 #[test]
 fn idle_keep_alive_connections_close_after_http_keepalive() {
-    let pool = Pool::start(&["--http-keepalive=1", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--http-keepalive=1", "--zergling", common::demo()]);
     pool.wait_attached(1);
     let mut c = Client::connect(pool.addr);
     assert_eq!(c.get("/").unwrap().status, 200);
@@ -306,7 +306,7 @@ fn idle_keep_alive_connections_close_after_http_keepalive() {
 /// out (`http-timeout`).
 #[test]
 fn zergling_connections_time_out_when_stalled() {
-    let pool = Pool::start(&["--http-timeout", "1", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--http-timeout", "1", "--zergling", common::demo()]);
     pool.wait_attached(1);
     // A second head that never completes.
     let mut c = Client::connect(pool.addr);
@@ -349,7 +349,7 @@ fn static_downloads_to_a_client_that_does_not_read_time_out() {
 /// others stay open.
 #[test]
 fn at_the_connection_limit_the_longest_waiting_head_makes_room() {
-    let pool = Pool::start(&["--zerg-max-connections", "3", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zerg-max-connections", "3", "--zergling", common::demo()]);
     pool.wait_attached(1);
     assert!(pool.proc.log().contains("max_connections=3"), "{}", pool.proc.log());
     let mut slow: Vec<Client> = Vec::new();
@@ -480,7 +480,7 @@ fn welcome_carries_static_map_as_typed_fields() {
 /// is too large gets the same 431 (and what a hand-back carries stays bounded).
 #[test]
 fn buffer_size_holds_for_later_requests_too() {
-    let pool = Pool::start(&["--buffer-size", "16384", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--buffer-size", "16384", "--zergling", common::demo()]);
     pool.wait_attached(1);
     let mut c = Client::connect(pool.addr);
     assert_eq!(c.get("/").unwrap().status, 200);

@@ -12,7 +12,7 @@
 //! * malformed packets straight to the pool's uwsgi socket (no nginx): HTTP sent to
 //!   it, a block over `buffer-size`, an empty key, a length running past the block;
 //!   each closes its connection with a log line saying what was wrong, while a real
-//!   packet captured from nginx (`tests/data/uwsgi/get-root.bin`) is still served.
+//!   packet captured from nginx (`crates/core/tests/data/uwsgi/get-root.bin`) is still served.
 //!
 //! Each test starts its own nginx from `config/nginx/test-nginx.conf.template` in a
 //! temporary prefix (pid, logs and temp folders inside it) on a free loopback port,
@@ -39,7 +39,7 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(15);
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/nginx/test-nginx.conf.template");
 /// `GET /` exactly as nginx 1.22.1 wrote it on its `uwsgi_pass` connection.
-const CAPTURED_GET_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/uwsgi/get-root.bin");
+const CAPTURED_GET_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/core/tests/data/uwsgi/get-root.bin");
 
 // ---------------------------------------------------------------------------
 // nginx
@@ -478,7 +478,7 @@ fn through_nginx_with_direct_accept_over_tcp() {
         &map,
         "--zerg-direct-accept",
         "--zergling",
-        common::DEMO,
+        common::demo(),
     ]);
     let uwsgi = common::listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 address in the log");
     pool.wait_attached(1);
@@ -505,7 +505,7 @@ fn through_nginx_with_direct_accept_over_a_unix_socket() {
         &map,
         "--zerg-direct-accept",
         "--zergling",
-        common::DEMO,
+        common::demo(),
     ]);
     pool.wait_attached(1);
     assert!(pool.proc.wait_log("the pool pauses accepting", 1, T), "{}", pool.proc.log());
@@ -694,7 +694,7 @@ fn chain_reloads_under_load_through_nginx(extra: &[&str]) {
     if !have_nginx() {
         return;
     }
-    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::DEMO, "--zergling", common::DEMO];
+    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::demo(), "--zergling", common::demo()];
     args.extend_from_slice(extra);
     let pool = Pool::start_with(&args, &[("ZERGPOOL_LOG", "info")]);
     pool.wait_attached(2);
@@ -850,7 +850,7 @@ fn malformed_packets_close_their_connection_and_nothing_else_with_direct_accept(
 fn malformed_packets(accepting: Accepting) {
     // A spawned zergling: its log lines (it checks the packets itself when it
     // accepts) are in the pool's log.
-    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::DEMO];
+    let mut args = vec!["--socket", "127.0.0.1:0", "--zergling", common::demo()];
     if accepting == Accepting::Zerglings {
         args.push("--zerg-direct-accept");
     }

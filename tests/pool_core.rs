@@ -8,14 +8,14 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{get_once, wait_until, Client, Pool};
+use common::{get_once, wait_until, Client, Pool, RawZergling};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(15);
 
 #[test]
 fn keep_alive_and_new_connections_reach_both_zerglings() {
-    let pool = Pool::start(&["--zergling", common::DEMO, "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo(), "--zergling", common::demo()]);
     pool.wait_attached(2);
     let mut c = Client::connect(pool.addr);
     for _ in 0..20 {
@@ -41,12 +41,17 @@ fn keep_alive_and_new_connections_reach_both_zerglings() {
 #[test]
 fn a_zergling_dying_before_ack_loses_nothing() {
     let pool = Pool::start(&[]);
-    let mut faulty = pool.zergling(&["--fault-exit-before-ack"]);
+    // A zergling that speaks the documented protocol, takes one connection and
+    // goes away without acknowledging it (its socket and the descriptor closed).
+    let faulty = RawZergling::attach(&pool.sock, std::process::id(), 1);
     pool.wait_attached(1);
     let addr = pool.addr;
     let req = std::thread::spawn(move || get_once(addr, "/pid"));
-    let status = faulty.wait_exit(T).expect("the faulty zergling should exit on its first connection");
-    assert_eq!(status.code(), Some(3));
+    match faulty.recv(T) {
+        Some((zergpool::proto::Message::Conn(_), Some(_fd))) => {}
+        other => panic!("expected a CONN with its descriptor, got {other:?}"),
+    }
+    drop(faulty);
     assert!(pool.proc.wait_log("recovering connections", 1, T), "{}", pool.proc.log());
     let good = pool.zergling(&[]);
     let r = req.join().unwrap().expect("the request must be answered");
@@ -87,7 +92,7 @@ fn queue_timeout_and_full_queue_give_503() {
 
 #[test]
 fn bad_heads_get_400_431_408_and_others_are_served_meanwhile() {
-    let pool = Pool::start(&["--http-timeout", "2", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--http-timeout", "2", "--zergling", common::demo()]);
     pool.wait_attached(1);
     // A slow client holds a connection open with half a head.
     let mut slow = Client::connect(pool.addr);
@@ -119,7 +124,7 @@ fn an_attach_from_a_uid_not_allowed_is_refused() {
     }
     let pool = Pool::start(&["--chmod-zerg-server", "666"]);
     std::fs::set_permissions(pool.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cmd = std::process::Command::new(common::DEMO);
+    let mut cmd = std::process::Command::new(common::demo());
     std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
     cmd.arg("--attach").arg(&pool.sock);
     let mut z = common::Proc::spawn(cmd, false);
@@ -132,7 +137,7 @@ fn an_attach_from_a_uid_not_allowed_is_refused() {
 
 #[test]
 fn descriptors_return_to_baseline_after_1000_connections() {
-    let pool = Pool::start_with(&["--zergling", common::DEMO], &[("ZERGPOOL_LOG", "info")]);
+    let pool = Pool::start_with(&["--zergling", common::demo()], &[("ZERGPOOL_LOG", "info")]);
     pool.wait_attached(1);
     assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
     let baseline = pool.proc.fd_count();
@@ -154,7 +159,7 @@ fn descriptors_return_to_baseline_after_1000_connections() {
 
 #[test]
 fn sigterm_lets_requests_in_flight_complete_then_exits_0() {
-    let mut pool = Pool::start(&["--zergling", common::DEMO, "--zergling", common::DEMO]);
+    let mut pool = Pool::start(&["--zergling", common::demo(), "--zergling", common::demo()]);
     pool.wait_attached(2);
     let addr = pool.addr;
     let reqs: Vec<_> = (0..4).map(|_| std::thread::spawn(move || get_once(addr, "/sleep?ms=500"))).collect();
@@ -173,7 +178,7 @@ fn sigterm_lets_requests_in_flight_complete_then_exits_0() {
 
 #[test]
 fn a_spawned_zergling_that_dies_is_respawned_and_its_output_is_logged() {
-    let pool = Pool::start(&["--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     let first = get_once(pool.addr, "/pid").unwrap().text();
     assert!(pool.proc.wait_log(&format!("[zergling0 pid {first}]"), 1, T), "output is prefixed: {}", pool.proc.log());
@@ -224,7 +229,7 @@ fn the_attach_socket_is_0600_a_stale_file_is_replaced_and_a_live_one_refused() {
 
 #[test]
 fn sigquit_stops_at_once_and_a_second_sigterm_too() {
-    let mut pool = Pool::start(&["--zergling", common::DEMO]);
+    let mut pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = pool.addr;
     let slow = std::thread::spawn(move || get_once(addr, "/sleep?ms=20000"));

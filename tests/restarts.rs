@@ -50,7 +50,7 @@ impl Tally {
 #[test]
 fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
     let pool = Pool::start_with(
-        &["--zergling", common::DEMO, "--zergling", common::DEMO],
+        &["--zergling", common::demo(), "--zergling", common::demo()],
         &[("ZERGPOOL_LOG", "info,zergpool::dispatch=debug")],
     );
     pool.wait_attached(2);
@@ -153,7 +153,7 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_handed_back_on_reload() {
-    let pool = Pool::start(&["--zergling", common::DEMO]);
+    let pool = Pool::start(&["--zergling", common::demo()]);
     pool.wait_attached(1);
     let mut c = Client::connect(pool.addr);
     let first = c.get("/pid").unwrap().text();
@@ -184,7 +184,7 @@ fn a_zergling_drained_by_sigterm_hands_its_idle_connections_to_another() {
 
 #[test]
 fn sigkill_with_only_idle_and_queued_connections_fails_nothing() {
-    let demo_cap1 = format!("{} --capacity 1", common::DEMO);
+    let demo_cap1 = format!("{} --capacity 1", common::demo());
     let pool = Pool::start(&["--zergling", &demo_cap1]);
     pool.wait_attached(1);
     // An idle keep-alive connection takes the zergling's only slot.
@@ -213,8 +213,11 @@ fn a_replacement_that_never_attaches_stops_the_chain_and_service_continues() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("broken");
     let script = dir.path().join("zergling.sh");
-    std::fs::write(&script, format!("if [ -e {} ]; then exec sleep 60; fi\nexec {}\n", marker.display(), common::DEMO))
-        .unwrap();
+    std::fs::write(
+        &script,
+        format!("if [ -e {} ]; then exec sleep 60; fi\nexec {}\n", marker.display(), common::demo()),
+    )
+    .unwrap();
     let cmd = format!("/bin/sh {}", script.display());
     let pool = Pool::start(&["--zergling", &cmd, "--zerg-attach-timeout", "1"]);
     pool.wait_attached(1);
@@ -258,7 +261,7 @@ fn touch_chain_reload_and_master_fifo_commands() {
     let fifo = dir.path().join("master.fifo");
     let mut pool = Pool::start(&[
         "--zergling",
-        common::DEMO,
+        common::demo(),
         "--touch-chain-reload",
         touch.to_str().unwrap(),
         "--master-fifo",

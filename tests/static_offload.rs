@@ -5,7 +5,7 @@
 //! connection, and static files served while no zergling is attached and a dynamic
 //! request waits in the queue.
 //!
-//! The unit-level tests of the module live in `src/offload/tests.rs`; these check
+//! The unit-level tests of the module live in `crates/core/src/offload/tests.rs`; these check
 //! what a client of the running pool sees. Every request here reads its response
 //! with the small HTTP reader below, which frames bodies exactly (Content-Length,
 //! chunked, HEAD, 304) and, for `Connection: close` requests, checks that nothing
@@ -1280,7 +1280,7 @@ fn sighup_resolves_the_static_folders_again() {
     write_file(&dir.path().join("v2/app.js"), b"release 2, longer\n");
     let current = dir.path().join("current");
     std::os::unix::fs::symlink(dir.path().join("v1"), &current).unwrap();
-    let pool = Pool::start(&["--static-map", &format!("/s={}", current.display()), "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--static-map", &format!("/s={}", current.display()), "--zergling", common::demo()]);
     pool.wait_attached(1);
     assert_eq!(once(pool.addr, "GET", "/s/app.js", "").unwrap().text(), "release 1\n");
 

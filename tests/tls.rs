@@ -38,7 +38,7 @@ fn curl_speaks_http11_and_h2_as_alpn_allows() {
         return;
     }
     // Without `--http2` the pool offers only http/1.1, whatever the client asks.
-    let pool = Pool::start(&["--https", &https_arg("localhost"), "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https_arg("localhost"), "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
     for flag in ["--http1.1", "--http2"] {
@@ -53,7 +53,7 @@ fn curl_speaks_http11_and_h2_as_alpn_allows() {
     }
 
     // With `--http2`, curl --http2 negotiates h2 and the zergling serves HTTP/2.
-    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http2", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http2", "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
     let w = curl_whoami(addr, "--http2");
@@ -97,7 +97,7 @@ fn openssl_s_client_sni_picks_the_certificate_and_both_versions_work() {
 #[test]
 fn rustls_client_sees_tls_metadata_in_whoami() {
     let sni = format!("other.test,{},{}", cert("other.pem"), cert("other-key.pem"));
-    let pool = Pool::start(&["--https", &https_arg("localhost"), "--sni", &sni, "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https_arg("localhost"), "--sni", &sni, "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
 
@@ -135,7 +135,7 @@ fn rustls_client_sees_tls_metadata_in_whoami() {
 #[test]
 fn mandatory_client_certificate_is_enforced() {
     let https = format!("127.0.0.1:0,{},{},,!{}", cert("localhost.pem"), cert("localhost-key.pem"), cert("ca.pem"));
-    let pool = Pool::start(&["--https", &https, "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https, "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
 
@@ -157,7 +157,7 @@ fn mandatory_client_certificate_is_enforced() {
 
 #[test]
 fn garbage_stalled_and_abandoned_handshakes_disturb_nobody_and_leak_nothing() {
-    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http-timeout", "2", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http-timeout", "2", "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
 
@@ -229,7 +229,7 @@ fn a_client_that_never_closes_does_not_hold_the_pool_after_the_response() {
     // side, whatever the client does. HTTPS must not be worse: after the zergling closes
     // its end, the pool sends close_notify and must let the TCP socket and the relay go
     // within a bound, not wait forever for a client that keeps its socket open.
-    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http-timeout", "2", "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https_arg("localhost"), "--http-timeout", "2", "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
     one_https_request(addr);
@@ -368,7 +368,7 @@ fn sighup_reloads_certificates_and_keeps_open_sessions() {
     let https = format!("127.0.0.1:0,{},{}", cert_path.display(), key_path.display());
     // A spawned zergling: SIGHUP also chain-reloads it, so the open session is handed back
     // and dispatched again while its TLS relay stays in the pool.
-    let pool = Pool::start(&["--https", &https, "--zergling", common::DEMO]);
+    let pool = Pool::start(&["--https", &https, "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
 
@@ -627,7 +627,7 @@ fn xorshift(state: &mut u64) -> u64 {
 /// before the pool exits.
 #[test]
 fn a_graceful_stop_delivers_what_the_tls_relay_holds() {
-    let mut pool = Pool::start(&["--https", &https_arg("localhost"), "--zergling", common::DEMO]);
+    let mut pool = Pool::start(&["--https", &https_arg("localhost"), "--zergling", common::demo()]);
     pool.wait_attached(1);
     let addr = https_addr(&pool);
     let mut s = tls_connect(addr, "localhost", &[&rustls::version::TLS13]).unwrap();

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use zergpool::classify::uwsgi::{parse_packet, UwsgiParse, MAX_BUFFER_SIZE};
-use zergpool::zergling::uwsgi::http_head;
+use zergling::uwsgi::http_head;
 
 fuzz_target!(|data: &[u8]| {
     let UwsgiParse::Complete(req) = parse_packet(data, MAX_BUFFER_SIZE) else {

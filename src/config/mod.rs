@@ -24,6 +24,7 @@ pub mod ini;
 pub mod options;
 pub mod placeholders;
 pub mod signals;
+pub mod statics;
 pub mod yaml;
 
 use std::fmt;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 pub use options::{ConfigOption, OptionList, Origin};
 pub use signals::{SignalAction, SignalTable};
+pub use statics::StaticConfig;
 
 use files::Format;
 use options::Kind;
@@ -71,6 +73,19 @@ pub enum ConfigError {
         /// Where.
         origin: Origin,
         /// What is expected instead.
+        reason: String,
+    },
+    /// A value that parses but names something that cannot be used (a folder
+    /// that exists but cannot be read, a file where a folder is wanted).
+    #[error("{origin}: cannot use `{value}` for `{key}`: {reason}")]
+    Unusable {
+        /// The option.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Where.
+        origin: Origin,
+        /// What is wrong with it.
         reason: String,
     },
     /// A command-line word that is neither an option nor a configuration file.
@@ -212,7 +227,7 @@ impl ConfigError {
         ConfigError::UnknownOption { key: key.to_owned(), origin, suggestion: options::nearest(key) }
     }
 
-    fn bad(o: &ConfigOption, reason: impl Into<String>) -> Self {
+    pub(crate) fn bad(o: &ConfigOption, reason: impl Into<String>) -> Self {
         ConfigError::BadValue {
             key: o.key.clone(),
             value: o.value.clone(),
@@ -250,8 +265,12 @@ pub struct Config {
     pub buffer_size: usize,
     /// Time allowed for the request head.
     pub http_timeout: Duration,
-    /// Static file mappings (`static-map = /mount=dir`), in declaration order.
-    pub static_maps: Vec<StaticMap>,
+    /// HTTPS listeners (`https`, with every `sni` and `http2`), in declaration order;
+    /// certificates are read at bind and on SIGHUP.
+    pub https: Vec<crate::listener::tls::HttpsListener>,
+    /// Every `static-*` option, typed; folders are resolved at bind and on SIGHUP
+    /// ([`StaticConfig::resolve`]).
+    pub statics: StaticConfig,
     /// The attach socket's path; `None` means a per-pool default.
     pub zerg_server: Option<PathBuf>,
     /// The attach socket's file mode.
@@ -321,7 +340,8 @@ impl Default for Config {
             listen_backlog: 100,
             buffer_size: 8192,
             http_timeout: Duration::from_secs(60),
-            static_maps: Vec::new(),
+            https: Vec::new(),
+            statics: StaticConfig::default(),
             zerg_server: None,
             zerg_server_mode: 0o600,
             zerg_allow_uid: Vec::new(),
@@ -355,27 +375,6 @@ pub enum UwsgiAddr {
     Tcp(SocketAddr),
     /// A Unix socket path (a value without `:`, as in uWSGI).
     Unix(PathBuf),
-}
-
-/// One `static-map = /mount=dir`: files under `dir` are served at URL path `mount`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticMap {
-    /// The URL path prefix, starting with `/`, as given.
-    pub mount: String,
-    /// The folder (or file) served there, as given: relative paths are relative to
-    /// the pool's working directory, as in uWSGI; `%d` makes them relative to the
-    /// configuration file.
-    pub dir: PathBuf,
-}
-
-impl StaticMap {
-    /// Parses `/mount=dir`, split at the first `=`.
-    pub fn parse(value: &str) -> Option<StaticMap> {
-        let (mount, dir) = value.split_once('=')?;
-        let (mount, dir) = (mount.trim(), dir.trim());
-        (mount.starts_with('/') && !dir.is_empty())
-            .then(|| StaticMap { mount: mount.to_owned(), dir: PathBuf::from(dir) })
-    }
 }
 
 /// Something about the configuration worth one log line at start: options given
@@ -488,10 +487,6 @@ impl Config {
                     c.uwsgi_buffer_size = c.buffer_size.min(65535);
                 }
                 "http-timeout" => c.http_timeout = parse_secs(o)?,
-                "static-map" => c.static_maps.push(
-                    StaticMap::parse(&o.value)
-                        .ok_or_else(|| ConfigError::bad(o, "expected /MOUNT=DIR, such as /static=static"))?,
-                ),
                 "zerg-server" => c.zerg_server = Some(PathBuf::from(non_empty(o)?)),
                 "chmod-zerg-server" => {
                     c.zerg_server_mode = u32::from_str_radix(&o.value, 8)
@@ -542,8 +537,8 @@ impl Config {
                 _ => {}
             }
         }
-        if c.http.is_empty() && c.http_to_https.is_empty() && c.uwsgi_sockets.is_empty() && list.last("https").is_none()
-        {
+        c.https = crate::listener::tls::https_listeners(list, &shared)?;
+        if c.http.is_empty() && c.http_to_https.is_empty() && c.uwsgi_sockets.is_empty() && c.https.is_empty() {
             let waiting: Vec<String> = c
                 .unimplemented
                 .iter()
@@ -559,6 +554,7 @@ impl Config {
                 "no listener configured: give at least one --http ADDR (for example --http 127.0.0.1:8080){hint}"
             )));
         }
+        c.statics = StaticConfig::parse(list)?;
         c.options = list.clone();
         Ok(c)
     }
@@ -589,6 +585,16 @@ fn parse_shared(o: &ConfigOption) -> Result<SocketAddr, ConfigError> {
 /// Resolves `http = =N` to the address of the N-th (from 0) `shared-socket`.
 fn shared_socket(o: &ConfigOption, n: &str, shared: &[&ConfigOption]) -> Result<SocketAddr, ConfigError> {
     let index: usize = n.trim().parse().map_err(|_| ConfigError::bad(o, "expected =N, N a shared-socket number"))?;
+    shared_address(o, index, shared)
+}
+
+/// The address of the `index`-th (from 0) `shared-socket`, which option `o` refers
+/// to (`http`, `https`, `socket`, … `= =N`).
+pub(crate) fn shared_address(
+    o: &ConfigOption,
+    index: usize,
+    shared: &[&ConfigOption],
+) -> Result<SocketAddr, ConfigError> {
     let target = shared.get(index).ok_or_else(|| {
         ConfigError::bad(o, format!("there is no shared-socket number {index} (shared sockets count from 0)"))
     })?;
@@ -758,13 +764,8 @@ uwsgi:
     fn the_seed_example_loads_with_one_report_per_kind() {
         let (list, c) = from_file("galaxy.yml", SEED, &[]).unwrap();
         assert_eq!(list.0.len(), 19);
-        assert_eq!(
-            c.static_maps,
-            [
-                StaticMap { mount: "/static/style".into(), dir: "static/style/blue".into() },
-                StaticMap { mount: "/static".into(), dir: "static".into() },
-            ]
-        );
+        let maps: Vec<_> = c.statics.mounts().map(|m| (m.mount.as_str(), m.root.as_str())).collect();
+        assert_eq!(maps, [("/static/style", "static/style/blue"), ("/static", "static")]);
         assert_eq!(c.http, ["0.0.0.0:8080".parse().unwrap()]);
         let keys = |l: &[ConfigOption]| l.iter().map(|o| o.key.clone()).collect::<Vec<_>>().join(" ");
         assert_eq!(
@@ -827,7 +828,19 @@ uwsgi:
         let e = from_file("x.yml", "uwsgi:\n  http: :1\n  yaml: other.yml\n", &[]).unwrap_err();
         assert!(matches!(&e, ConfigError::CommandLineOnly { key, .. } if key == "yaml"), "{e}");
         let e = from_file("x.ini", "[uwsgi]\nhttp = :1\nstatic-map = /static\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("x.ini:3:") && e.contains("/MOUNT=DIR"), "{e}");
+        assert!(e.contains("x.ini:3:") && e.contains("/MOUNT=PATH"), "{e}");
+        // Every option's value is checked when the options get their meaning
+        // (what --check-config runs): https, static-*, with file and line.
+        for (text, line, what) in [
+            ("[uwsgi]\nhttp = :1\n\nhttps = :443,only-a-cert\n", 4, "ADDR,CERT,KEY"),
+            ("[uwsgi]\nhttp = :1\nsni = x\n", 3, "sni"),
+            ("[uwsgi]\nhttp = :1\nstatic-expires = ( 10\n", 3, "regular expression"),
+            ("[uwsgi]\nhttp = :1\nstatic-index = a/b\n", 3, "file name"),
+            ("[uwsgi]\nhttp = :1\nstatic-cache-paths = soon\n", 3, "seconds"),
+        ] {
+            let e = from_file("x.ini", text, &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("x.ini:{line}: bad value")) && e.contains(what), "{text}: {e}");
+        }
         let e = from_file("x.ini", "[uwsgi]\nhttp = :1\nzerg-server = %dsock\nlisten = 5%\nlisten = %q\n", &[])
             .unwrap_err()
             .to_string();

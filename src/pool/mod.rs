@@ -31,7 +31,7 @@ use crate::dispatch::attach::{self, AttachError, AttachPolicy, AttachSocket, Dir
 use crate::dispatch::Dispatcher;
 use crate::listener::limit::{self, ConnLimit};
 use crate::listener::privileges::{self, PrivilegeError};
-use crate::listener::tls::{self, AddrRef, TlsError, TlsStore};
+use crate::listener::tls::{TlsError, TlsStore};
 use crate::listener::{self, AnyListener, Bound, ListenerInfo, Role};
 use crate::offload::StaticOptions;
 use crate::proto::ConnMeta;
@@ -158,17 +158,10 @@ impl Pool {
         }
         let mut tls_stores = Vec::new();
         let mut https_port = None;
-        for (i, h) in tls::https_listeners(&config.options)?.into_iter().enumerate() {
+        for (i, h) in config.https.iter().enumerate() {
             let name = format!("https{i}");
-            let addr = match h.addr {
-                AddrRef::Addr(a) => a,
-                AddrRef::Shared(n) => *config.shared_sockets.get(n).ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "https `={n}`: there is no shared-socket number {n} (they count from 0)"
-                    ))
-                })?,
-            };
-            let store = Arc::new(TlsStore::new(h.settings)?);
+            let addr = h.addr;
+            let store = Arc::new(TlsStore::new(h.settings.clone())?);
             let (l, local) = bind_tcp(&name, addr)?;
             https_port.get_or_insert(l.local_addr().map_or(addr.port(), |a| a.port()));
             tls_stores.push(store.clone());
@@ -210,7 +203,7 @@ impl Pool {
                 }
             }
         }
-        let mut statics = StaticOptions::from_options(&config.options)?;
+        let mut statics = config.statics.resolve()?;
         statics.set_send_timeout(config.http_timeout);
         let path = config
             .zerg_server
@@ -506,11 +499,10 @@ fn reload_certificates(stores: &[Arc<TlsStore>]) {
 /// empty. Zerglings attaching from now on (the chain reload's replacements) get the
 /// new options; a failure keeps the old ones.
 fn reload_statics(ctx: &Ctx) {
-    let opts = &ctx.config.options;
-    if opts.all("static-map").next().is_none() && opts.all("static-map2").next().is_none() {
+    if ctx.config.statics.is_empty() {
         return;
     }
-    match StaticOptions::from_options(&ctx.config.options) {
+    match ctx.config.statics.resolve() {
         Ok(mut statics) => {
             statics.set_send_timeout(ctx.config.http_timeout);
             ctx.static_settings.store(Arc::new(statics.to_settings()));

@@ -16,7 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const POOL: &str = env!("CARGO_BIN_EXE_zergpool");
-pub const DEMO: &str = env!("CARGO_BIN_EXE_zergling-demo");
+/// The demo zergling: a binary of the `zergling-demo` package of this workspace,
+/// next to the pool's (cargo builds every default member's binaries for tests).
+pub fn demo() -> &'static str {
+    static DEMO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DEMO.get_or_init(|| {
+        let path = std::path::Path::new(POOL).with_file_name("zergling-demo");
+        assert!(path.exists(), "{} is missing: build the workspace (cargo build --workspace)", path.display());
+        path.display().to_string()
+    })
+}
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -161,7 +170,7 @@ impl Pool {
 
     /// Starts a zergling-demo attached to this pool, outside the pool's supervision.
     pub fn zergling(&self, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(DEMO);
+        let mut cmd = Command::new(demo());
         cmd.arg("--attach").arg(&self.sock).args(args);
         Proc::spawn(cmd, false)
     }

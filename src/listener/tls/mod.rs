@@ -332,19 +332,22 @@ pub fn handshake_facts(conn: &ServerConnection) -> HandshakeFacts {
 /// One `https` option, ready for the listener: where it listens and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpsListener {
-    /// Its address, or the shared socket it uses.
-    pub addr: AddrRef,
+    /// Its address (a `=N` reference already resolved to the shared socket's).
+    pub addr: std::net::SocketAddr,
+    /// `=N`: the shared socket it uses, bound before the privilege drop.
+    pub shared: Option<usize>,
     /// Its TLS settings (the pool's `sni` certificates included).
     pub settings: TlsSettings,
 }
 
 /// Reads every `https` option (in order), every `sni` option and the `http2` flag from the
-/// option list; logs once per `https` option whose CIPHERS were partly ignored. Files are not
-/// opened here: [`TlsStore::new`] does that.
-pub fn https_listeners(options: &OptionList) -> Result<Vec<HttpsListener>, ConfigError> {
+/// option list; logs once per `https` option whose CIPHERS were partly ignored. `shared` are
+/// the `shared-socket` options, which `=N` refers to. Files are not opened here:
+/// [`TlsStore::new`] does that. Called by `Config::from_options`.
+pub fn https_listeners(options: &OptionList, shared: &[&ConfigOption]) -> Result<Vec<HttpsListener>, ConfigError> {
     let sni = options
         .all("sni")
-        .map(|o| SniSpec::parse(&o.value).map_err(|reason| bad_value(o, reason)))
+        .map(|o| SniSpec::parse(&o.value).map_err(|reason| ConfigError::bad(o, reason)))
         .collect::<Result<Vec<_>, _>>()?;
     let alpn = match options.last("http2") {
         Some(o) if truthy(&o.value) => Alpn::H2AndHttp11,
@@ -353,17 +356,17 @@ pub fn https_listeners(options: &OptionList) -> Result<Vec<HttpsListener>, Confi
     options
         .all("https")
         .map(|o| {
-            let spec = HttpsSpec::parse(&o.value).map_err(|reason| bad_value(o, reason))?;
+            let spec = HttpsSpec::parse(&o.value).map_err(|reason| ConfigError::bad(o, reason))?;
             if let Some(warning) = spec.ciphers.warning() {
                 warn!(origin = %o.origin, option = "https", "{warning}");
             }
-            Ok(HttpsListener { addr: spec.addr, settings: TlsSettings::new(&spec, &sni, alpn) })
+            let (addr, shared) = match spec.addr {
+                AddrRef::Addr(a) => (a, None),
+                AddrRef::Shared(n) => (crate::config::shared_address(o, n, shared)?, Some(n)),
+            };
+            Ok(HttpsListener { addr, shared, settings: TlsSettings::new(&spec, &sni, alpn) })
         })
         .collect()
-}
-
-fn bad_value(o: &ConfigOption, reason: String) -> ConfigError {
-    ConfigError::BadValue { key: o.key.clone(), value: o.value.clone(), origin: o.origin.clone(), reason }
 }
 
 #[cfg(test)]

@@ -387,10 +387,11 @@ fn listeners_from_options() {
         option("https", "127.0.0.1:8443,certs/localhost.pem,certs/localhost-key.pem,,!certs/ca.pem", 4),
         option("http2", "", 5),
     ]);
-    let listeners = https_listeners(&options).unwrap();
+    let shared: Vec<&ConfigOption> = options.all("shared-socket").collect();
+    let listeners = https_listeners(&options, &shared).unwrap();
     assert_eq!(listeners.len(), 2);
-    assert_eq!(listeners[0].addr, AddrRef::Shared(0));
-    assert_eq!(listeners[1].addr, AddrRef::Addr("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!((listeners[0].addr, listeners[0].shared), ("127.0.0.1:443".parse().unwrap(), Some(0)));
+    assert_eq!((listeners[1].addr, listeners[1].shared), ("127.0.0.1:8443".parse().unwrap(), None));
     for l in &listeners {
         assert_eq!(l.settings.sni.len(), 1, "sni applies to every https listener");
         assert_eq!(l.settings.alpn, Alpn::H2AndHttp11);
@@ -398,10 +399,10 @@ fn listeners_from_options() {
     assert_eq!(listeners[1].settings.client_ca.as_ref().map(|c| c.mode), Some(ClientCertMode::Mandatory));
 
     let off = OptionList(vec![option("https", ":443,c,k", 1), option("http2", "false", 2)]);
-    assert_eq!(https_listeners(&off).unwrap()[0].settings.alpn, Alpn::Http11);
+    assert_eq!(https_listeners(&off, &[]).unwrap()[0].settings.alpn, Alpn::Http11);
 
     let bad = OptionList(vec![option("https", ":443,c,k,RC4-SHA", 7)]);
-    match https_listeners(&bad) {
+    match https_listeners(&bad, &[]) {
         Err(ConfigError::BadValue { key, origin, reason, .. }) => {
             assert_eq!(key, "https");
             assert_eq!(origin, Origin::CommandLine(7));
@@ -410,5 +411,9 @@ fn listeners_from_options() {
         other => panic!("{other:?}"),
     }
     let bad = OptionList(vec![option("sni", "127.0.0.1,c,k", 3)]);
-    assert!(matches!(https_listeners(&bad), Err(ConfigError::BadValue { .. })));
+    assert!(matches!(https_listeners(&bad, &[]), Err(ConfigError::BadValue { .. })));
+    // `=N` without that shared socket names the option that refers to it.
+    let bad = OptionList(vec![option("https", "=1,c,k", 4)]);
+    let err = https_listeners(&bad, &[]).expect_err("no shared socket 1");
+    assert!(err.to_string().starts_with("command line (argument 4): bad value `=1,c,k` for `https`"), "{err}");
 }

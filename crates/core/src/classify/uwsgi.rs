@@ -9,7 +9,7 @@
 //! [`parse_packet`] takes the bytes read so far and returns a value, as the HTTP head
 //! parser does: [`UwsgiParse::Complete`], [`UwsgiParse::Partial`] or
 //! [`UwsgiParse::Invalid`]. Its invariants (tested at every truncation point of
-//! packets captured from a real nginx under `tests/data/uwsgi/`, and fuzzed by
+//! packets captured from a real nginx under `crates/core/tests/data/uwsgi/`, and fuzzed by
 //! `fuzz/fuzz_targets/uwsgi_packet.rs`):
 //!
 //! * it never panics and never reads past `buf`;
@@ -319,7 +319,7 @@ fn length(
 mod tests {
     use super::*;
 
-    /// Captured from nginx 1.22.1 (Debian 12) by `tests/data/uwsgi/capture.py`:
+    /// Captured from nginx 1.22.1 (Debian 12) by `crates/core/tests/data/uwsgi/capture.py`:
     /// (name, bytes, packet length, body length).
     const CAPTURES: [(&str, &[u8], usize, usize); 5] = [
         ("get-root", include_bytes!("../../tests/data/uwsgi/get-root.bin"), 364, 0),

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::{uwsgi, ConnInfo, Worker, ZerglingService};
-use crate::listener::{AnyListener, Bound};
-use crate::proto::{ConnId, ConnMeta, ListenerKind, ZerglingId};
-use crate::stream::ConnStream;
+use zergpool_core::net::{AnyListener, Bound};
+use zergpool_core::proto::{ConnId, ConnMeta, ListenerKind, ZerglingId};
+use zergpool_core::stream::ConnStream;
 
 /// Ids of connections accepted directly: counted down from the top, so that they
 /// never meet the pool's (counted up from 1) in the logs.

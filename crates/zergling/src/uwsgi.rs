@@ -59,8 +59,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::{ConnInfo, Prefixed, ZerglingService};
-use crate::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
-use crate::offload::StaticOptions;
+use zergpool_core::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
+use zergpool_core::offload::StaticOptions;
 
 /// How long the rest of a packet may take to arrive when the pool handed the
 /// connection over: it did so only once it had read the whole packet, so this is a
@@ -83,7 +83,7 @@ impl UwsgiSettings {
     /// For a connection the pool handed over (packet read, static-map applied).
     pub fn handed_over() -> Self {
         UwsgiSettings {
-            buffer_size: crate::classify::uwsgi::MAX_BUFFER_SIZE,
+            buffer_size: zergpool_core::classify::uwsgi::MAX_BUFFER_SIZE,
             packet_timeout: PACKET_TIMEOUT,
             statics: None,
         }
@@ -173,7 +173,7 @@ where
     let request = match read_packet(&mut io, &mut buf, settings.buffer_size, settings.packet_timeout).await {
         Ok(request) => request,
         Err(PacketError::Invalid(e)) => {
-            crate::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
+            zergpool_core::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
             return;
         }
         Err(e) => {
@@ -182,9 +182,9 @@ where
         }
     };
     if let Some(statics) = settings.statics.as_deref().filter(|s| !s.is_empty()) {
-        match crate::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
-            Ok(crate::offload::Outcome::NotStatic) => {}
-            Ok(crate::offload::Outcome::Served { .. }) => {
+        match zergpool_core::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
+            Ok(zergpool_core::offload::Outcome::NotStatic) => {}
+            Ok(zergpool_core::offload::Outcome::Served { .. }) => {
                 let _ = io.shutdown().await;
                 return;
             }
@@ -197,7 +197,7 @@ where
     let head = match http_head(&request) {
         Ok(head) => head,
         Err(e) => {
-            crate::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "uwsgi request cannot be served as HTTP: 400");
+            zergpool_core::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "uwsgi request cannot be served as HTTP: 400");
             // Best effort: the peer may already be gone.
             let _ = io.write_all(BAD_REQUEST).await;
             let _ = io.shutdown().await;
@@ -488,14 +488,14 @@ mod tests {
     use hyper::body::Frame;
     use hyper::Response;
 
-    use crate::classify::uwsgi::{encode_packet, DEFAULT_BUFFER_SIZE};
-    use crate::proto::{ConnId, ListenerKind, ZerglingId};
+    use zergpool_core::classify::uwsgi::{encode_packet, DEFAULT_BUFFER_SIZE};
+    use zergpool_core::proto::{ConnId, ListenerKind, ZerglingId};
 
-    const GET_ROOT: &[u8] = include_bytes!("../../tests/data/uwsgi/get-root.bin");
-    const HEAD_ROOT: &[u8] = include_bytes!("../../tests/data/uwsgi/head-root.bin");
-    const GET_QUERY_HEADERS: &[u8] = include_bytes!("../../tests/data/uwsgi/get-query-headers.bin");
-    const POST_SMALL: &[u8] = include_bytes!("../../tests/data/uwsgi/post-small.bin");
-    const POST_CHUNKED: &[u8] = include_bytes!("../../tests/data/uwsgi/post-chunked.bin");
+    const GET_ROOT: &[u8] = include_bytes!("../../core/tests/data/uwsgi/get-root.bin");
+    const HEAD_ROOT: &[u8] = include_bytes!("../../core/tests/data/uwsgi/head-root.bin");
+    const GET_QUERY_HEADERS: &[u8] = include_bytes!("../../core/tests/data/uwsgi/get-query-headers.bin");
+    const POST_SMALL: &[u8] = include_bytes!("../../core/tests/data/uwsgi/post-small.bin");
+    const POST_CHUNKED: &[u8] = include_bytes!("../../core/tests/data/uwsgi/post-chunked.bin");
 
     /// A body of unknown length (no size hint): the case where hyper would chunk an
     /// HTTP/1.1 response.
@@ -835,10 +835,10 @@ mod tests {
         // bytes is refused.
         let mut readable = 0;
         for input in [
-            &include_bytes!("../../tests/data/uwsgi/fuzz-http-head-1.bin")[..],
-            include_bytes!("../../tests/data/uwsgi/fuzz-http-head-2.bin"),
+            &include_bytes!("../../core/tests/data/uwsgi/fuzz-http-head-1.bin")[..],
+            include_bytes!("../../core/tests/data/uwsgi/fuzz-http-head-2.bin"),
         ] {
-            let UwsgiParse::Complete(req) = parse_packet(input, crate::classify::uwsgi::MAX_BUFFER_SIZE) else {
+            let UwsgiParse::Complete(req) = parse_packet(input, zergpool_core::classify::uwsgi::MAX_BUFFER_SIZE) else {
                 panic!("the finding parses")
             };
             let head = match http_head(&req) {

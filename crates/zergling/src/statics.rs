@@ -1,5 +1,5 @@
 //! Static-map in the zergling library: the same code and configuration as the
-//! pool (`crate::offload`), so a static request is answered the same whoever holds
+//! pool (`zergpool_core::offload`), so a static request is answered the same whoever holds
 //! the connection. The pool sends its static options in WELCOME; a request for a
 //! mapped file on a connection the zergling owns never reaches the application.
 //!
@@ -20,8 +20,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
 use tokio::task::JoinHandle;
 
-use crate::classify::{parse_head, HeadParse};
-use crate::offload::{self, Plan, StaticOptions};
+use zergpool_core::classify::{parse_head, HeadParse};
+use zergpool_core::offload::{self, Plan, StaticOptions};
 
 /// Largest chunk read from a file at once.
 const CHUNK: u64 = 256 * 1024;

@@ -4,11 +4,11 @@
 Starts its own nginx (config/nginx/test-nginx.conf.template filled in a temporary
 prefix, loopback ports only) in front of a tiny uwsgi "server" written here, sends a
 few requests with curl, and saves what nginx sent for each one as
-tests/data/uwsgi/NAME.bin: the 4-byte header, the vars block and then the request
+crates/core/tests/data/uwsgi/NAME.bin: the 4-byte header, the vars block and then the request
 body (CONTENT_LENGTH bytes), exactly as they arrived on the socket. Then nginx is
 stopped by its pid. See README.md next to this file.
 
-Usage: python3 tests/data/uwsgi/capture.py [OUTDIR]   (run from the repository root)
+Usage: python3 crates/core/tests/data/uwsgi/capture.py [OUTDIR]   (run from the repository root)
 """
 
 import os
@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", ".."))
 TEMPLATE = os.path.join(ROOT, "config", "nginx", "test-nginx.conf.template")
 
 # name, curl arguments (the URL base is appended to the first argument starting with '/').

@@ -288,7 +288,7 @@ pub(super) struct Http1Ctx<S> {
 /// before it ever reaches a boundary.
 pub(super) async fn run_http1<IO, S, B>(io: Prefixed<IO>, ctx: Http1Ctx<S>, handback: impl Fn() -> bool) -> Http1End<IO>
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + crate::stream::Readable + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + zergpool_core::stream::Readable + Unpin + Send + 'static,
     S: ZerglingService<B>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -499,7 +499,7 @@ where
     };
     *served += activity.served.load(Ordering::Relaxed);
     if let Err(e) = &res {
-        crate::warn_limited!(error = %crate::error_chain(e), "connection ended with an error");
+        zergpool_core::warn_limited!(error = %zergpool_core::error_chain(e), "connection ended with an error");
     }
     let take_apart = match stop {
         Some(Stop::Drain) => handback(),
@@ -544,7 +544,9 @@ pub(super) fn bad_host<T>(req: &Request<T>) -> Option<&'static str> {
     }
     match first {
         None if req.version() == hyper::Version::HTTP_11 => Some("HTTP/1.1 request without a Host header"),
-        Some(h) if !crate::classify::http::valid_host(h.as_bytes()) => Some("Host header is not a valid host[:port]"),
+        Some(h) if !zergpool_core::classify::http::valid_host(h.as_bytes()) => {
+            Some("Host header is not a valid host[:port]")
+        }
         _ => None,
     }
 }
@@ -554,7 +556,7 @@ pub(super) fn bad_host<T>(req: &Request<T>) -> Option<&'static str> {
 /// The deadlines are [`proto::Timeouts::default`]'s.
 pub async fn serve_http1<IO, S, B>(io: IO, info: Arc<ConnInfo>, service: S, drain: CancellationToken)
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + crate::stream::Readable + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + zergpool_core::stream::Readable + Unpin + Send + 'static,
     S: ZerglingService<B>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,

@@ -11,7 +11,7 @@
 
 mod channel;
 pub mod frame;
-pub(crate) mod sys;
+pub mod sys;
 
 use std::fmt;
 

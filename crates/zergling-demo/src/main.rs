@@ -10,9 +10,11 @@
 //! * `GET /headers` → JSON: the request's headers in order, `[[name, value], …]`
 //!
 //! Options: `--attach PATH` (default `$ZERGPOOL_SOCKET`), `--capacity N`,
-//! `--listen ADDR` (serve directly, without a pool: the benchmarks' baseline), and
-//! `--fault-exit-before-ack` (tests only: exit on the first connection before
-//! acknowledging it).
+//! `--listen ADDR` (serve directly, without a pool: the benchmarks' baseline).
+//!
+//! It depends on the `zergling` library only, as any application would. Tests
+//! that need a misbehaving zergling play it themselves over the documented
+//! protocol (`tests/common`'s `RawZergling`, `tests/data/*.py`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,10 +27,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
-use zergpool::proto::{ConnId, ListenerKind, ZerglingId};
-use zergpool::zergling::{self, ConnInfo, Fault, ZerglingConfig};
+use zergling::{ConnId, ConnInfo, ListenerKind, ZerglingConfig, ZerglingId};
 
-const USAGE: &str = "usage: zergling-demo [--attach PATH] [--capacity N] [--listen ADDR] [--fault-exit-before-ack]";
+const USAGE: &str = "usage: zergling-demo [--attach PATH] [--capacity N] [--listen ADDR]";
 
 type Resp = Response<Full<Bytes>>;
 
@@ -159,7 +160,6 @@ fn main() -> ExitCode {
     let mut attach = std::env::var_os("ZERGPOOL_SOCKET").map(std::path::PathBuf::from);
     let mut capacity = 1024u32;
     let mut listen: Option<SocketAddr> = None;
-    let mut fault = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -173,14 +173,10 @@ fn main() -> ExitCode {
                     .ok_or_else(|| format!("--capacity {v}: expected a number ≥ 1"))
             }),
             "--listen" => value("--listen").and_then(|v| {
-                zergpool::config::parse_addr_str(&v)
+                v.parse::<SocketAddr>()
                     .map(|a| listen = Some(a))
-                    .ok_or_else(|| format!("--listen {v}: expected HOST:PORT"))
+                    .map_err(|_| format!("--listen {v}: expected IP:PORT such as 127.0.0.1:8080"))
             }),
-            "--fault-exit-before-ack" => {
-                fault = Some(Fault::ExitBeforeAck);
-                Ok(())
-            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -219,7 +215,6 @@ fn main() -> ExitCode {
     };
     let mut config = ZerglingConfig::new(socket);
     config.capacity = capacity;
-    config.fault = fault;
     config.tags.push("app=zergling-demo".into());
     match zergling::serve_blocking(config, hyper::service::service_fn(app)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -137,7 +137,7 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// Registers a descriptor with the tokio reactor.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is a valid open descriptor that stays open, and keeps
     // returning the same number from `as_raw_fd`, until it is dropped, which only
     // happens when the `AsyncFd` that owns it is dropped or unwrapped.

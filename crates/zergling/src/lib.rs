@@ -5,13 +5,13 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use hyper::{body::Incoming, Request, Response};
-//! use zergpool::zergling::{serve_blocking, ZerglingConfig};
+//! use zergling::{serve_blocking, ZerglingConfig};
 //!
 //! async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
 //!     Ok(Response::new(Full::new(Bytes::from_static(b"Hello, world!"))))
 //! }
 //!
-//! fn main() -> Result<(), zergpool::zergling::ZerglingError> {
+//! fn main() -> Result<(), zergling::ZerglingError> {
 //!     // Attaches to $ZERGPOOL_SOCKET, serves until SIGTERM, re-attaches if the pool restarts.
 //!     serve_blocking(ZerglingConfig::from_env()?, hyper::service::service_fn(hello))
 //! }
@@ -77,10 +77,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use crate::stream::{ConnStream, Prefixed};
+pub use zergpool_core::proto::{ConnId, ListenerKind, ZerglingId};
+pub use zergpool_core::stream::{ConnStream, Prefixed};
 
-use crate::offload::StaticOptions;
-use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, ListenerKind, Message, RecvBuf, ZerglingId};
+use zergpool_core::offload::StaticOptions;
+use zergpool_core::proto::{self, Channel, ChannelError, ConnMeta, Message, RecvBuf};
 
 /// How long the pool has to answer HELLO, and to confirm DRAINING.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,16 +106,9 @@ pub enum ZerglingError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Test-only misbehaviour, to provoke the pool's failure paths deterministically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fault {
-    /// Exit the process on the first CONN, before acknowledging it.
-    ExitBeforeAck,
-}
-
 /// How a zergling attaches and behaves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ZerglingConfig {
     /// The pool's attach socket.
     pub socket: PathBuf,
@@ -127,8 +121,6 @@ pub struct ZerglingConfig {
     pub mercy: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers that start a drain.
     pub handle_signals: bool,
-    /// Fault injection for tests; `None` in real use.
-    pub fault: Option<Fault>,
 }
 
 impl ZerglingConfig {
@@ -140,7 +132,6 @@ impl ZerglingConfig {
             tags: Vec::new(),
             mercy: Duration::from_secs(60),
             handle_signals: true,
-            fault: None,
         }
     }
 
@@ -474,7 +465,7 @@ mod tests {
         }
     }
 
-    impl crate::stream::Readable for SlowSocket {
+    impl zergpool_core::stream::Readable for SlowSocket {
         fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Pending // the client sends nothing more
         }

@@ -13,7 +13,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::classify::http::{parse_head, HeadParse};
-use crate::config::{ConfigOption, OptionList, Origin};
 
 const SECRET: &str = "TOPSECRET";
 
@@ -23,15 +22,36 @@ struct Fixture {
     opts: StaticOptions,
 }
 
+/// Static-map from uWSGI-style pairs, as the pool's configuration would send it
+/// (folders made canonical here, as the pool does before WELCOME).
 fn options(pairs: &[(&str, String)]) -> StaticOptions {
-    let list = OptionList(
-        pairs
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| ConfigOption { key: (*k).into(), value: v.clone(), origin: Origin::CommandLine(i + 1) })
-            .collect(),
-    );
-    StaticOptions::from_options(&list).expect("valid static options")
+    let canonical = |p: &str| fs::canonicalize(p).expect("fixture folder").display().to_string();
+    let mut s = crate::proto::StaticSettings::default();
+    for (key, value) in pairs {
+        match *key {
+            "static-map" | "static-map2" => {
+                let (mount, root) = value.split_once('=').expect("/MOUNT=PATH");
+                s.maps.push(crate::proto::StaticMount {
+                    mount: mount.to_owned(),
+                    root: canonical(root),
+                    whole_path: *key == "static-map2",
+                });
+            }
+            "static-index" => s.index.push(value.clone()),
+            "static-safe" => s.safe.push(canonical(value)),
+            "static-gzip-ext" => s.gzip_exts.push(value.clone()),
+            "static-expires-uri" => {
+                let (regex, seconds) = value.rsplit_once(' ').expect("REGEX SECONDS");
+                s.expires.push(crate::proto::ExpiresRule {
+                    by_uri: true,
+                    regex: regex.to_owned(),
+                    seconds: seconds.parse().expect("seconds"),
+                });
+            }
+            other => panic!("the test helper does not know {other}"),
+        }
+    }
+    StaticOptions::from_settings(&s)
 }
 
 fn write(path: &Path, bytes: &[u8]) {

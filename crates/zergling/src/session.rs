@@ -121,10 +121,6 @@ pub(super) async fn accept_conn<S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    if worker.config.fault == Some(Fault::ExitBeforeAck) {
-        warn!(conn = %meta.conn, "fault injection: exiting before ACK");
-        std::process::exit(3);
-    }
     let conn = meta.conn;
     worker.tally.received.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = chan.send(&Message::Ack { conn }, None).await {
