@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use zergpool::config::cli::{parse_args_with_env, CliRequest};
 use zergpool::config::Config;
-use zergpool::offload::StaticOptions;
+use zergpool::config::StaticConfig;
 
 thread_local! {
     static DIR: PathBuf = {
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Err(e) => assert!(!e.to_string().is_empty()),
             }
-            if let Err(e) = StaticOptions::from_options(&list) {
+            if let Err(e) = StaticConfig::parse(&list) {
                 assert!(!e.to_string().is_empty());
             }
         }

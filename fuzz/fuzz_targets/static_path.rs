@@ -67,7 +67,7 @@ fn tree() -> Tree {
             .map(|(i, (k, v))| ConfigOption { key: (*k).into(), value: v.clone(), origin: Origin::CommandLine(i + 1) })
             .collect(),
     );
-    let opts = StaticOptions::from_options(&list).expect("valid static options");
+    let opts = zergpool::config::StaticConfig::parse(&list).and_then(|c| c.resolve()).expect("valid static options");
     Tree { root, opts }
 }
 
