@@ -1,0 +1,155 @@
+"""The ``zergling`` command: load a WSGI application as uWSGI would, then serve
+it as a zergling of the pool at ``--attach`` (default ``$ZERGPOOL_SOCKET``).
+
+Options (uWSGI's names): ``--module pkg.mod[:callable|:factory()]``,
+``--wsgi-file PATH``, ``--callable NAME`` (default ``application``),
+``--mount /prefix=pkg.mod:app`` (repeatable), ``--manage-script-name``,
+``--pythonpath DIR`` (repeatable), ``--chdir DIR``, ``--env KEY=VALUE``
+(repeatable), ``--threads N``, ``--processes N`` (how many processes the pool
+runs: only for ``wsgi.multiprocess``), ``--capacity N``, ``--mercy SECONDS``.
+
+The application is imported (and its factory called) before the zergling
+attaches, so no connection ever waits for an application that is still loading.
+An application that cannot be loaded ends the process with status 1 after one
+log line naming it and the exception.
+"""
+
+import argparse
+import importlib
+import logging
+import os
+import runpy
+import sys
+
+log = logging.getLogger("zergling")
+
+EXIT_LOAD = 1
+EXIT_USAGE = 64
+
+
+class LoadError(Exception):
+    """The application named cannot be loaded."""
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="zergling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--module", "-w", help="pkg.mod, pkg.mod:callable or pkg.mod:factory()")
+    p.add_argument("--wsgi-file", "--file", dest="wsgi_file", help="a Python file defining the callable")
+    p.add_argument("--callable", default="application", help="the callable's name (default: application)")
+    p.add_argument("--mount", action="append", default=[], help="/prefix=pkg.mod:app or /prefix=path/to/file.py")
+    p.add_argument("--manage-script-name", action="store_true", help="split SCRIPT_NAME/PATH_INFO at the mount (always done)")
+    p.add_argument("--pythonpath", "--python-path", "--pp", action="append", default=[], help="add a folder to sys.path")
+    p.add_argument("--chdir", help="change to this folder first")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE, set in os.environ")
+    p.add_argument("--threads", type=int, default=1, help="requests served at once (Python threads)")
+    p.add_argument("--processes", "--workers", "-p", type=int, default=1, help="processes serving the application")
+    p.add_argument("--capacity", type=int, default=1024, help="most connections held at once")
+    p.add_argument("--mercy", type=float, default=60.0, help="seconds requests in flight get when draining")
+    p.add_argument("--attach", default=os.environ.get("ZERGPOOL_SOCKET"), help="the pool's attach socket")
+    a = p.parse_args(argv)
+    if not (a.module or a.wsgi_file or a.mount):
+        p.error("nothing to serve: give --module, --wsgi-file or --mount")
+    if not a.attach:
+        p.error("no pool socket: give --attach PATH or set ZERGPOOL_SOCKET")
+    if a.threads < 1 or a.processes < 1 or a.capacity < 1:
+        p.error("--threads, --processes and --capacity must be at least 1")
+    return a
+
+
+def load(spec, default_callable):
+    """An application from uWSGI's notation: ``pkg.mod``, ``pkg.mod:name``,
+    ``pkg.mod:factory()``, or a path ending in ``.py`` (``:name`` allowed)."""
+    target, _, name = spec.partition(":")
+    name = name or default_callable
+    call = name.endswith("()")
+    if call:
+        name = name[:-2]
+    try:
+        if target.endswith(".py") or os.sep in target:
+            namespace = runpy.run_path(target, run_name="uwsgi_file_" + os.path.basename(target)[:-3])
+            obj = namespace.get(name)
+            if obj is None:
+                raise LoadError(f"{target} defines no `{name}`")
+        else:
+            module = importlib.import_module(target)
+            obj = getattr(module, name, None)
+            if obj is None:
+                raise LoadError(f"module {target} has no `{name}`")
+        if call:
+            obj = obj()
+    except LoadError:
+        raise
+    except BaseException as e:  # the application's own error, whatever it is
+        raise LoadError(f"cannot load {spec}: {type(e).__name__}: {e}") from e
+    if not callable(obj):
+        raise LoadError(f"{spec}: `{name}` is not callable")
+    return obj
+
+
+def setup_output():
+    # The pool prefixes every line a zergling writes: keep lines whole and timely.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    setup_output()
+    if args.chdir:
+        os.chdir(args.chdir)
+    for kv in args.env:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            log.error("--env %s: expected KEY=VALUE", kv)
+            return EXIT_USAGE
+        os.environ[key] = value
+    for folder in reversed(args.pythonpath):
+        sys.path.insert(0, os.path.abspath(folder))
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        app = None
+        if args.module:
+            app = load(args.module, args.callable)
+        elif args.wsgi_file:
+            app = load(args.wsgi_file, args.callable)
+        mounts = []
+        for m in args.mount:
+            prefix, sep, spec = m.partition("=")
+            if not sep or not prefix.startswith("/"):
+                log.error("--mount %s: expected /PREFIX=pkg.mod:app", m)
+                return EXIT_USAGE
+            mounts.append((prefix, load(spec, args.callable)))
+    except LoadError as e:
+        log.error("%s", e)
+        return EXIT_LOAD
+    if app is None:
+        app = not_found
+    from ._native import serve
+
+    serve(
+        app,
+        args.attach,
+        threads=args.threads,
+        processes=args.processes,
+        capacity=args.capacity,
+        mercy_secs=args.mercy,
+        mounts=mounts,
+        tags=[f"pid={os.getpid()}"],
+    )
+    return 0
+
+
+def not_found(environ, start_response):
+    """Served where no mount matches and no default application was given."""
+    start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    return [b"Not Found\n"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

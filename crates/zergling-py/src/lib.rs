@@ -1,0 +1,74 @@
+//! `zergling._native`: the PyO3 binding of the zergling library.
+//!
+//! One function, [`serve`]: attach to a pool and serve a WSGI application until the
+//! zergling drains. Everything but the application runs in Rust with the GIL
+//! released: the attach session, HTTP/1, HTTP/2, uwsgi, static-map, drain and
+//! hand-back (the zergling crate), and the WSGI bridge of [`wsgi`], which calls the
+//! application on at most `threads` threads at once.
+
+mod wsgi;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// Serves `app` (a WSGI callable) as a zergling of the pool listening on `attach`,
+/// until SIGTERM, SIGINT or SIGHUP (or the pool's DRAIN) has drained it.
+///
+/// `mounts` are `(prefix, app)` pairs tried longest prefix first (uWSGI's `mount`);
+/// `app` serves every other path. `threads` requests run at once (Python threads);
+/// `processes` is how many processes serve the application (for
+/// `wsgi.multiprocess`); `capacity` is the most connections the pool hands this
+/// process at once; `mercy_secs` how long requests in flight get when draining.
+#[pyfunction]
+#[pyo3(signature = (app, attach, threads=1, processes=1, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new()))]
+#[allow(clippy::too_many_arguments, reason = "a Python function with keyword arguments")]
+fn serve(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    attach: PathBuf,
+    threads: usize,
+    processes: usize,
+    capacity: u32,
+    mercy_secs: f64,
+    mounts: Vec<(String, Py<PyAny>)>,
+    tags: Vec<String>,
+) -> PyResult<()> {
+    init_tracing();
+    let apps = wsgi::Apps::new(py, app, mounts, threads.max(1), processes.max(1))?;
+    let mut config = zergling::ZerglingConfig::new(attach);
+    config.capacity = capacity.max(1);
+    config.mercy = Duration::from_secs_f64(mercy_secs.max(0.0));
+    config.tags = tags;
+    config.tags.push("lang=python".into());
+    config.tags.push("interface=wsgi".into());
+    let service = wsgi::WsgiService::new(apps);
+    // The GIL is released for the zergling's whole life: Python runs only on the
+    // threads that call the application, each taking the GIL for that.
+    py.detach(move || zergling::serve_blocking(config, service))
+        .map_err(|e| PyRuntimeError::new_err(format!("zergling: {e}")))
+}
+
+/// Logs of the Rust side go to stderr, as the pool's own do (the pool prefixes
+/// every line of a zergling it spawned). `ZERGLING_LOG` filters them.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZERGLING_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+/// The native half of the `zergling` Python package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_class::<wsgi::Input>()?;
+    m.add_class::<wsgi::StartResponse>()?;
+    Ok(())
+}
