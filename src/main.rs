@@ -48,6 +48,14 @@ fn main() -> ExitCode {
         println!("; signals: {}", config.signals);
         return ExitCode::SUCCESS;
     }
+    // As uWSGI's master: relative paths (static-map, sockets, certificates, the
+    // application) resolve from here, for the pool and the zerglings it spawns.
+    if let Some(dir) = &config.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("zergpool: chdir {}: {e}; fix the `chdir` option", dir.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

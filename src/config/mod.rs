@@ -23,6 +23,7 @@ pub mod files;
 pub mod ini;
 pub mod options;
 pub mod placeholders;
+pub mod python;
 pub mod signals;
 pub mod statics;
 pub mod yaml;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 pub use options::{ConfigOption, OptionList, Origin};
 pub use signals::{SignalAction, SignalTable};
+pub use python::PythonApp;
 pub use statics::StaticConfig;
 
 use files::Format;
@@ -268,6 +270,12 @@ pub struct Config {
     /// HTTPS listeners (`https`, with every `sni` and `http2`), in declaration order;
     /// certificates are read at bind and on SIGHUP.
     pub https: Vec<crate::listener::tls::HttpsListener>,
+    /// The folder the pool changes to before binding anything (`chdir`).
+    pub chdir: Option<PathBuf>,
+    /// The Python application the pool runs as zerglings (`module`, `wsgi-file`,
+    /// `mount`, with `processes`, `threads`, `virtualenv`, …), when no `zergling`
+    /// command is given; its commands are in `zerglings`.
+    pub python: Option<PythonApp>,
     /// Every `static-*` option, typed; folders are resolved at bind and on SIGHUP
     /// ([`StaticConfig::resolve`]).
     pub statics: StaticConfig,
@@ -341,6 +349,8 @@ impl Default for Config {
             buffer_size: 8192,
             http_timeout: Duration::from_secs(60),
             https: Vec::new(),
+            chdir: None,
+            python: None,
             statics: StaticConfig::default(),
             zerg_server: None,
             zerg_server_mode: 0o600,
@@ -431,7 +441,9 @@ impl Config {
                     continue;
                 }
                 Kind::Application => {
-                    c.ignored_app_options.push(o.clone());
+                    if !python::HANDLED.contains(&o.key.as_str()) {
+                        c.ignored_app_options.push(o.clone());
+                    }
                     continue;
                 }
                 Kind::Planned => {
@@ -555,6 +567,27 @@ impl Config {
             )));
         }
         c.statics = StaticConfig::parse(list)?;
+        c.chdir = list.last("chdir").map(|o| non_empty(o).map(PathBuf::from)).transpose()?;
+        c.python = PythonApp::from_options(list)?;
+        match &c.python {
+            // An explicit `zergling` command wins; the application options then
+            // configure nothing the pool runs.
+            Some(_) if !c.zerglings.is_empty() => {
+                let named = list.0.iter().filter(|o| python::HANDLED.contains(&o.key.as_str()) && o.key != "chdir");
+                c.ignored_app_options.extend(named.cloned());
+                c.python = None;
+            }
+            Some(app) => {
+                for _ in 0..app.processes {
+                    c.zerglings.push(app.command());
+                }
+            }
+            None => {
+                // Options that only mean something with an application.
+                let named = list.0.iter().filter(|o| python::HANDLED.contains(&o.key.as_str()) && o.key != "chdir");
+                c.ignored_app_options.extend(named.cloned());
+            }
+        }
         c.options = list.clone();
         Ok(c)
     }
@@ -768,9 +801,14 @@ uwsgi:
         assert_eq!(maps, [("/static/style", "static/style/blue"), ("/static", "static")]);
         assert_eq!(c.http, ["0.0.0.0:8080".parse().unwrap()]);
         let keys = |l: &[ConfigOption]| l.iter().map(|o| o.key.clone()).collect::<Vec<_>>().join(" ");
+        // The application options start the application (issue 13): only the
+        // job-handling ones are left without effect.
+        assert_eq!(keys(&c.ignored_app_options), "mule mule farm");
+        assert_eq!(c.zerglings.len(), 2);
         assert_eq!(
-            keys(&c.ignored_app_options),
-            "module virtualenv pythonpath enable-threads processes threads mule mule farm"
+            c.zerglings[0].join(" "),
+            ".venv/bin/zergling --module galaxy.webapps.galaxy.buildapp:uwsgi_app() --pythonpath lib --threads 4 \
+             --processes 2"
         );
         // `socket` and `https` are implemented now: nothing is left unimplemented.
         assert_eq!(keys(&c.unimplemented), "");
@@ -779,7 +817,7 @@ uwsgi:
         assert_eq!(notices.len(), 2);
         let app = notices[0].to_string();
         assert!(app.starts_with("application-side options ignored"), "{app}");
-        assert!(app.contains("`module` (") && app.contains("galaxy.yml:2)") && app.contains("`farm` ("), "{app}");
+        assert!(app.contains("`mule` (") && app.contains("`farm` ("), "{app}");
         assert_eq!(c.signals, SignalTable::default());
     }
 
