@@ -34,8 +34,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use options::{ConfigOption, OptionList, Origin};
-pub use signals::{SignalAction, SignalTable};
 pub use python::PythonApp;
+pub use signals::{SignalAction, SignalTable};
 pub use statics::StaticConfig;
 
 use files::Format;

@@ -69,7 +69,7 @@ impl PythonApp {
     pub fn from_options(list: &OptionList) -> Result<Option<PythonApp>, ConfigError> {
         let mut args = Vec::new();
         let mut named = false;
-        if let Some(o) = list.last("module").or_else(|| list.last("wsgi")) {
+        if let Some(o) = last_of(list, &["module", "wsgi"]) {
             args.extend(["--module".to_owned(), non_empty(o)?.to_owned()]);
             named = true;
         }
@@ -103,7 +103,7 @@ impl PythonApp {
             args.extend(["--env".to_owned(), o.value.clone()]);
         }
         let count = |keys: &[&str], what: &str| -> Result<usize, ConfigError> {
-            let Some(o) = keys.iter().filter_map(|k| list.last(k)).last() else {
+            let Some(o) = last_of(list, keys) else {
                 return Ok(1);
             };
             o.value
@@ -116,10 +116,7 @@ impl PythonApp {
         let processes = count(&["processes", "workers"], "processes")?;
         let threads = count(&["threads"], "threads")?;
         args.extend(["--threads".to_owned(), threads.to_string(), "--processes".to_owned(), processes.to_string()]);
-        let virtualenv = ["virtualenv", "venv", "home", "pyhome"]
-            .iter()
-            .filter_map(|k| list.last(k))
-            .last()
+        let virtualenv = last_of(list, &["virtualenv", "venv", "home", "pyhome"])
             .map(|o| non_empty(o).map(PathBuf::from))
             .transpose()?;
         Ok(Some(PythonApp { virtualenv, processes, threads, args }))
@@ -133,6 +130,11 @@ impl PythonApp {
         };
         std::iter::once(program).chain(self.args.iter().cloned()).collect()
     }
+}
+
+/// The last option given under any of `keys` (aliases: the last one wins).
+fn last_of<'a>(list: &'a OptionList, keys: &[&str]) -> Option<&'a ConfigOption> {
+    list.0.iter().rev().find(|o| keys.contains(&o.key.as_str()))
 }
 
 fn non_empty(o: &ConfigOption) -> Result<&str, ConfigError> {

@@ -224,7 +224,36 @@ impl Client {
         let mut req = head.into_bytes();
         req.extend_from_slice(body);
         self.stream.write_all(&req)?;
+        if method == "HEAD" {
+            return self.read_head_response();
+        }
         self.read_response()
+    }
+
+    /// The response to a HEAD request: its head, and no body whatever the
+    /// headers say.
+    pub fn read_head_response(&mut self) -> std::io::Result<Response> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill()?;
+        };
+        let mut raw: Vec<u8> = self.buf.drain(..head_end).collect();
+        // Parse it as a response with an empty body.
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        raw.clear();
+        let mut lines = text.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&text))?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Ok(Response { status, headers, body: raw })
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
@@ -250,12 +279,42 @@ impl Client {
             }
         }
         self.buf.drain(..head_end);
+        if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            let body = self.read_chunked()?;
+            return Ok(Response { status, headers, body });
+        }
         let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         while self.buf.len() < len {
             self.fill()?;
         }
         let body = self.buf.drain(..len).collect();
         Ok(Response { status, headers, body })
+    }
+
+    /// A chunked body, de-chunked; an error unless it ends with its last chunk.
+    fn read_chunked(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad(&format!("chunk size {size_text:?}")))?;
+            self.buf.drain(..line_end + 2);
+            // The chunk and its CRLF (for the last one: the empty trailer's CRLF).
+            while self.buf.len() < size + 2 {
+                self.fill()?;
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
     }
 
     fn fill(&mut self) -> std::io::Result<()> {

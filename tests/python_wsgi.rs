@@ -1,0 +1,279 @@
+//! Python WSGI applications as zerglings (issue 13), through the real binaries:
+//! the pool spawns the `zergling` command of the `zergling` wheel installed in a
+//! virtualenv (`scripts/python-env.sh` builds it into `target/pyenv`;
+//! `ZERGPOOL_TEST_VENV` names another), serving applications from
+//! `tests/data/python/`: a PEP 3333 conformance application under
+//! `wsgiref.validate.validator`, and a Flask application from PyPI.
+//!
+//! Without the virtualenv these tests print one line and skip; with `CI=true` they
+//! fail (`.ci/run` builds it).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{get_once, listening_addr, wait_until, Client, Pool};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(20);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtualenv, with the `zergling` wheel installed.
+fn venv() -> Option<PathBuf> {
+    let v = std::env::var_os("ZERGPOOL_TEST_VENV").map_or_else(|| root().join("target/pyenv"), PathBuf::from);
+    if v.join("bin/zergling").is_file() {
+        return Some(v);
+    }
+    if std::env::var("CI").is_ok_and(|c| c == "true") {
+        panic!("{}/bin/zergling is missing in CI (.ci/run runs scripts/python-env.sh)", v.display());
+    }
+    eprintln!("SKIP: no Python test virtualenv at {} (run scripts/python-env.sh)", v.display());
+    None
+}
+
+fn data(name: &str) -> String {
+    root().join("tests/data/python").join(name).display().to_string()
+}
+
+fn cert(name: &str) -> String {
+    root().join("certs").join(name).display().to_string()
+}
+
+/// A pool serving `app_args` with the Python zergling of `venv`.
+fn python_pool(venv: &Path, app_args: &str, extra: &[&str], env: &[(&str, &str)]) -> Pool {
+    let cmd = format!("{} {app_args}", venv.join("bin/zergling").display());
+    let mut args = vec!["--zergling", &cmd];
+    args.extend_from_slice(extra);
+    let pool = Pool::start_with(&args, env);
+    pool.wait_attached(1);
+    pool
+}
+
+fn json(r: &common::Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("run curl");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn pep_3333_holds_under_wsgiref_validator() {
+    let Some(venv) = venv() else { return };
+    let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
+    let pool =
+        python_pool(&venv, &format!("--wsgi-file {} --threads 4", data("wsgi_app.py")), &["--https", &https], &[]);
+    let addr = pool.addr;
+
+    let r = get_once(addr, "/hello").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"), "{}", pool.proc.log());
+
+    // environ: CGI keys as native strings, from the pool's metadata.
+    let mut c = Client::connect(addr);
+    let r = c.get("/env?a=1&b=%20").unwrap();
+    let env = json(&r);
+    assert_eq!(env["REQUEST_METHOD"], "GET");
+    assert_eq!(env["SCRIPT_NAME"], "");
+    assert_eq!(env["PATH_INFO"], "/env");
+    assert_eq!(env["QUERY_STRING"], "a=1&b=%20");
+    // From the Host header (the test client sends `Host: test`), as gunicorn does.
+    assert_eq!(env["SERVER_NAME"], "test");
+    assert_eq!(env["SERVER_PORT"], "80");
+    assert_eq!(env["HTTP_HOST"], "test");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert!(env["REMOTE_PORT"].as_str().is_some_and(|p| p.parse::<u16>().is_ok()), "{env}");
+    assert_eq!(env["wsgi.url_scheme"], "http");
+    assert_eq!(env["wsgi.multithread"], true, "4 threads");
+    assert_eq!(env["wsgi.multiprocess"], false, "one process");
+    assert_eq!(env["wsgi.input_terminated"], true);
+    assert_eq!(env["wsgi.version"], serde_json::json!([1, 0]));
+    // Percent-decoded, latin-1: `é` in UTF-8 is two characters.
+    let env = json(&c.get("/env%20x/%C3%A9").unwrap());
+    assert_eq!(env["PATH_INFO"], "/env x/\u{c3}\u{a9}");
+
+    // wsgi.input: read(n) to the end of a Content-Length body and of a chunked one.
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let r = c.request("POST", "/echo", "Content-Type: application/octet-stream\r\n", &body).unwrap();
+    assert_eq!((r.status, r.body.len()), (200, body.len()));
+    assert!(r.body == body);
+    c.send_raw(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+    let r = c.request("POST", "/lines", "", b"one\ntwo\nthree").unwrap();
+    assert_eq!(json(&r), serde_json::json!(["one\n", "two\n", "three"]));
+    let r = c.request("POST", "/readlines", "", b"a\nb\nc\n").unwrap();
+    assert_eq!(r.text(), "3");
+
+    // start_response: write(), a head sent with the first non-empty chunk.
+    let r = c.get("/write").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "written too!"));
+    let r = c.get("/head-later").unwrap();
+    assert_eq!((r.status, r.header("x-later"), r.text().as_str()), (201, Some("yes"), "body"));
+    let r = c.get("/stream?n=10").unwrap();
+    assert_eq!(r.text().lines().count(), 10);
+    let r = c.request("HEAD", "/hello", "", b"").unwrap();
+    assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("13"), 0));
+
+    // An exception: 500, a traceback in the log, and the process serves on.
+    let r = get_once(addr, "/boom").unwrap();
+    assert_eq!(r.status, 500);
+    assert!(pool.proc.wait_log("RuntimeError: boom for the test", 1, T), "{}", pool.proc.log());
+    assert!(pool.proc.log().contains("Traceback (most recent call last)"));
+    // After the first chunk: never a valid response (the body is cut short).
+    let mut late = Client::connect(addr);
+    late.send_raw(b"GET /late-error HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(late.read_response().is_err(), "a failed response must not look complete");
+    assert!(pool.proc.wait_log("late failure for the test", 1, T), "{}", pool.proc.log());
+    assert_eq!(get_once(addr, "/hello").unwrap().status, 200);
+
+    // HTTPS terminated by the pool: the application sees https.
+    if common::require_program("curl") {
+        let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
+        let (out, _) = curl(&[
+            "--cacert",
+            &cert("ca.pem"),
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            &format!("https://localhost:{port}/env"),
+        ]);
+        let env: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(env["wsgi.url_scheme"], "https", "{env}");
+        assert_eq!(env["HTTPS"], "on", "{env}");
+        assert_eq!(env["SERVER_NAME"], "localhost", "{env}");
+        assert_eq!(env["SERVER_PORT"], port.to_string(), "{env}");
+    }
+    // The validator never complained.
+    assert!(!pool.proc.log().contains("AssertionError"), "{}", pool.proc.log());
+}
+
+#[test]
+fn a_client_leaving_mid_stream_closes_the_iterable() {
+    let Some(venv) = venv() else { return };
+    let marks = tempfile::tempdir().unwrap();
+    let mark_dir = marks.path().display().to_string();
+    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[("CLOSE_MARK", &mark_dir)]);
+    let mut c = Client::connect(pool.addr);
+    // 1,000 chunks, 10 ms apart: 10 s if nobody leaves.
+    c.send_raw(b"GET /stream?n=1000&name=left HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read(&mut c.stream, &mut first).expect("the response starts");
+    let left = Instant::now();
+    drop(c);
+    let mark = marks.path().join("left");
+    assert!(wait_until(Duration::from_secs(5), || mark.exists()), "close() never ran:\n{}", pool.proc.log());
+    assert!(left.elapsed() < Duration::from_secs(1), "close() ran {:?} after the client left", left.elapsed());
+}
+
+#[test]
+fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
+    let Some(venv) = venv() else { return };
+    if !common::require_program("curl") {
+        return;
+    }
+    let pool = python_pool(&venv, &format!("--pythonpath {} --module flask_app:app --threads 2", data("")), &[], &[]);
+    let base = format!("http://{}", pool.addr);
+    assert_eq!(curl(&[&base]).0, "Hello from Flask");
+    assert_eq!(curl(&["-d", "name=zerg ling", &format!("{base}/form")]).0, "name=zerg ling");
+    let (out, _) = curl(&["-H", "Content-Type: application/json", "-d", r#"{"a": [1, 2]}"#, &format!("{base}/json")]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["got"]["a"][1].as_i64(), v["scheme"].as_str(), v["remote"].as_str()),
+        (Some(2), Some("http"), Some("127.0.0.1"))
+    );
+    // A 10 MiB multipart upload.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let mut bytes = vec![7u8; 10 << 20];
+    *bytes.last_mut().unwrap() = 42;
+    std::fs::write(&big, &bytes).unwrap();
+    let (out, _) = curl(&["-F", &format!("file=@{}", big.display()), &format!("{base}/upload")]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["filename"].as_str(), v["size"].as_u64(), v["last"].as_u64()),
+        (Some("big.bin"), Some(10 << 20), Some(42))
+    );
+    assert_eq!(curl(&[&format!("{base}/stream")]).0, "line 0\nline 1\nline 2\nline 3\nline 4\n");
+    let file = std::fs::read_to_string(data("flask_app.py")).unwrap();
+    assert_eq!(curl(&[&format!("{base}/file")]).0, file);
+    let (out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", &format!("{base}/go")]);
+    assert_eq!(out, format!("302 {base}/"));
+    let jar = dir.path().join("jar");
+    let jar = jar.display().to_string();
+    assert_eq!(curl(&["-c", &jar, "-d", "user=ada", &format!("{base}/login")]).0, "logged in");
+    assert_eq!(curl(&["-b", &jar, &format!("{base}/me")]).0, "ada");
+    assert_eq!(curl(&[&format!("{base}/me")]).0, "nobody");
+}
+
+#[test]
+fn an_application_that_cannot_load_exits_and_the_pool_backs_off() {
+    let Some(venv) = venv() else { return };
+    let cmd = format!("{} --module no_such_module_for_the_test", venv.join("bin/zergling").display());
+    let pool = Pool::start(&["--zergling", &cmd]);
+    // One line naming the module and the exception, then the pool says why it died
+    // and waits longer each time.
+    assert!(pool.proc.wait_log("exited; respawning", 3, T), "{}", pool.proc.log());
+    let log = pool.proc.log();
+    assert!(
+        log.contains("cannot load no_such_module_for_the_test: ModuleNotFoundError: No module named 'no_such_module_for_the_test'"),
+        "{log}"
+    );
+    let delays: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("exited; respawning"))
+        .filter_map(|l| l.split("respawn_in_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(delays.len() >= 3 && delays.windows(2).all(|w| w[1] > w[0]), "back-off grows: {delays:?}\n{log}");
+    assert!(log.contains("status=Some(ExitStatus(unix_wait_status(256)))"), "exit status 1 in the log: {log}");
+}
+
+/// The seed's shape: a `galaxy:` section beside a `uwsgi:` section whose
+/// `module`, `virtualenv`, `pythonpath`, `processes` and `threads` start the
+/// application, with static-map and a chain reload on SIGHUP.
+#[test]
+fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let static_dir = dir.path().join("static");
+    std::fs::create_dir(&static_dir).unwrap();
+    std::fs::write(static_dir.join("welcome.txt"), "static hello\n").unwrap();
+    let yml = dir.path().join("galaxy.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "galaxy:\n  admin_users: admin@example.org\n\nuwsgi:\n  chdir: {dir}\n  module: wsgi_app\n  virtualenv: {venv}\n  \
+             pythonpath: {py}\n  master: true\n  enable-threads: true\n  processes: 2\n  threads: 2\n  \
+             static-map: /static=static\n  die-on-term: true\n",
+            dir = dir.path().display(),
+            venv = venv.display(),
+            py = data(""),
+        ),
+    )
+    .unwrap();
+    let pool = Pool::start(&["--yaml", &yml.display().to_string()]);
+    pool.wait_attached(2);
+    let addr: SocketAddr = pool.addr;
+    let r = get_once(addr, "/static/welcome.txt").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "static hello\n"));
+    let env = json(&get_once(addr, "/env").unwrap());
+    assert_eq!(env["wsgi.multiprocess"], true, "two processes");
+    let before: std::collections::HashSet<String> = (0..20).map(|_| get_once(addr, "/pid").unwrap().text()).collect();
+    assert_eq!(before.len(), 2, "both processes serve: {before:?}");
+    pool.proc.signal(Signal::SIGHUP);
+    assert!(pool.proc.wait_log("chain reload complete", 1, Duration::from_secs(60)), "{}", pool.proc.log());
+    let after: std::collections::HashSet<String> = (0..20).map(|_| get_once(addr, "/pid").unwrap().text()).collect();
+    assert!(after.is_disjoint(&before), "new processes after the reload: {before:?} {after:?}");
+    assert_eq!(get_once(addr, "/hello").unwrap().text(), "Hello, world!");
+}
