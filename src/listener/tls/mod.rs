@@ -43,7 +43,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::crypto::ring::{default_provider, ALL_CIPHER_SUITES};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni, ServerConfig, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni, ServerConfig, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, ServerConnection, SupportedProtocolVersion};
 use tokio_rustls::TlsAcceptor;
@@ -200,6 +203,13 @@ impl TlsSettings {
     /// that have a suite in [`TlsSettings::ciphers`]), the SNI resolver, client
     /// authentication, ALPN. When an `sni` name repeats, the last one wins.
     pub fn build(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.build_with(ServerSessionMemoryCache::new(SESSION_CACHE))
+    }
+
+    /// [`TlsSettings::build`] with `sessions` as the server-side session store (the
+    /// TLS 1.3 tickets and TLS 1.2 session ids clients resume with), so that a
+    /// reload keeps the sessions clients hold, as nginx's shared session cache does.
+    pub fn build_with(&self, sessions: Arc<dyn StoresServerSessions>) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = Arc::new(CryptoProvider {
             cipher_suites: ALL_CIPHER_SUITES
                 .iter()
@@ -241,9 +251,13 @@ impl TlsSettings {
         };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
         config.alpn_protocols = self.alpn.protocols();
+        config.session_storage = sessions;
         Ok(Arc::new(config))
     }
 }
+
+/// Sessions a listener keeps for resumption (rustls' default size).
+pub const SESSION_CACHE: usize = 256;
 
 /// Picks the certificate by SNI name, falling back to the default one.
 #[derive(Debug)]
@@ -270,13 +284,17 @@ impl ResolvesServerCert for SniResolver {
 pub struct TlsStore {
     settings: TlsSettings,
     current: ArcSwap<ServerConfig>,
+    /// One session store for every configuration this listener builds: bounded
+    /// ([`SESSION_CACHE`] entries), and kept across reloads.
+    sessions: Arc<dyn StoresServerSessions>,
 }
 
 impl TlsStore {
     /// Builds the first configuration; fails as [`TlsSettings::build`] does.
     pub fn new(settings: TlsSettings) -> Result<TlsStore, TlsError> {
-        let config = settings.build()?;
-        Ok(TlsStore { settings, current: ArcSwap::new(config) })
+        let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let config = settings.build_with(Arc::clone(&sessions))?;
+        Ok(TlsStore { settings, current: ArcSwap::new(config), sessions })
     }
 
     /// The configuration for a new handshake. Take it once per accepted connection; the
@@ -293,7 +311,7 @@ impl TlsStore {
     /// Reads the files again and swaps the new configuration in. On error nothing changes:
     /// the old configuration keeps serving, and the caller logs the error.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = self.settings.build()?;
+        let config = self.settings.build_with(Arc::clone(&self.sessions))?;
         self.current.store(config);
         Ok(())
     }

@@ -417,3 +417,20 @@ fn listeners_from_options() {
     let err = https_listeners(&bad, &[]).expect_err("no shared socket 1");
     assert!(err.to_string().starts_with("command line (argument 4): bad value `=1,c,k` for `https`"), "{err}");
 }
+
+/// A reload (SIGHUP) builds a new configuration but keeps the session store:
+/// clients resume the sessions they hold, as with nginx's shared session cache.
+#[tokio::test]
+async fn sessions_are_resumed_across_a_reload() {
+    let store = TlsStore::new(settings(Alpn::Http11)).unwrap();
+    let client = Client::default().config();
+    let (mut s, mut c) = connect(store.current(), client.clone(), "localhost").await;
+    // Reading from the server processes its session tickets.
+    echo(&mut s, &mut c, "a ticket, please").await;
+    store.reload().unwrap();
+    let (_s, c) = connect(store.current(), client.clone(), "localhost").await;
+    assert_eq!(c.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    // A configuration with a store of its own knows none of them.
+    let (_s, c) = connect(settings(Alpn::Http11).build().unwrap(), client, "localhost").await;
+    assert_eq!(c.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+}
