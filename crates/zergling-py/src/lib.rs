@@ -21,9 +21,11 @@ use pyo3::prelude::*;
 /// `app` serves every other path. `threads` requests run at once (Python threads);
 /// `processes` is how many processes serve the application (for
 /// `wsgi.multiprocess`); `capacity` is the most connections the pool hands this
-/// process at once; `mercy_secs` how long requests in flight get when draining.
+/// process at once; `mercy_secs` how long requests in flight get when draining;
+/// `io_threads` how many threads run the connections (HTTP, uwsgi, TLS metadata,
+/// the pool protocol), beside the application threads.
 #[pyfunction]
-#[pyo3(signature = (app, attach, threads=1, processes=1, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new()))]
+#[pyo3(signature = (app, attach, threads=1, processes=1, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1))]
 #[allow(clippy::too_many_arguments, reason = "a Python function with keyword arguments")]
 fn serve(
     py: Python<'_>,
@@ -35,6 +37,7 @@ fn serve(
     mercy_secs: f64,
     mounts: Vec<(String, Py<PyAny>)>,
     tags: Vec<String>,
+    io_threads: usize,
 ) -> PyResult<()> {
     init_tracing();
     let apps = wsgi::Apps::new(py, app, mounts, threads.max(1), processes.max(1))?;
@@ -42,13 +45,20 @@ fn serve(
     config.capacity = capacity.max(1);
     config.mercy = Duration::from_secs_f64(mercy_secs.max(0.0));
     config.tags = tags;
+    config.io_threads = Some(io_threads.max(1));
     config.tags.push("lang=python".into());
     config.tags.push("interface=wsgi".into());
-    let service = wsgi::WsgiService::new(apps);
+    let (service, workers) = wsgi::WsgiService::start(apps)
+        .map_err(|e| PyRuntimeError::new_err(format!("zergling: cannot start the application threads: {e}")))?;
     // The GIL is released for the zergling's whole life: Python runs only on the
-    // threads that call the application, each taking the GIL for that.
-    py.detach(move || zergling::serve_blocking(config, service))
-        .map_err(|e| PyRuntimeError::new_err(format!("zergling: {e}")))
+    // application threads. Once the zergling has drained, the service is gone and
+    // so are they.
+    py.detach(move || {
+        let served = zergling::serve_blocking(config, service);
+        workers.join();
+        served
+    })
+    .map_err(|e| PyRuntimeError::new_err(format!("zergling: {e}")))
 }
 
 /// Logs of the Rust side go to stderr, as the pool's own do (the pool prefixes

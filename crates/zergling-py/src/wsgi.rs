@@ -3,12 +3,15 @@
 //! ```text
 //! hyper request ─► WsgiService::call (async, no GIL)
 //!                    ├─ the request body is pumped into a bounded channel ─► wsgi.input
-//!                    └─ spawn_blocking, at most `threads` at once (a semaphore):
-//!                         take the GIL, build environ, call app(environ, start_response),
-//!                         iterate the result; each non-empty chunk crosses a bounded
-//!                         channel to hyper with the GIL released while it waits
-//!                    ◄─ the head (status, headers) arrives with the first non-empty
-//!                       chunk, or when the iterable ends empty
+//!                    └─ a job on the queue of the `threads` application threads
+//!                       (long-lived, each with its own Python thread state, the GIL
+//!                       released while they wait for a job):
+//!                         build environ, call app(environ, start_response), then
+//!                         * a list or tuple: the whole body at once, with the head;
+//!                         * any other iterable: the head with the first non-empty
+//!                           chunk, each chunk across a bounded channel to hyper, the
+//!                           GIL released while it waits
+//!                    ◄─ the response (head and body) arrives on a oneshot
 //! ```
 //!
 //! Rules kept here (PEP 3333 and what servers such as gunicorn and uWSGI do):
@@ -33,8 +36,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use tokio::sync::{mpsc, oneshot};
 use zergling::{ConnInfo, ListenerKind};
 
 /// Chunks of a response body in flight between the application and hyper: a slow
@@ -53,8 +56,8 @@ pub(crate) struct Apps {
     default: Py<PyAny>,
     /// `(prefix, app)`, longest prefix first; a prefix has no trailing `/`.
     mounts: Vec<(String, Py<PyAny>)>,
-    /// One permit per application thread.
-    permits: Arc<Semaphore>,
+    /// How many application threads to start.
+    threads: usize,
     multithread: bool,
     multiprocess: bool,
     /// `sys.stderr`, as `wsgi.errors`.
@@ -78,14 +81,7 @@ impl Apps {
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         let errors = py.import("sys")?.getattr("stderr")?.unbind();
-        Ok(Arc::new(Apps {
-            default,
-            mounts,
-            permits: Arc::new(Semaphore::new(threads)),
-            multithread: threads > 1,
-            multiprocess: processes > 1,
-            errors,
-        }))
+        Ok(Arc::new(Apps { default, mounts, threads, multithread: threads > 1, multiprocess: processes > 1, errors }))
     }
 
     /// The application for `path`, its `SCRIPT_NAME` and the rest of the path.
@@ -101,22 +97,58 @@ impl Apps {
     }
 }
 
-/// The hyper service: one WSGI call per request.
+/// The hyper service: one WSGI call per request, queued for the application
+/// threads.
 #[derive(Clone)]
 pub(crate) struct WsgiService {
-    apps: Arc<Apps>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
-impl WsgiService {
-    pub(crate) fn new(apps: Arc<Apps>) -> Self {
-        WsgiService { apps }
+/// One request for an application thread.
+struct Job {
+    parts: http::request::Parts,
+    input: mpsc::Receiver<Bytes>,
+    reply: oneshot::Sender<Response<WsgiBody>>,
+}
+
+/// The application threads: they end when every [`WsgiService`] is dropped.
+pub(crate) struct Workers(Vec<std::thread::JoinHandle<()>>);
+
+impl Workers {
+    /// Waits for every application thread to end (call without the GIL).
+    pub(crate) fn join(self) {
+        for t in self.0 {
+            let _ = t.join();
+        }
     }
 }
 
-/// What the application answered, sent to hyper once.
-struct Head {
-    status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
+impl WsgiService {
+    /// Starts the application threads of `apps`.
+    pub(crate) fn start(apps: Arc<Apps>) -> std::io::Result<(WsgiService, Workers)> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(apps.threads);
+        for i in 0..apps.threads {
+            let (apps, queue) = (apps.clone(), queue.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wsgi-{i}"))
+                    .spawn(move || application_thread(&apps, &queue))?,
+            );
+        }
+        Ok((WsgiService { jobs }, Workers(threads)))
+    }
+}
+
+/// One application thread: attached to the interpreter for its whole life (one
+/// thread state, made once), the GIL released while it waits for a job.
+fn application_thread(apps: &Apps, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    Python::attach(|py| loop {
+        let job = py.detach(|| queue.lock().ok().and_then(|q| q.recv().ok()));
+        let Some(job) = job else { return };
+        run(py, apps, job);
+    });
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<WsgiBody>, Infallible>> + Send>>;
@@ -127,43 +159,45 @@ impl hyper::service::Service<Request<Incoming>> for WsgiService {
     type Future = BoxFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let apps = self.apps.clone();
+        let (parts, body) = req.into_parts();
+        let (input_tx, input) = mpsc::channel(INPUT_CHANNEL);
+        if !body.is_end_stream() {
+            tokio::spawn(pump_input(body, input_tx));
+        }
+        let (reply, response) = oneshot::channel();
+        let queued = self.jobs.send(Job { parts, input, reply }).is_ok();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let (input_tx, input_rx) = mpsc::channel(INPUT_CHANNEL);
-            if !body.is_end_stream() {
-                tokio::spawn(pump_input(body, input_tx));
-            }
-            let Ok(permit) = apps.permits.clone().acquire_owned().await else {
+            if !queued {
                 return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
-            };
-            let (head_tx, head_rx) = oneshot::channel();
-            let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL);
-            let exchange = Arc::new(Exchange::new(head_tx, body_tx));
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                run(&apps, &parts, input_rx, exchange);
-            });
-            Ok(match head_rx.await {
-                Ok(head) => {
-                    let mut resp = Response::new(WsgiBody(body_rx));
-                    *resp.status_mut() = head.status;
-                    for (name, value) in head.headers {
-                        resp.headers_mut().append(name, value);
-                    }
-                    resp
-                }
-                // The application thread ended without a head (a panic).
-                Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR),
-            })
+            }
+            // No response: the application thread went away (a panic).
+            Ok(response.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR)))
         })
+    }
+}
+
+/// What the application answered, sent to hyper once.
+struct Head {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Head {
+    fn into_response(self, body: WsgiBody) -> Response<WsgiBody> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = self.status;
+        let headers = resp.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        resp
     }
 }
 
 /// A response with no body but its status.
 fn plain(status: StatusCode) -> Response<WsgiBody> {
-    let (_tx, rx) = mpsc::channel(1);
-    let mut resp = Response::new(WsgiBody(rx));
+    let mut resp = Response::new(WsgiBody::Whole(None));
     *resp.status_mut() = status;
     resp
 }
@@ -188,97 +222,129 @@ async fn pump_input(mut body: Incoming, tx: mpsc::Sender<Bytes>) {
     }
 }
 
-/// The response body: chunks from the application thread, or an error that makes
-/// hyper abort the connection.
-pub(crate) struct WsgiBody(mpsc::Receiver<Result<Bytes, io::Error>>);
+/// The response body: whole (a list or tuple from the application), or chunks
+/// from the application thread, where an error makes hyper abort the connection.
+pub(crate) enum WsgiBody {
+    Whole(Option<Bytes>),
+    Stream(mpsc::Receiver<Result<Bytes, io::Error>>),
+}
 
 impl Body for WsgiBody {
     type Data = Bytes;
     type Error = io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        match &mut *self {
+            WsgiBody::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            WsgiBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, WsgiBody::Whole(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            WsgiBody::Whole(b) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            WsgiBody::Stream(_) => hyper::body::SizeHint::default(),
+        }
     }
 }
 
 /// The state shared by `start_response`, `write` and the thread iterating the
 /// result.
 struct Exchange {
-    /// Set by `start_response`; sent (taken) with the first byte of body.
+    /// Set by `start_response`; taken when the response goes out.
     pending: Mutex<Option<Head>>,
-    head_tx: Mutex<Option<oneshot::Sender<Head>>>,
-    body_tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    /// Where the response goes; taken when it does.
+    reply: Mutex<Option<oneshot::Sender<Response<WsgiBody>>>>,
+    /// The chunks of a streamed response, once its head went out.
+    stream: Mutex<Option<mpsc::Sender<Result<Bytes, io::Error>>>>,
 }
 
 impl Exchange {
-    fn new(head_tx: oneshot::Sender<Head>, body_tx: mpsc::Sender<Result<Bytes, io::Error>>) -> Self {
-        Exchange { pending: Mutex::new(None), head_tx: Mutex::new(Some(head_tx)), body_tx }
+    fn new(reply: oneshot::Sender<Response<WsgiBody>>) -> Self {
+        Exchange { pending: Mutex::new(None), reply: Mutex::new(Some(reply)), stream: Mutex::new(None) }
     }
 
     fn head_sent(&self) -> bool {
-        self.head_tx.lock().map_or(true, |t| t.is_none())
+        self.reply.lock().map_or(true, |t| t.is_none())
     }
 
-    /// Sends the head `start_response` set; an error if it was never called.
-    fn send_head(&self) -> PyResult<()> {
-        let Some(tx) = self.head_tx.lock().ok().and_then(|mut t| t.take()) else {
-            return Ok(());
-        };
-        let head = self.pending.lock().ok().and_then(|mut p| p.take());
-        match head {
-            Some(head) => {
-                let _ = tx.send(head);
-                Ok(())
-            }
-            None => {
-                // Put it back: the error path answers 500 with it.
-                if let Ok(mut t) = self.head_tx.lock() {
-                    *t = Some(tx);
-                }
-                Err(PyRuntimeError::new_err("the application sent a body before calling start_response"))
-            }
+    /// Sends the head `start_response` set with `body`; an error if it was never
+    /// called. `Ok(false)` when the response went out already.
+    fn respond(&self, body: impl FnOnce() -> WsgiBody) -> PyResult<bool> {
+        let mut reply = self.reply.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?;
+        if reply.is_none() {
+            return Ok(false);
         }
+        let head = self.pending.lock().ok().and_then(|mut p| p.take());
+        let Some(head) = head else {
+            return Err(PyRuntimeError::new_err("the application sent a body before calling start_response"));
+        };
+        if let Some(tx) = reply.take() {
+            let _ = tx.send(head.into_response(body()));
+        }
+        Ok(true)
     }
 
-    /// Sends the head if needed, then `data`, waiting with the GIL released while
-    /// the client is slow. `false` when the client is gone.
-    fn send_body(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
-        self.send_head()?;
+    /// Sends the head with an empty body, if it has not gone out.
+    fn finish(&self) -> PyResult<()> {
+        self.respond(|| WsgiBody::Whole(None)).map(drop)
+    }
+
+    /// Streams `data`: the head goes out first if needed; waits with the GIL
+    /// released while the client is slow. `false` when the client is gone.
+    fn send_chunk(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+        self.respond(|| {
+            let (tx, rx) = mpsc::channel(BODY_CHANNEL);
+            if let Ok(mut s) = self.stream.lock() {
+                *s = Some(tx);
+            }
+            WsgiBody::Stream(rx)
+        })?;
+        let tx = self.stream.lock().ok().and_then(|s| s.clone());
+        let Some(tx) = tx else {
+            // The response went out whole already (cannot happen: a body is
+            // either whole or streamed).
+            return Ok(false);
+        };
         let chunk = Bytes::copy_from_slice(data);
-        let tx = &self.body_tx;
         Ok(py.detach(|| tx.blocking_send(Ok(chunk))).is_ok())
     }
 
     /// Answers 500 when nothing was sent yet, else aborts the response.
     fn fail(&self) {
-        let tx = self.head_tx.lock().ok().and_then(|mut t| t.take());
-        match tx {
+        let reply = self.reply.lock().ok().and_then(|mut t| t.take());
+        match reply {
             Some(tx) => {
                 let body = Bytes::from_static(b"Internal Server Error\n");
                 let headers = vec![
                     (http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain")),
                     (http::header::CONTENT_LENGTH, HeaderValue::from(body.len())),
                 ];
-                let _ = tx.send(Head { status: StatusCode::INTERNAL_SERVER_ERROR, headers });
-                let _ = self.body_tx.try_send(Ok(body));
+                let head = Head { status: StatusCode::INTERNAL_SERVER_ERROR, headers };
+                let _ = tx.send(head.into_response(WsgiBody::Whole(Some(body))));
             }
             None => {
-                let _ = self.body_tx.try_send(Err(io::Error::other("the application failed mid-response")));
+                if let Some(tx) = self.stream.lock().ok().and_then(|s| s.clone()) {
+                    let _ = tx.try_send(Err(io::Error::other("the application failed mid-response")));
+                }
             }
         }
     }
 }
 
 /// Runs one request on an application thread.
-fn run(apps: &Apps, parts: &http::request::Parts, input: mpsc::Receiver<Bytes>, exchange: Arc<Exchange>) {
-    Python::attach(|py| {
-        let outcome = call_app(py, apps, parts, input, &exchange);
-        if let Err(e) = outcome {
-            tracing::error!(method = %parts.method, uri = %parts.uri, "the application raised an exception");
-            e.print(py);
-            exchange.fail();
-        }
-    });
+fn run(py: Python<'_>, apps: &Apps, job: Job) {
+    let Job { parts, input, reply } = job;
+    let exchange = Arc::new(Exchange::new(reply));
+    if let Err(e) = call_app(py, apps, &parts, input, &exchange) {
+        tracing::error!(method = %parts.method, uri = %parts.uri, "the application raised an exception");
+        e.print(py);
+        exchange.fail();
+    }
 }
 
 fn call_app(
@@ -295,7 +361,7 @@ fn call_app(
     let result = app.bind(py).call1((environ, start_response))?;
     let iterated = iterate(py, &result, exchange);
     // PEP 3333: close() is called whatever happened.
-    let closed = match result.getattr("close") {
+    let closed = match result.getattr(pyo3::intern!(py, "close")) {
         Ok(close) => close.call0().map(drop),
         Err(_) => Ok(()),
     };
@@ -303,27 +369,51 @@ fn call_app(
     closed
 }
 
-/// Sends every chunk of the result; stops early, without error, when the client
-/// is gone.
+fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    match item.cast::<PyBytes>() {
+        Ok(b) => Ok(b.as_bytes()),
+        Err(_) => Err(PyValueError::new_err(format!(
+            "the application yielded {} where bytes were expected",
+            item.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
+        ))),
+    }
+}
+
+/// Sends the result: a list or tuple whole, with its head (unless `write()`
+/// already started a stream); any other iterable chunk by chunk, stopping early,
+/// without error, when the client is gone.
 fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> PyResult<()> {
+    if !exchange.head_sent() {
+        let whole = if let Ok(list) = result.cast::<PyList>() {
+            Some(list.iter().map(|i| as_bytes(&i).map(Bytes::copy_from_slice)).collect::<PyResult<Vec<_>>>()?)
+        } else if let Ok(tuple) = result.cast::<PyTuple>() {
+            Some(tuple.iter().map(|i| as_bytes(&i).map(Bytes::copy_from_slice)).collect::<PyResult<Vec<_>>>()?)
+        } else {
+            None
+        };
+        if let Some(chunks) = whole {
+            let body = match chunks.len() {
+                0 => None,
+                1 => chunks.into_iter().next(),
+                _ => Some(Bytes::from(chunks.concat())),
+            }
+            .filter(|b| !b.is_empty());
+            exchange.respond(|| WsgiBody::Whole(body))?;
+            return Ok(());
+        }
+    }
     for item in result.try_iter()? {
         let item = item?;
-        let chunk = item.cast::<PyBytes>().map_err(|_| {
-            PyValueError::new_err(format!(
-                "the application yielded {} where bytes were expected",
-                item.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
-            ))
-        })?;
-        let data = chunk.as_bytes();
+        let data = as_bytes(&item)?;
         if data.is_empty() {
             continue;
         }
-        if !exchange.send_body(py, data)? {
+        if !exchange.send_chunk(py, data)? {
             tracing::debug!("client gone; the response stops");
             return Ok(());
         }
     }
-    exchange.send_head()
+    exchange.finish()
 }
 
 /// Text as WSGI's native strings: every byte one character (latin-1).
@@ -369,13 +459,16 @@ fn environ<'py>(
             env.set_item(PyString::new(py, &latin1(k)), PyString::new(py, &latin1(v)))?;
         }
     } else {
-        set("REQUEST_METHOD", parts.method.as_str())?;
-        set("SCRIPT_NAME", script_name)?;
-        set("PATH_INFO", &latin1(&percent_decode(path_info)))?;
-        set("QUERY_STRING", parts.uri.query().unwrap_or(""))?;
-        set("REQUEST_URI", parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str()))?;
-        set(
-            "SERVER_PROTOCOL",
+        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
+        env.set_item(pyo3::intern!(py, "SCRIPT_NAME"), script_name)?;
+        env.set_item(pyo3::intern!(py, "PATH_INFO"), latin1(&percent_decode(path_info)))?;
+        env.set_item(pyo3::intern!(py, "QUERY_STRING"), parts.uri.query().unwrap_or(""))?;
+        env.set_item(
+            pyo3::intern!(py, "REQUEST_URI"),
+            parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str()),
+        )?;
+        env.set_item(
+            pyo3::intern!(py, "SERVER_PROTOCOL"),
             match parts.version {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2",
@@ -402,7 +495,7 @@ fn environ<'py>(
         }
         if parts.version == http::Version::HTTP_2 && !env.contains("HTTP_HOST")? {
             if let Some(a) = parts.uri.authority() {
-                set("HTTP_HOST", a.as_str())?;
+                env.set_item(pyo3::intern!(py, "HTTP_HOST"), a.as_str())?;
             }
         }
         let host = parts
@@ -416,19 +509,19 @@ fn environ<'py>(
             Some(h) => split_host(&h, if https { "443" } else { "80" }),
             None => split_host(&local, ""),
         };
-        set("SERVER_NAME", &name)?;
-        set("SERVER_PORT", &port)?;
+        env.set_item(pyo3::intern!(py, "SERVER_NAME"), &name)?;
+        env.set_item(pyo3::intern!(py, "SERVER_PORT"), &port)?;
         if let Some(i) = info {
             let (addr, port) = match i.peer.parse::<std::net::SocketAddr>() {
                 Ok(a) => (a.ip().to_string(), a.port().to_string()),
                 Err(_) => (i.peer.clone(), String::new()),
             };
-            set("REMOTE_ADDR", &addr)?;
+            env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), &addr)?;
             if !port.is_empty() {
-                set("REMOTE_PORT", &port)?;
+                env.set_item(pyo3::intern!(py, "REMOTE_PORT"), &port)?;
             }
             if https {
-                set("HTTPS", "on")?;
+                env.set_item(pyo3::intern!(py, "HTTPS"), "on")?;
             }
         }
     }
@@ -439,10 +532,10 @@ fn environ<'py>(
         }
     }
     if !env.contains("PATH_INFO")? {
-        set("PATH_INFO", &latin1(&percent_decode(path_info)))?;
+        env.set_item(pyo3::intern!(py, "PATH_INFO"), latin1(&percent_decode(path_info)))?;
     }
     if !env.contains("SERVER_PORT")? {
-        set("SERVER_PORT", "")?;
+        env.set_item(pyo3::intern!(py, "SERVER_PORT"), "")?;
     }
     let scheme = match (uwsgi, info) {
         (Some(_), _) => env
@@ -457,17 +550,17 @@ fn environ<'py>(
         (None, Some(i)) => i.scheme.to_string(),
         (None, None) => "http".to_owned(),
     };
-    env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
-    env.set_item("wsgi.url_scheme", scheme)?;
-    env.set_item("wsgi.input", Bound::new(py, Input::new(input))?)?;
-    env.set_item("wsgi.errors", apps.errors.bind(py))?;
-    env.set_item("wsgi.multithread", apps.multithread)?;
-    env.set_item("wsgi.multiprocess", apps.multiprocess)?;
-    env.set_item("wsgi.run_once", false)?;
+    env.set_item(pyo3::intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(pyo3::intern!(py, "wsgi.input"), Bound::new(py, Input::new(input))?)?;
+    env.set_item(pyo3::intern!(py, "wsgi.errors"), apps.errors.bind(py))?;
+    env.set_item(pyo3::intern!(py, "wsgi.multithread"), apps.multithread)?;
+    env.set_item(pyo3::intern!(py, "wsgi.multiprocess"), apps.multiprocess)?;
+    env.set_item(pyo3::intern!(py, "wsgi.run_once"), false)?;
     // hyper de-chunks a chunked body and ends it at Content-Length.
-    env.set_item("wsgi.input_terminated", true)?;
+    env.set_item(pyo3::intern!(py, "wsgi.input_terminated"), true)?;
     if let Some(i) = info {
-        env.set_item("zergling.listener", &*i.listener)?;
+        env.set_item(pyo3::intern!(py, "zergling.listener"), &*i.listener)?;
         env.set_item(
             "zergling.kind",
             match i.kind {
@@ -555,7 +648,7 @@ impl StartResponse {
 
     /// The legacy `write(data)` callable.
     fn write(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        if !data.is_empty() && !self.exchange.send_body(py, data)? {
+        if !data.is_empty() && !self.exchange.send_chunk(py, data)? {
             return Err(PyErr::new::<pyo3::exceptions::PyConnectionError, _>("the client has gone"));
         }
         Ok(())

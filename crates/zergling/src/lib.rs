@@ -121,6 +121,10 @@ pub struct ZerglingConfig {
     pub mercy: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers that start a drain.
     pub handle_signals: bool,
+    /// Threads of the runtime [`serve_blocking`] builds (`None`: one per CPU).
+    /// An application that does its work on threads of its own (the Python
+    /// binding) needs few: every extra thread is a context switch away.
+    pub io_threads: Option<usize>,
 }
 
 impl ZerglingConfig {
@@ -132,6 +136,7 @@ impl ZerglingConfig {
             tags: Vec::new(),
             mercy: Duration::from_secs(60),
             handle_signals: true,
+            io_threads: None,
         }
     }
 
@@ -370,7 +375,11 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ZerglingError::Runtime)?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.io_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder.enable_all().build().map_err(ZerglingError::Runtime)?;
     // Spawned, not run by `block_on` itself: the attach session then runs on a
     // worker thread like the connections it spawns, instead of waking a worker
     // (a futex and a context switch) for every connection it receives.

@@ -44,6 +44,7 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="requests served at once (Python threads)")
     p.add_argument("--processes", "--workers", "-p", type=int, default=1, help="processes serving the application")
     p.add_argument("--capacity", type=int, default=1024, help="most connections held at once")
+    p.add_argument("--io-threads", type=int, default=1, help="threads serving the connections (Rust), besides --threads")
     p.add_argument("--mercy", type=float, default=60.0, help="seconds requests in flight get when draining")
     p.add_argument("--attach", default=os.environ.get("ZERGPOOL_SOCKET"), help="the pool's attach socket")
     a = p.parse_args(argv)
@@ -51,8 +52,8 @@ def parse_args(argv):
         p.error("nothing to serve: give --module, --wsgi-file or --mount")
     if not a.attach:
         p.error("no pool socket: give --attach PATH or set ZERGPOOL_SOCKET")
-    if a.threads < 1 or a.processes < 1 or a.capacity < 1:
-        p.error("--threads, --processes and --capacity must be at least 1")
+    if min(a.threads, a.processes, a.capacity, a.io_threads) < 1:
+        p.error("--threads, --processes, --capacity and --io-threads must be at least 1")
     return a
 
 
@@ -141,6 +142,7 @@ def main(argv=None):
         mercy_secs=args.mercy,
         mounts=mounts,
         tags=[f"pid={os.getpid()}"],
+        io_threads=args.io_threads,
     )
     return 0
 
