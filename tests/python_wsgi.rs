@@ -277,3 +277,55 @@ fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
     assert!(after.is_disjoint(&before), "new processes after the reload: {before:?} {after:?}");
     assert_eq!(get_once(addr, "/hello").unwrap().text(), "Hello, world!");
 }
+
+/// 2 processes × 1 thread: while one process sleeps in a request, new
+/// connections go to the other, even when the busy one holds fewer connections
+/// (the zergling reports its load in requests: LOAD).
+#[test]
+fn a_process_whose_threads_are_all_busy_gets_no_new_connection() {
+    let Some(venv) = venv() else { return };
+    let venv_s = venv.display().to_string();
+    let py = data("");
+    let pool = Pool::start(&[
+        "--module",
+        "wsgi_app",
+        "--pythonpath",
+        &py,
+        "--virtualenv",
+        &venv_s,
+        "--processes",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    pool.wait_attached(2);
+    // Four idle keep-alive connections, two on each process.
+    let mut conns: Vec<(Client, String)> = (0..4)
+        .map(|_| {
+            let mut c = Client::connect(pool.addr);
+            let pid = c.get("/pid").unwrap().text();
+            (c, pid)
+        })
+        .collect();
+    let busy_pid = conns[0].1.clone();
+    assert_eq!(conns.iter().filter(|(_, p)| *p == busy_pid).count(), 2, "two connections per process");
+    // One of them asks for a slow request: that process's only thread is taken.
+    let (mut slow, _) = conns.remove(0);
+    let sleeper = std::thread::spawn(move || slow.get("/sleep?ms=2000").map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = pool.addr;
+            std::thread::spawn(move || (get_once(addr, "/pid").map(|r| r.text()), Instant::now()))
+        })
+        .collect();
+    for c in clients {
+        let (pid, done) = c.join().unwrap();
+        let pid = pid.expect("answered");
+        assert_ne!(pid, busy_pid, "a new connection went to the process whose thread is busy");
+        assert!(done - started < Duration::from_millis(500), "took {:?}", done - started);
+    }
+    assert_eq!(sleeper.join().unwrap().unwrap(), 200);
+    drop(conns);
+}

@@ -409,6 +409,10 @@ async fn run_session(
                         info!(%id, "zergling is draining");
                         dispatcher.drain(id);
                     }
+                    Ok((Message::Load { saturated }, _)) => {
+                        debug!(%id, saturated, "load");
+                        dispatcher.set_saturated(id, saturated);
+                    }
                     Ok((Message::HandBack(meta), Some(fd))) => {
                         // An idle connection given back (a drain, or room made for new
                         // connections): it counts as closed here, and the pool serves it

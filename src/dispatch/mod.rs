@@ -97,6 +97,8 @@ struct Slot {
     orders: mpsc::UnboundedSender<Order>,
     /// Accepts on the pool's uwsgi listeners itself (`zerg-direct-accept`).
     direct: bool,
+    /// Its last LOAD said every request slot is taken.
+    saturated: bool,
 }
 
 impl Slot {
@@ -305,7 +307,16 @@ impl Dispatcher {
         let mut st = self.lock();
         st.next_zergling += 1;
         let id = ZerglingId(st.next_zergling);
-        st.slots.push(Slot { id, pid, capacity, outstanding: 0, state: SlotState::Ready, orders: tx, direct });
+        st.slots.push(Slot {
+            id,
+            pid,
+            capacity,
+            outstanding: 0,
+            state: SlotState::Ready,
+            orders: tx,
+            direct,
+            saturated: false,
+        });
         pump(&mut st);
         self.publish_direct(&st);
         drop(st);
@@ -332,6 +343,14 @@ impl Dispatcher {
         pump(&mut st);
         drop(st);
         self.bump();
+    }
+
+    /// Records what `id`'s LOAD said.
+    pub fn set_saturated(&self, id: ZerglingId, saturated: bool) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+            s.saturated = saturated;
+        }
     }
 
     /// Marks `id` draining and tells its task to send DRAIN. Returns false if no
@@ -461,8 +480,9 @@ fn try_send(st: &mut State, mut p: Pending) -> Result<ZerglingId, Pending> {
     }
 }
 
-/// The index of the slot to use: among those that can take a connection, the
-/// lowest `outstanding / capacity`; ties go to the first at or after `rotation`.
+/// The index of the slot to use: among those that can take a connection, one not
+/// saturated (LOAD) before any saturated one, then the lowest
+/// `outstanding / capacity`; ties go to the first at or after `rotation`.
 fn select(slots: &[Slot], rotation: usize) -> Option<usize> {
     let n = slots.len();
     let mut best: Option<usize> = None;
@@ -477,9 +497,9 @@ fn select(slots: &[Slot], rotation: usize) -> Option<usize> {
             Some(b) => {
                 let cur = &slots[b];
                 // s.o/s.c < cur.o/cur.c, compared without division.
-                if u64::from(s.outstanding) * u64::from(cur.capacity)
-                    < u64::from(cur.outstanding) * u64::from(s.capacity)
-                {
+                let less_loaded = u64::from(s.outstanding) * u64::from(cur.capacity)
+                    < u64::from(cur.outstanding) * u64::from(s.capacity);
+                if (!s.saturated && cur.saturated) || (s.saturated == cur.saturated && less_loaded) {
                     Some(i)
                 } else {
                     Some(b)
@@ -497,7 +517,16 @@ mod tests {
     fn slot(id: u64, outstanding: u32, capacity: u32, state: SlotState) -> Slot {
         let (tx, rx) = mpsc::unbounded_channel();
         std::mem::forget(rx);
-        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx, direct: false }
+        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx, direct: false, saturated: false }
+    }
+
+    #[test]
+    fn a_saturated_zergling_is_chosen_only_when_all_are() {
+        let mut slots = vec![slot(1, 0, 10, SlotState::Ready), slot(2, 5, 10, SlotState::Ready)];
+        slots[0].saturated = true;
+        assert_eq!(select(&slots, 0), Some(1), "busier in connections, but a thread is free");
+        slots[1].saturated = true;
+        assert_eq!(select(&slots, 0), Some(0), "all saturated: the least loaded");
     }
 
     #[test]

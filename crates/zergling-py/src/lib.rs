@@ -46,6 +46,7 @@ fn serve(
     config.mercy = Duration::from_secs_f64(mercy_secs.max(0.0));
     config.tags = tags;
     config.io_threads = Some(io_threads.max(1));
+    config.saturation = Some(apps.saturation.clone());
     config.tags.push("lang=python".into());
     config.tags.push("interface=wsgi".into());
     let (service, workers) = wsgi::WsgiService::start(apps)

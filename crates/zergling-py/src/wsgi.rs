@@ -62,6 +62,21 @@ pub(crate) struct Apps {
     multiprocess: bool,
     /// `sys.stderr`, as `wsgi.errors`.
     errors: Py<PyAny>,
+    /// Requests queued or running; at `threads` the zergling is saturated.
+    in_progress: Mutex<usize>,
+    /// Reported to the pool (LOAD), which then prefers other processes.
+    pub(crate) saturation: Arc<zergling::Saturation>,
+}
+
+impl Apps {
+    /// One more request queued or running (`+1`) or one finished (`-1`); the
+    /// saturation follows, under the same lock so that it never lags behind.
+    fn count(&self, delta: isize) {
+        if let Ok(mut n) = self.in_progress.lock() {
+            *n = n.saturating_add_signed(delta);
+            self.saturation.set(*n >= self.threads);
+        }
+    }
 }
 
 impl Apps {
@@ -81,7 +96,16 @@ impl Apps {
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         let errors = py.import("sys")?.getattr("stderr")?.unbind();
-        Ok(Arc::new(Apps { default, mounts, threads, multithread: threads > 1, multiprocess: processes > 1, errors }))
+        Ok(Arc::new(Apps {
+            default,
+            mounts,
+            threads,
+            multithread: threads > 1,
+            multiprocess: processes > 1,
+            errors,
+            in_progress: Mutex::new(0),
+            saturation: zergling::Saturation::new(),
+        }))
     }
 
     /// The application for `path`, its `SCRIPT_NAME` and the rest of the path.
@@ -102,6 +126,7 @@ impl Apps {
 #[derive(Clone)]
 pub(crate) struct WsgiService {
     jobs: std::sync::mpsc::Sender<Job>,
+    apps: Arc<Apps>,
 }
 
 /// One request for an application thread.
@@ -137,7 +162,7 @@ impl WsgiService {
                     .spawn(move || application_thread(&apps, &queue))?,
             );
         }
-        Ok((WsgiService { jobs }, Workers(threads)))
+        Ok((WsgiService { jobs, apps }, Workers(threads)))
     }
 }
 
@@ -165,7 +190,11 @@ impl hyper::service::Service<Request<Incoming>> for WsgiService {
             tokio::spawn(pump_input(body, input_tx));
         }
         let (reply, response) = oneshot::channel();
+        self.apps.count(1);
         let queued = self.jobs.send(Job { parts, input, reply }).is_ok();
+        if !queued {
+            self.apps.count(-1);
+        }
         Box::pin(async move {
             if !queued {
                 return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
@@ -345,6 +374,7 @@ fn run(py: Python<'_>, apps: &Apps, job: Job) {
         e.print(py);
         exchange.fail();
     }
+    apps.count(-1);
 }
 
 fn call_app(

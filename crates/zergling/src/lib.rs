@@ -61,7 +61,7 @@ use std::error::Error as StdError;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +106,75 @@ pub enum ZerglingError {
     Runtime(#[source] std::io::Error),
 }
 
+/// Whether every request slot of the application is taken (all its threads
+/// busy, say), as the application sees it; see [`ZerglingConfig::saturation`].
+///
+/// The pool is told only of saturation that lasts: a zergling busy with fast
+/// requests is saturated for microseconds at a time, and telling the pool each
+/// time would cost more than it saves. Saturation is reported once it has lasted
+/// [`SATURATION_GRACE`] without a break, and its end at once.
+#[derive(Debug)]
+pub struct Saturation {
+    state: tokio::sync::watch::Sender<bool>,
+    /// Counts the ends of saturation, so that a grace period can tell whether it
+    /// saw one uninterrupted stretch.
+    ends: std::sync::atomic::AtomicU64,
+}
+
+/// How long saturation must last before the pool is told.
+pub const SATURATION_GRACE: Duration = Duration::from_millis(20);
+
+impl Saturation {
+    /// Not saturated.
+    pub fn new() -> Arc<Saturation> {
+        Arc::new(Saturation { state: tokio::sync::watch::channel(false).0, ends: AtomicU64::new(0) })
+    }
+
+    /// Records the state.
+    pub fn set(&self, saturated: bool) {
+        let changed = self.state.send_if_modified(|v| std::mem::replace(v, saturated) != saturated);
+        if changed && !saturated {
+            self.ends.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The state last set.
+    pub fn get(&self) -> bool {
+        *self.state.borrow()
+    }
+
+    /// What the pool should be told, as it changes (see the type's docs): a task
+    /// that lives as long as the returned receiver.
+    fn reports(self: &Arc<Self>) -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut state = me.state.subscribe();
+            loop {
+                // Not reported saturated: wait for a stretch that lasts.
+                if state.wait_for(|s| *s).await.is_err() {
+                    return;
+                }
+                let ends = me.ends.load(Ordering::SeqCst);
+                tokio::select! {
+                    _ = tokio::time::sleep(SATURATION_GRACE) => {}
+                    _ = tx.closed() => return,
+                }
+                if !(*state.borrow() && me.ends.load(Ordering::SeqCst) == ends) {
+                    continue;
+                }
+                if tx.send(true).is_err() {
+                    return;
+                }
+                if state.wait_for(|s| !*s).await.is_err() || tx.send(false).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
+
 /// How a zergling attaches and behaves.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -121,6 +190,10 @@ pub struct ZerglingConfig {
     pub mercy: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers that start a drain.
     pub handle_signals: bool,
+    /// Where the application says whether all its request slots are taken; the
+    /// zergling reports each change to the pool (LOAD), which then prefers other
+    /// zerglings. `None`: never saturated (an async service takes any number).
+    pub saturation: Option<Arc<Saturation>>,
     /// Threads of the runtime [`serve_blocking`] builds (`None`: one per CPU).
     /// An application that does its work on threads of its own (the Python
     /// binding) needs few: every extra thread is a context switch away.
@@ -137,6 +210,7 @@ impl ZerglingConfig {
             mercy: Duration::from_secs(60),
             handle_signals: true,
             io_threads: None,
+            saturation: None,
         }
     }
 

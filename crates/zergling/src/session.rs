@@ -53,8 +53,25 @@ where
     // Armed when DRAINING is sent; until then it never fires.
     let confirm_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(confirm_deadline);
+    // LOAD: the application's lasting saturation, sent as it changes (see
+    // `Saturation`); the reporting task ends with this session.
+    let mut load = worker.config.saturation.as_ref().map(|s| s.reports());
     loop {
+        let load_changed = async {
+            match &mut load {
+                Some(rx) => match rx.changed().await {
+                    Ok(()) => Some(*rx.borrow_and_update()),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(saturated) = load_changed => {
+                if chan.send(&Message::Load { saturated }, None).await.is_err() {
+                    return;
+                }
+            }
             _ = worker.drain_requested.cancelled(), if !draining_sent => {
                 draining_sent = true;
                 confirm_deadline.as_mut().reset(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);

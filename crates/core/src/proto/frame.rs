@@ -30,6 +30,7 @@ mod kind {
     pub(super) const DRAIN: u8 = 8;
     pub(super) const HANDBACK: u8 = 9;
     pub(super) const LISTEN: u8 = 10;
+    pub(super) const LOAD: u8 = 11;
 }
 
 /// Field tags.
@@ -64,6 +65,7 @@ mod tag {
     pub(super) const STATIC_SAFE: u8 = 28;
     pub(super) const STATIC_CACHE_SECONDS: u8 = 29;
     pub(super) const ACCEPT_UWSGI: u8 = 30;
+    pub(super) const SATURATED: u8 = 31;
 }
 
 /// Tags inside the nested value of a STATIC_MAP or STATIC_EXPIRES field.
@@ -156,6 +158,13 @@ pub enum Message {
         /// Time a client has to send its packet, in milliseconds.
         head_timeout_ms: u32,
     },
+    /// Zergling → pool: whether every request slot of the application is taken
+    /// (its threads all busy or spoken for). Sent when that changes. The pool
+    /// prefers zerglings that are not saturated, whatever their connection count.
+    Load {
+        /// All busy.
+        saturated: bool,
+    },
 }
 
 impl Message {
@@ -177,6 +186,7 @@ impl Message {
             Message::Drain { .. } => "DRAIN",
             Message::HandBack(_) => "HANDBACK",
             Message::Listen { .. } => "LISTEN",
+            Message::Load { .. } => "LOAD",
         }
     }
 }
@@ -521,6 +531,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
             put(&mut out, tag::HEAD_TIMEOUT, &head_timeout_ms.to_le_bytes());
         }
+        Message::Load { saturated } => {
+            out.push(kind::LOAD);
+            put(&mut out, tag::SATURATED, &[u8::from(*saturated)]);
+        }
     }
     out
 }
@@ -597,6 +611,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::CLOSED => Message::Closed { conn: ConnId(need(f.conn_id, tag::CONN_ID)?) },
         kind::DRAINING => Message::Draining,
         kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
+        kind::LOAD => Message::Load { saturated: need(f.saturated, tag::SATURATED)? != 0 },
         kind::LISTEN => {
             let kind_s = need_s(f.kind, tag::KIND)?;
             Message::Listen {
@@ -631,6 +646,7 @@ struct Fields {
     tls_version: Option<String>,
     prefix: Option<Bytes>,
     handback: Option<u64>,
+    saturated: Option<u64>,
     statics: StaticSettings,
     accept_uwsgi: bool,
     buffer_size: Option<u64>,
@@ -653,6 +669,7 @@ impl Fields {
                 self.tags.push(text(t, v)?);
             }
             tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
+            tag::SATURATED => self.saturated = Some(uint(t, v, 1)?),
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
@@ -756,6 +773,8 @@ mod tests {
             Message::Draining,
             Message::Drain { handback: true },
             Message::Drain { handback: false },
+            Message::Load { saturated: true },
+            Message::Load { saturated: false },
             Message::Listen {
                 listener: "uwsgi0".into(),
                 kind: ListenerKind::Uwsgi,

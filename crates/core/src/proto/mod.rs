@@ -23,9 +23,10 @@ pub use frame::{decode, encode, DecodeError, ExpiresRule, Message, StaticMount, 
 /// Protocol version spoken by this build (sent in HELLO and WELCOME). Version 2:
 /// static-map settings as typed WELCOME fields (version 1 sent uWSGI option
 /// text), and the direct-accept capability as a typed HELLO flag (version 1: the
-/// tag `accept=uwsgi`). A peer speaking another version is refused with a
+/// tag `accept=uwsgi`). Version 3: LOAD (a zergling says whether all its
+/// request slots are taken). A peer speaking another version is refused with a
 /// message naming both.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame either side sends or accepts, in bytes.
 pub const MAX_FRAME: usize = 160 * 1024;
 /// Largest "bytes already read" prefix carried with a connection.
