@@ -24,7 +24,7 @@ mod common;
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,77 +32,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Pool, Proc};
+use common::nginx::{free_port, Nginx};
+use common::Pool;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(15);
-const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/nginx/test-nginx.conf.template");
 /// `GET /` exactly as nginx 1.22.1 wrote it on its `uwsgi_pass` connection.
 const CAPTURED_GET_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/core/tests/data/uwsgi/get-root.bin");
 
 // ---------------------------------------------------------------------------
-// nginx
+// nginx (common::nginx)
 // ---------------------------------------------------------------------------
-
-/// A private nginx: its own prefix folder, one process (`master_process off`), a
-/// loopback port; killed by pid on drop (the `proc` field drops before `prefix`).
-struct Nginx {
-    proc: Proc,
-    port: u16,
-    prefix: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `upstream` (`127.0.0.1:PORT` or `unix:/path`).
-    /// A free port is picked by binding port 0 and closing; should another process
-    /// take it before nginx binds, nginx exits and the next attempt picks another.
-    fn start(upstream: &str) -> Nginx {
-        let template = fs::read_to_string(TEMPLATE).expect("read the nginx test template");
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let prefix = tempfile::tempdir().expect("tempdir");
-            let dir = prefix.path().to_str().expect("UTF-8 temp path").to_owned();
-            let port = free_port();
-            let conf = template
-                .replace("@PREFIX@", &dir)
-                .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
-                .replace("@UPSTREAM@", upstream);
-            let conf_path = prefix.path().join("nginx.conf");
-            fs::write(&conf_path, conf).expect("write nginx.conf");
-            let mut cmd = Command::new("nginx");
-            cmd.arg("-p").arg(&dir).arg("-c").arg(&conf_path).arg("-e").arg(prefix.path().join("error.log"));
-            let mut proc = Proc::spawn(cmd, false);
-            let ready = common::wait_until(T, || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok() || proc.child.try_wait().ok().flatten().is_some()
-            });
-            if ready && proc.child.try_wait().ok().flatten().is_none() {
-                return Nginx { proc, port, prefix };
-            }
-            last_log =
-                format!("{}\n{}", proc.log(), fs::read_to_string(prefix.path().join("error.log")).unwrap_or_default());
-        }
-        panic!("nginx did not start:\n{last_log}");
-    }
-
-    /// nginx's error log, after anything it printed itself.
-    fn error_log(&self) -> String {
-        let own = fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default();
-        format!("{}{own}", self.proc.log())
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn url(&self, target: &str) -> String {
-        format!("http://127.0.0.1:{}{target}", self.port)
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()
-}
 
 /// Skips (prints SKIP) when nginx is missing outside CI.
 fn have_nginx() -> bool {

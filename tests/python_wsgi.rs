@@ -329,3 +329,39 @@ fn a_process_whose_threads_are_all_busy_gets_no_new_connection() {
     assert_eq!(sleeper.join().unwrap().unwrap(), 200);
     drop(conns);
 }
+
+/// Behind nginx (`uwsgi_pass`): every var nginx sends reaches environ, custom
+/// `uwsgi_param`s included, under the validator.
+#[test]
+fn behind_nginx_every_uwsgi_var_reaches_environ() {
+    let Some(venv) = venv() else { return };
+    if !common::require_program("nginx") {
+        return;
+    }
+    let cmd = format!("{} --wsgi-file {}", venv.join("bin/zergling").display(), data("wsgi_app.py"));
+    let pool = Pool::start(&["--socket", "127.0.0.1:0", "--zergling", &cmd]);
+    pool.wait_attached(1);
+    let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 in the log");
+    let nginx = common::nginx::Nginx::start_with(
+        &uwsgi.to_string(),
+        "uwsgi_param CUSTOM_PARAM from-nginx; uwsgi_param REMOTE_USER ada; uwsgi_param SCRIPT_NAME /app;",
+    );
+    let mut c = Client::connect(nginx.addr());
+    let r = c.get("/env/x?q=1").unwrap();
+    assert_eq!(r.status, 200, "{}", pool.proc.log());
+    let env = json(&r);
+    assert_eq!(env["CUSTOM_PARAM"], "from-nginx", "{env}");
+    assert_eq!(env["REMOTE_USER"], "ada", "{env}");
+    assert_eq!(env["SCRIPT_NAME"], "/app", "{env}");
+    assert_eq!(env["PATH_INFO"], "/env/x", "{env}");
+    assert_eq!(env["QUERY_STRING"], "q=1", "{env}");
+    assert_eq!(env["REQUEST_METHOD"], "GET", "{env}");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1", "{env}");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{env}");
+    assert_eq!(env["DOCUMENT_ROOT"].as_str().is_some(), true, "{env}");
+    assert_eq!(env["wsgi.url_scheme"], "http", "{env}");
+    let body: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+    let r = c.request("POST", "/echo", "", &body).unwrap();
+    assert!(r.status == 200 && r.body == body, "{}", r.status);
+    assert!(!pool.proc.log().contains("AssertionError"), "{}", pool.proc.log());
+}

@@ -6,6 +6,8 @@
 //! Readiness is awaited by polling a condition, never by sleeping a fixed time.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nginx;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

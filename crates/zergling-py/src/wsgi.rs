@@ -484,8 +484,13 @@ fn environ<'py>(
     let info = parts.extensions.get::<Arc<ConnInfo>>();
     let uwsgi = parts.extensions.get::<Arc<zergling::uwsgi::UwsgiInfo>>();
     if let Some(u) = uwsgi {
-        // Behind nginx: every var it sent, as uWSGI's environ has them.
+        // Behind nginx: every var it sent, as uWSGI's environ has them, except
+        // HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH, which nginx sends beside the
+        // CONTENT_TYPE and CONTENT_LENGTH that PEP 3333 wants instead.
         for (k, v) in &u.request.vars {
+            if &k[..] == b"HTTP_CONTENT_TYPE" || &k[..] == b"HTTP_CONTENT_LENGTH" {
+                continue;
+            }
             env.set_item(PyString::new(py, &latin1(k)), PyString::new(py, &latin1(v)))?;
         }
     } else {
