@@ -365,3 +365,115 @@ fn behind_nginx_every_uwsgi_var_reaches_environ() {
     assert!(r.status == 200 && r.body == body, "{}", r.status);
     assert!(!pool.proc.log().contains("AssertionError"), "{}", pool.proc.log());
 }
+
+/// What a load run saw.
+#[derive(Default)]
+struct Load {
+    ok: u64,
+    errors: Vec<String>,
+    slowest: Duration,
+    pids: std::collections::HashSet<String>,
+}
+
+/// Three keep-alive and three connection-per-request clients asking for `/pid`
+/// until `stop` is set.
+fn load(addr: SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<Load>> {
+    use std::sync::atomic::Ordering;
+    (0..6)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut l = Load::default();
+                let keep_alive = i % 2 == 0;
+                let mut c = Client::connect(addr);
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let r = if keep_alive {
+                        c.get("/pid")
+                    } else {
+                        Client::connect(addr).request("GET", "/pid", "Connection: close\r\n", b"")
+                    };
+                    l.slowest = l.slowest.max(started.elapsed());
+                    match r {
+                        Ok(r) if r.status == 200 => {
+                            l.ok += 1;
+                            l.pids.insert(r.text());
+                        }
+                        Ok(r) => l.errors.push(format!("status {}", r.status)),
+                        Err(e) => {
+                            l.errors.push(format!("{e}"));
+                            c = Client::connect(addr);
+                        }
+                    }
+                }
+                l
+            })
+        })
+        .collect()
+}
+
+fn finish(clients: Vec<std::thread::JoinHandle<Load>>) -> Load {
+    let mut all = Load::default();
+    for c in clients {
+        let l = c.join().unwrap();
+        all.ok += l.ok;
+        all.errors.extend(l.errors);
+        all.slowest = all.slowest.max(l.slowest);
+        all.pids.extend(l.pids);
+    }
+    all
+}
+
+/// Flask, 2 processes × 4 threads, a chain reload every 2 s under keep-alive and
+/// connection-per-request load: nothing is lost.
+#[test]
+fn chain_reloads_of_flask_under_load_lose_nothing() {
+    let Some(venv) = venv() else { return };
+    let (venv_s, py) = (venv.display().to_string(), data(""));
+    let pool = Pool::start(&[
+        "--module", "flask_app:app", "--pythonpath", &py, "--virtualenv", &venv_s, "--processes", "2", "--threads", "4",
+    ]);
+    pool.wait_attached(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = load(pool.addr, stop.clone());
+    for n in 1..=3 {
+        std::thread::sleep(Duration::from_secs(2));
+        pool.proc.signal(Signal::SIGHUP);
+        assert!(pool.proc.wait_log("chain reload complete", n, T), "{}", pool.proc.log());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let l = finish(clients);
+    assert!(l.errors.is_empty(), "{} errors, first: {:?}", l.errors.len(), l.errors.first());
+    assert!(l.ok > 100, "only {} requests", l.ok);
+    assert!(l.pids.len() >= 4, "old and new processes answered: {:?}", l.pids);
+}
+
+/// An application that takes 5 s to import, chain-reloaded twice under load: the
+/// replacements import before they attach, so no request waits for them.
+#[test]
+fn a_slow_importing_application_reloads_without_stalling_requests() {
+    let Some(venv) = venv() else { return };
+    let (venv_s, py) = (venv.display().to_string(), data(""));
+    let pool = Pool::start_with(
+        &[
+            "--module", "slow_import", "--pythonpath", &py, "--virtualenv", &venv_s, "--processes", "2", "--threads", "2",
+        ],
+        &[("IMPORT_SECONDS", "5")],
+    );
+    pool.wait_attached(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = load(pool.addr, stop.clone());
+    for n in 1..=2 {
+        pool.proc.signal(Signal::SIGHUP);
+        assert!(pool.proc.wait_log("chain reload complete", n, Duration::from_secs(60)), "{}", pool.proc.log());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let l = finish(clients);
+    assert!(l.errors.is_empty(), "{} errors, first: {:?}", l.errors.len(), l.errors.first());
+    assert!(l.slowest < Duration::from_secs(1), "a request took {:?}", l.slowest);
+    assert!(l.pids.len() >= 4, "old and new processes answered: {:?}", l.pids);
+}

@@ -59,3 +59,8 @@ def login():
 @app.route("/me")
 def me():
     return session.get("user", "nobody")
+
+
+@app.route("/pid")
+def pid():
+    return str(os.getpid())
