@@ -434,7 +434,16 @@ fn chain_reloads_of_flask_under_load_lose_nothing() {
     let Some(venv) = venv() else { return };
     let (venv_s, py) = (venv.display().to_string(), data(""));
     let pool = Pool::start(&[
-        "--module", "flask_app:app", "--pythonpath", &py, "--virtualenv", &venv_s, "--processes", "2", "--threads", "4",
+        "--module",
+        "flask_app:app",
+        "--pythonpath",
+        &py,
+        "--virtualenv",
+        &venv_s,
+        "--processes",
+        "2",
+        "--threads",
+        "4",
     ]);
     pool.wait_attached(2);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -460,7 +469,16 @@ fn a_slow_importing_application_reloads_without_stalling_requests() {
     let (venv_s, py) = (venv.display().to_string(), data(""));
     let pool = Pool::start_with(
         &[
-            "--module", "slow_import", "--pythonpath", &py, "--virtualenv", &venv_s, "--processes", "2", "--threads", "2",
+            "--module",
+            "slow_import",
+            "--pythonpath",
+            &py,
+            "--virtualenv",
+            &venv_s,
+            "--processes",
+            "2",
+            "--threads",
+            "2",
         ],
         &[("IMPORT_SECONDS", "5")],
     );
@@ -476,4 +494,71 @@ fn a_slow_importing_application_reloads_without_stalling_requests() {
     assert!(l.errors.is_empty(), "{} errors, first: {:?}", l.errors.len(), l.errors.first());
     assert!(l.slowest < Duration::from_secs(1), "a request took {:?}", l.slowest);
     assert!(l.pids.len() >= 4, "old and new processes answered: {:?}", l.pids);
+}
+
+/// A Django project: the admin login page, a CSRF-protected POST, and the admin's
+/// static files (collected with `collectstatic`) through the pool's static-map,
+/// over HTTP and HTTPS.
+#[test]
+fn django_admin_csrf_and_static_files() {
+    let Some(venv) = venv() else { return };
+    let project = data("djangoproj");
+    let statics = tempfile::tempdir().unwrap();
+    let static_root = statics.path().join("static").display().to_string();
+    let out = Command::new(venv.join("bin/python"))
+        .args([&format!("{project}/manage.py"), "collectstatic", "--noinput"])
+        .env("DJANGO_STATIC_ROOT", &static_root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "collectstatic: {}", String::from_utf8_lossy(&out.stderr));
+    let (venv_s, env) = (venv.display().to_string(), format!("DJANGO_STATIC_ROOT={static_root}"));
+    let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
+    let map = format!("/static={static_root}");
+    let pool = Pool::start(&[
+        "--module",
+        "djangoproj.wsgi",
+        "--pythonpath",
+        &project,
+        "--virtualenv",
+        &venv_s,
+        "--env",
+        &env,
+        "--static-map",
+        &map,
+        "--https",
+        &https,
+        "--threads",
+        "2",
+    ]);
+    pool.wait_attached(1);
+    let mut c = Client::connect(pool.addr);
+    let r = c.get("/admin/login/").unwrap();
+    assert_eq!(r.status, 200, "{}", pool.proc.log());
+    assert!(r.text().contains("Django"), "{}", r.text());
+    // CSRF: the token from a GET makes the POST pass; without it, 403.
+    let r = c.get("/form/").unwrap();
+    let token = r.text().strip_prefix("token=").expect("a token").to_owned();
+    let cookie = r.header("set-cookie").and_then(|v| v.split(';').next()).expect("csrftoken cookie").to_owned();
+    let form = format!("name=ada&csrfmiddlewaretoken={token}");
+    let headers = format!("Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n");
+    let r = c.request("POST", "/form/", &headers, form.as_bytes()).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "posted ada"));
+    let r = c.request("POST", "/form/", "Content-Type: application/x-www-form-urlencoded\r\n", b"name=eve").unwrap();
+    assert_eq!(r.status, 403);
+    // The admin's CSS, served by the pool from the collected folder.
+    let css = std::fs::read(format!("{static_root}/admin/css/base.css")).unwrap();
+    let r = c.get("/static/admin/css/base.css").unwrap();
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    assert!(r.body == css);
+    if common::require_program("curl") {
+        let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
+        let (out, _) = curl(&[
+            "--cacert",
+            &cert("ca.pem"),
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            &format!("https://localhost:{port}/admin/login/"),
+        ]);
+        assert!(out.contains("Django"), "{out}");
+    }
 }
