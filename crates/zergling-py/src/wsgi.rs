@@ -36,6 +36,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 use zergling::{ConnInfo, ListenerKind};
@@ -325,7 +326,7 @@ impl Exchange {
 
     /// Streams `data`: the head goes out first if needed; waits with the GIL
     /// released while the client is slow. `false` when the client is gone.
-    fn send_chunk(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+    fn send_chunk(&self, py: Python<'_>, chunk: Bytes) -> PyResult<bool> {
         self.respond(|| {
             let (tx, rx) = mpsc::channel(BODY_CHANNEL);
             if let Ok(mut s) = self.stream.lock() {
@@ -339,7 +340,6 @@ impl Exchange {
             // either whole or streamed).
             return Ok(false);
         };
-        let chunk = Bytes::copy_from_slice(data);
         Ok(py.detach(|| tx.blocking_send(Ok(chunk))).is_ok())
     }
 
@@ -399,9 +399,11 @@ fn call_app(
     closed
 }
 
-fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+/// A body chunk from the application: the Python `bytes` object itself, kept
+/// alive and read without the GIL (no copy).
+fn as_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     match item.cast::<PyBytes>() {
-        Ok(b) => Ok(b.as_bytes()),
+        Ok(b) => Ok(Bytes::from_owner(PyBackedBytes::from(b.clone()))),
         Err(_) => Err(PyValueError::new_err(format!(
             "the application yielded {} where bytes were expected",
             item.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
@@ -415,9 +417,9 @@ fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> PyResult<()> {
     if !exchange.head_sent() {
         let whole = if let Ok(list) = result.cast::<PyList>() {
-            Some(list.iter().map(|i| as_bytes(&i).map(Bytes::copy_from_slice)).collect::<PyResult<Vec<_>>>()?)
+            Some(list.iter().map(|i| as_bytes(&i)).collect::<PyResult<Vec<_>>>()?)
         } else if let Ok(tuple) = result.cast::<PyTuple>() {
-            Some(tuple.iter().map(|i| as_bytes(&i).map(Bytes::copy_from_slice)).collect::<PyResult<Vec<_>>>()?)
+            Some(tuple.iter().map(|i| as_bytes(&i)).collect::<PyResult<Vec<_>>>()?)
         } else {
             None
         };
@@ -425,7 +427,7 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> Py
             let body = match chunks.len() {
                 0 => None,
                 1 => chunks.into_iter().next(),
-                _ => Some(Bytes::from(chunks.concat())),
+                _ => Some(Bytes::from(chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>())),
             }
             .filter(|b| !b.is_empty());
             exchange.respond(|| WsgiBody::Whole(body))?;
@@ -683,7 +685,7 @@ impl StartResponse {
 
     /// The legacy `write(data)` callable.
     fn write(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        if !data.is_empty() && !self.exchange.send_chunk(py, data)? {
+        if !data.is_empty() && !self.exchange.send_chunk(py, Bytes::copy_from_slice(data))? {
             return Err(PyErr::new::<pyo3::exceptions::PyConnectionError, _>("the client has gone"));
         }
         Ok(())
