@@ -134,7 +134,7 @@ fn messages_with_many_descriptors_leak_nothing() {
             pid: 1,
             capacity: 1,
             tags: Vec::new(),
-            accept_uwsgi: false,
+            accept_direct: false,
         });
         let iov = [std::io::IoSlice::new(&frame)];
         sendmsg::<UnixAddr>(
@@ -435,7 +435,7 @@ fn a_graceful_stop_does_not_wait_for_idle_keep_alive_connections() {
 fn a_zergling_speaking_another_protocol_version_is_told_which_one_the_pool_speaks() {
     let pool = Pool::start(&[]);
     let z = RawZergling::connect(&pool.sock);
-    z.send(&Message::Hello { version: 2, pid: 1, capacity: 1, tags: Vec::new(), accept_uwsgi: false }, None);
+    z.send(&Message::Hello { version: 2, pid: 1, capacity: 1, tags: Vec::new(), accept_direct: false }, None);
     match z.recv(T) {
         Some((Message::Refuse { reason }, _)) => {
             assert!(reason.contains("version 2") && reason.contains("version 3"), "{reason}");
@@ -460,7 +460,7 @@ fn welcome_carries_static_map_as_typed_fields() {
             pid: 1,
             capacity: 1,
             tags: Vec::new(),
-            accept_uwsgi: false,
+            accept_direct: false,
         },
         None,
     );

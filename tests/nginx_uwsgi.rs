@@ -721,7 +721,7 @@ fn chain_reloads_under_load_through_nginx(extra: &[&str]) {
         // Every zergling, the replacements included, accepted by itself, and the
         // pool never had to: each old zergling's session handed over nothing.
         let log = pool.proc.log();
-        assert!(pool.proc.count("zergling accepts on the uwsgi listeners itself") >= 2 + reloads, "{log}");
+        assert!(pool.proc.count("zergling accepts on the shared listeners itself") >= 2 + reloads, "{log}");
         let totals: Vec<&str> = log.lines().filter(|l| l.contains("session totals")).collect();
         assert!(!totals.is_empty() && totals.iter().all(|l| l.contains(" sent=0 ")), "{totals:#?}");
     }

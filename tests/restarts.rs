@@ -49,14 +49,25 @@ impl Tally {
 /// `zergling::tests::a_drain_never_drops_a_buffered_response`).
 #[test]
 fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
-    let pool = Pool::start_with(
-        &["--zergling", common::demo(), "--zergling", common::demo()],
-        &[("ZERGPOOL_LOG", "info,zergpool::dispatch=debug")],
-    );
+    chain_reloads_under_load(&[], load_seconds());
+}
+
+/// The same with `zerg-direct-accept-http`: the zerglings accept on the http
+/// listener themselves, and hand their idle keep-alive connections back on drain
+/// (the pool describes those from the socket).
+#[test]
+fn chain_reloads_under_load_lose_nothing_with_direct_http_accept() {
+    chain_reloads_under_load(&["--zerg-direct-accept-http"], load_seconds() / 2);
+}
+
+fn chain_reloads_under_load(extra: &[&str], seconds: u64) {
+    let mut args = vec!["--zergling", common::demo(), "--zergling", common::demo()];
+    args.extend_from_slice(extra);
+    let pool = Pool::start_with(&args, &[("ZERGPOOL_LOG", "info,zergpool::dispatch=debug")]);
     pool.wait_attached(2);
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let deadline = Instant::now() + Duration::from_secs(load_seconds());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let max_requests_per_client = 200_000;
     let mut clients = Vec::new();
     // Keep-alive clients: one connection each for the whole run.
@@ -149,6 +160,9 @@ fn chain_reloads_every_two_seconds_under_load_lose_nothing() {
         warnings.join("\n")
     );
     assert!(pids > 4, "the reloads really replaced the zerglings: {pids} pids");
+    if !extra.is_empty() {
+        assert!(pool.proc.count("accepting on the pool's listener directly") >= 2, "{}", pool.proc.log());
+    }
 }
 
 #[test]
@@ -164,6 +178,29 @@ fn an_idle_keep_alive_connection_is_handed_back_on_reload() {
     let second = c.get("/pid").expect("the client's connection stayed open");
     assert_eq!(second.status, 200);
     assert_ne!(second.text(), first);
+}
+
+/// With `zerg-direct-accept-http` the zergling accepted the connection itself;
+/// on reload it hands it back all the same, and the pool, which never saw it,
+/// describes it from the socket.
+#[test]
+fn a_directly_accepted_idle_connection_is_handed_back_on_reload() {
+    let pool = Pool::start(&["--zerg-direct-accept-http", "--zergling", common::demo()]);
+    pool.wait_attached(1);
+    assert!(pool.proc.wait_log("accepting on the pool's listener directly", 1, T), "{}", pool.proc.log());
+    let mut c = Client::connect(pool.addr);
+    let who: serde_json::Value = serde_json::from_slice(&c.get("/whoami").unwrap().body).unwrap();
+    // Counted down from the top: an id the zergling gave, not the pool.
+    assert!(who["conn"].as_u64().is_some_and(|id| id > u64::MAX / 2), "{who}");
+    let client_port = c.stream.local_addr().unwrap().port();
+    pool.proc.signal(Signal::SIGHUP);
+    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.proc.wait_log("connection handed back", 1, T), "{}", pool.proc.log());
+    let who2: serde_json::Value =
+        serde_json::from_slice(&c.get("/whoami").expect("the connection stayed open").body).unwrap();
+    assert_ne!(who2["pid"], who["pid"], "answered by the replacement");
+    assert_eq!(who2["client"], format!("127.0.0.1:{client_port}"), "the pool's record comes from the socket");
+    assert_eq!(who2["listener"], "http0");
 }
 
 #[test]

@@ -287,6 +287,9 @@ pub struct Config {
     pub zerg_allow_uid: Vec<u32>,
     /// Zerglings accept on the uwsgi listeners themselves (`zerg-direct-accept`).
     pub direct_accept: bool,
+    /// Zerglings accept on the plain http listeners themselves
+    /// (`zerg-direct-accept-http`).
+    pub direct_accept_http: bool,
     /// Most connections waiting for a zergling.
     pub queue_limit: usize,
     /// Longest wait for a zergling.
@@ -356,6 +359,7 @@ impl Default for Config {
             zerg_server_mode: 0o600,
             zerg_allow_uid: Vec::new(),
             direct_accept: false,
+            direct_accept_http: false,
             queue_limit: 1024,
             queue_timeout: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(5),
@@ -508,6 +512,7 @@ impl Config {
                 }
                 "zerg-allow-uid" => c.zerg_allow_uid.push(parse_uid(o)?),
                 "zerg-direct-accept" => c.direct_accept = options::truthy(&o.value),
+                "zerg-direct-accept-http" => c.direct_accept_http = options::truthy(&o.value),
                 "zerg-queue" => c.queue_limit = parse_num(o, 0, 1 << 24)? as usize,
                 "zerg-max-connections" => c.max_connections = Some(parse_num(o, 1, 1 << 24)? as usize),
                 "max-fd" => c.max_fd = Some(parse_num(o, 64, 1 << 24)?),

@@ -125,19 +125,32 @@ pub struct AttachPolicy {
     pub buffer_size: u32,
 }
 
+/// The pool's record of a connection a zergling accepted itself on the shared
+/// http listener `listener` and now hands back: its addresses from the socket.
+fn direct_record(fd: &std::os::fd::OwnedFd, listener: &str, dispatcher: &Dispatcher) -> io::Result<ConnMeta> {
+    let sock = socket2::SockRef::from(fd);
+    let addr = |a: socket2::SockAddr| a.as_socket().map_or_else(String::new, |a| a.to_string());
+    let peer = addr(sock.peer_addr()?);
+    let local = addr(sock.local_addr()?);
+    Ok(ConnMeta::accepted(dispatcher.next_conn_id(), listener.to_owned(), proto::ListenerKind::Http, peer, local))
+}
+
 /// A listener zerglings accept on themselves (`zerg-direct-accept`): what LISTEN says
 /// about it, and the pool's copy of its descriptor.
 #[derive(Debug, Clone)]
 pub struct DirectListener {
-    /// The listener's name (`uwsgi0`, …).
+    /// The listener's name (`uwsgi0`, `http0`, …).
     pub name: String,
+    /// What its connections speak (`uwsgi`, or `http` with
+    /// `zerg-direct-accept-http`).
+    pub kind: proto::ListenerKind,
     /// The address it is bound to.
     pub local: String,
     /// The listening socket (a duplicate of the pool's own).
     pub fd: Arc<std::os::fd::OwnedFd>,
-    /// Largest uwsgi packet head (`buffer-size`).
+    /// Largest uwsgi packet head or HTTP request head (`buffer-size`).
     pub buffer_size: u32,
-    /// Time a client has to send its packet.
+    /// Time a client has to send its packet or head.
     pub head_timeout: Duration,
 }
 
@@ -175,8 +188,8 @@ pub async fn serve(
 
 /// Handshake, then the life of one attached zergling.
 async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: AttachPolicy) {
-    let (pid, capacity, tags, accept_uwsgi) = match chan.recv_timeout(HELLO_TIMEOUT).await {
-        Ok((Message::Hello { version, pid, capacity, tags, accept_uwsgi }, _)) => {
+    let (pid, capacity, tags, accept_direct) = match chan.recv_timeout(HELLO_TIMEOUT).await {
+        Ok((Message::Hello { version, pid, capacity, tags, accept_direct }, _)) => {
             if version != proto::VERSION {
                 let reason =
                     format!("protocol version {version} is not supported; this pool speaks version {}", proto::VERSION);
@@ -189,7 +202,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
                 let _ = chan.send(&Message::Refuse { reason: "capacity must be at least 1".into() }, None).await;
                 return;
             }
-            (pid, capacity, tags, accept_uwsgi)
+            (pid, capacity, tags, accept_direct)
         }
         Ok((other, _)) => {
             warn!(message = other.name(), "attach refused: first message was not HELLO");
@@ -224,7 +237,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         warn!(hello_pid = pid, peer_pid, "the pid in HELLO is not the peer's (SO_PEERCRED); using the peer's");
     }
     let pid = peer_pid;
-    let direct = !policy.direct.is_empty() && accept_uwsgi;
+    let direct = !policy.direct.is_empty() && accept_direct;
     let (id, orders) = dispatcher.register(pid, capacity, direct);
     let welcome = Message::Welcome {
         version: proto::VERSION,
@@ -244,7 +257,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         for l in &policy.direct {
             let listen = Message::Listen {
                 listener: l.name.clone(),
-                kind: proto::ListenerKind::Uwsgi,
+                kind: l.kind,
                 local: l.local.clone(),
                 buffer_size: l.buffer_size,
                 head_timeout_ms: l.head_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
@@ -257,9 +270,15 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
                 return;
             }
         }
-        info!(%id, listeners = policy.direct.len(), "zergling accepts on the uwsgi listeners itself");
+        info!(%id, listeners = policy.direct.len(), "zergling accepts on the shared listeners itself");
     }
-    let (orders, unacked, end) = run_session(&chan, &dispatcher, id, orders, policy.ack_timeout).await;
+    // Hand-backs of connections it accepted itself come from these listeners.
+    let direct_http: Vec<&str> = if direct {
+        policy.direct.iter().filter(|l| l.kind == proto::ListenerKind::Http).map(|l| l.name.as_str()).collect()
+    } else {
+        Vec::new()
+    };
+    let (orders, unacked, end) = run_session(&chan, &dispatcher, id, orders, policy.ack_timeout, &direct_http).await;
     dispatcher.unregister(id);
     if end.stuck {
         warn!(%id, pid, reason = end.why, "zergling is stuck: detached");
@@ -304,6 +323,7 @@ async fn run_session(
     id: ZerglingId,
     mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
     ack_timeout: Duration,
+    direct_http: &[&str],
 ) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, SessionEnd) {
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
     // CONNs in the order they were sent, with the time: the oldest one still
@@ -417,12 +437,27 @@ async fn run_session(
                         // An idle connection given back (a drain, or room made for new
                         // connections): it counts as closed here, and the pool serves it
                         // again like a new connection, described by its own record.
-                        let Some(mut record) = owned.remove(&meta.conn) else {
-                            crate::warn_limited!(%id, conn = %meta.conn, "protocol error: HANDBACK of a connection the zergling does not hold; closing it");
-                            continue;
+                        let mut record = match owned.remove(&meta.conn) {
+                            Some(record) => {
+                                dispatcher.closed(id);
+                                record
+                            }
+                            // A connection it accepted itself on a shared http
+                            // listener: described from the socket, never from
+                            // what the zergling says.
+                            None if direct_http.contains(&meta.listener.as_str()) => match direct_record(&fd, &meta.listener, dispatcher) {
+                                Ok(record) => record,
+                                Err(e) => {
+                                    debug!(%id, error = %e, "hand-back of a directly accepted connection that is gone; closing it");
+                                    continue;
+                                }
+                            },
+                            None => {
+                                crate::warn_limited!(%id, conn = %meta.conn, "protocol error: HANDBACK of a connection the zergling does not hold; closing it");
+                                continue;
+                            }
                         };
                         handed_back_n += 1;
-                        dispatcher.closed(id);
                         record.prefix = meta.prefix;
                         debug!(%id, conn = %record.conn, peer = %record.peer, buffered = record.prefix.len(), "connection handed back");
                         dispatcher.hand_back(fd, record);

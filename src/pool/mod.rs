@@ -319,19 +319,26 @@ impl Running {
         let conns = TaskTracker::new();
         let background = TaskTracker::new();
 
-        // zerg-direct-accept: zerglings get a copy of every uwsgi listener and accept
-        // there themselves; the pool's accept loop for it pauses while they do.
+        // zerg-direct-accept(-http): zerglings get a copy of every uwsgi (and plain
+        // http) listener and accept there themselves; the pool's accept loop for it
+        // pauses while they do.
         let mut direct = Vec::new();
         for (info, l) in &listeners {
-            if !config.direct_accept || !matches!(info.role, Role::Uwsgi) {
-                continue;
-            }
+            let kind = match info.role {
+                Role::Uwsgi if config.direct_accept => crate::proto::ListenerKind::Uwsgi,
+                Role::Http if config.direct_accept_http => crate::proto::ListenerKind::Http,
+                _ => continue,
+            };
             match l.duplicate() {
                 Ok(fd) => direct.push(DirectListener {
                     name: info.name.clone(),
+                    kind,
                     local: info.local.clone(),
                     fd: Arc::new(fd),
-                    buffer_size: config.uwsgi_buffer_size as u32,
+                    buffer_size: match kind {
+                        crate::proto::ListenerKind::Uwsgi => config.uwsgi_buffer_size as u32,
+                        _ => u32::try_from(config.buffer_size).unwrap_or(u32::MAX),
+                    },
                     head_timeout: config.http_timeout,
                 }),
                 Err(e) => {
@@ -341,6 +348,9 @@ impl Running {
         }
         if config.direct_accept && config.uwsgi_sockets.is_empty() {
             warn!("zerg-direct-accept applies to uwsgi listeners only and there is none: it has no effect (add --socket ADDR, or drop the option)");
+        }
+        if config.direct_accept_http && config.http.is_empty() {
+            warn!("zerg-direct-accept-http applies to plain http listeners only and there is none: it has no effect (add --http ADDR, or drop the option)");
         }
         for (info, l) in listeners {
             info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");

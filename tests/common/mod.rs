@@ -401,7 +401,7 @@ impl RawZergling {
             pid,
             capacity,
             tags: Vec::new(),
-            accept_uwsgi: false,
+            accept_direct: false,
         };
         z.send(&hello, None);
         match z.recv(Duration::from_secs(10)) {

@@ -21,9 +21,9 @@ use socket2::Socket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{uwsgi, ConnInfo, Worker, ZerglingService};
+use super::{report_http1_end, run_http1, uwsgi, ConnInfo, Http1Ctx, Http1End, Prefixed, Worker, ZerglingService};
 use zergpool_core::net::{AnyListener, Bound};
-use zergpool_core::proto::{ConnId, ConnMeta, ListenerKind, ZerglingId};
+use zergpool_core::proto::{Channel, ConnId, ConnMeta, ListenerKind, ZerglingId};
 use zergpool_core::stream::ConnStream;
 
 /// Ids of connections accepted directly: counted down from the top, so that they
@@ -32,8 +32,11 @@ static DIRECT_CONN_IDS: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// A pool listener this zergling accepts on.
 pub(super) struct Acceptor {
-    /// The pool's name for it (`uwsgi0`, …).
+    /// The pool's name for it (`uwsgi0`, `http0`, …).
     pub(super) name: String,
+    /// What its connections speak: uwsgi, or plain HTTP/1.1
+    /// (`zerg-direct-accept-http`).
+    kind: ListenerKind,
     /// The address it is bound to, as the pool said.
     pub(super) local: String,
     listener: AnyListener,
@@ -45,7 +48,16 @@ pub(super) struct Acceptor {
 impl Acceptor {
     /// Takes a listening socket received with LISTEN (TCP or Unix) and registers it
     /// with the runtime.
-    pub(super) fn new(fd: OwnedFd, name: String, local: String, settings: uwsgi::UwsgiSettings) -> io::Result<Self> {
+    pub(super) fn new(
+        fd: OwnedFd,
+        name: String,
+        kind: ListenerKind,
+        local: String,
+        settings: uwsgi::UwsgiSettings,
+    ) -> io::Result<Self> {
+        if !matches!(kind, ListenerKind::Uwsgi | ListenerKind::Http) {
+            return Err(io::Error::other(format!("{name}: cannot accept {} connections directly", kind.as_str())));
+        }
         let socket = Socket::from(fd);
         if !socket.is_listener()? {
             return Err(io::Error::other(format!("{name}: the socket received is not listening")));
@@ -60,7 +72,7 @@ impl Acceptor {
             return Err(io::Error::other(format!("{name}: not a TCP or Unix listening socket ({domain:?})")));
         };
         let one_address = local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
-        Ok(Acceptor { name, local, listener: AnyListener::from_bound(bound)?, one_address, settings })
+        Ok(Acceptor { name, kind, local, listener: AnyListener::from_bound(bound)?, one_address, settings })
     }
 }
 
@@ -69,6 +81,7 @@ pub(super) async fn accept_loop<S, B>(
     acceptor: Acceptor,
     id: ZerglingId,
     worker: Arc<Worker<S>>,
+    chan: Arc<Channel>,
     session_over: CancellationToken,
 ) where
     S: ZerglingService<B>,
@@ -103,15 +116,39 @@ pub(super) async fn accept_loop<S, B>(
             _ => acceptor.local.clone(),
         };
         let conn = ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed));
-        let meta = ConnMeta::accepted(conn, acceptor.name.clone(), ListenerKind::Uwsgi, peer, local);
+        let meta = ConnMeta::accepted(conn, acceptor.name.clone(), acceptor.kind, peer, local);
         let info = Arc::new(ConnInfo::new(id, &meta, &worker.strings));
-        let mut settings = acceptor.settings.clone();
-        // Static-map as the pool's last WELCOME said.
-        settings.statics = Some(worker.statics.load_full());
         worker.tally.accepted.fetch_add(1, Ordering::Relaxed);
         let service = worker.service.clone();
         // Counted with the pool's connections: they share the capacity.
         let owned = super::Owned::new(&worker.idle);
+        if acceptor.kind == ListenerKind::Http {
+            let (worker, chan) = (worker.clone(), chan.clone());
+            worker.conns.clone().spawn(async move {
+                let handback = || worker.handback.load(Ordering::SeqCst);
+                let ctx = Http1Ctx {
+                    info: info.clone(),
+                    service,
+                    statics: worker.statics.load_full(),
+                    drain: worker.drain.clone(),
+                    timeouts: **worker.timeouts.load(),
+                    head_limit: worker.head_limit.load(Ordering::Relaxed),
+                    idle: Some(worker.idle.clone()),
+                };
+                let end = Box::pin(run_http1(Prefixed::new(Bytes::new(), stream), ctx, handback)).await;
+                drop(owned);
+                // The pool never counted it: only a hand-back is news to it.
+                if let Http1End::HandBack { .. } = end {
+                    Box::pin(report_http1_end(&chan, &worker.tally, &info, end)).await;
+                } else {
+                    worker.tally.finished.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            continue;
+        }
+        let mut settings = acceptor.settings.clone();
+        // Static-map as the pool's last WELCOME said.
+        settings.statics = Some(worker.statics.load_full());
         worker.conns.spawn(async move {
             Box::pin(uwsgi::serve_uwsgi(stream, info, service, settings)).await;
             drop(owned);

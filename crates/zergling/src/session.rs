@@ -25,7 +25,7 @@ pub(super) async fn attach(
         capacity: config.capacity,
         tags: config.tags.clone(),
         // The library can always accept on the pool's uwsgi listeners itself.
-        accept_uwsgi: true,
+        accept_direct: true,
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
@@ -85,16 +85,16 @@ where
             }
             msg = chan.recv_with(&mut buf) => match msg {
                 Ok((Message::Conn(meta), Some(fd))) => accept_conn(&chan, id, worker, meta, fd).await,
-                Ok((Message::Listen { listener, local, buffer_size, head_timeout_ms, .. }, Some(fd))) => {
+                Ok((Message::Listen { listener, kind, local, buffer_size, head_timeout_ms }, Some(fd))) => {
                     let settings = uwsgi::UwsgiSettings {
                         buffer_size: buffer_size as usize,
                         packet_timeout: Duration::from_millis(u64::from(head_timeout_ms)),
                         statics: None, // taken from `worker.statics` for each connection
                     };
-                    match direct::Acceptor::new(fd, listener, local, settings) {
+                    match direct::Acceptor::new(fd, listener, kind, local, settings) {
                         Ok(acceptor) => {
                             info!(listener = %acceptor.name, addr = %acceptor.local, "accepting on the pool's listener directly");
-                            tokio::spawn(direct::accept_loop(acceptor, id, worker.clone(), session_over.clone()));
+                            tokio::spawn(direct::accept_loop(acceptor, id, worker.clone(), chan.clone(), session_over.clone()));
                         }
                         Err(e) => {
                             // The pool thinks we accept there: leave, so that it takes over.

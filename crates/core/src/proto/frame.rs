@@ -64,7 +64,7 @@ mod tag {
     pub(super) const STATIC_GZIP_EXT: u8 = 27;
     pub(super) const STATIC_SAFE: u8 = 28;
     pub(super) const STATIC_CACHE_SECONDS: u8 = 29;
-    pub(super) const ACCEPT_UWSGI: u8 = 30;
+    pub(super) const ACCEPT_DIRECT: u8 = 30;
     pub(super) const SATURATED: u8 = 31;
 }
 
@@ -94,7 +94,7 @@ pub enum Message {
         /// Free-form `key=value` labels (shown in logs and stats).
         tags: Vec<String>,
         /// It can accept on the pool's uwsgi listeners itself (LISTEN).
-        accept_uwsgi: bool,
+        accept_direct: bool,
     },
     /// Pool → zergling: attached, here is your id.
     Welcome {
@@ -467,7 +467,7 @@ fn millis(d: Duration) -> u32 {
 pub fn encode(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     match msg {
-        Message::Hello { version, pid, capacity, tags, accept_uwsgi } => {
+        Message::Hello { version, pid, capacity, tags, accept_direct } => {
             out.push(kind::HELLO);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::PID, &pid.to_le_bytes());
@@ -475,8 +475,8 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             for t in tags {
                 put(&mut out, tag::TAG, t.as_bytes());
             }
-            if *accept_uwsgi {
-                put(&mut out, tag::ACCEPT_UWSGI, &[1]);
+            if *accept_direct {
+                put(&mut out, tag::ACCEPT_DIRECT, &[1]);
             }
         }
         Message::Welcome { version, id, statics, timeouts, buffer_size } => {
@@ -573,7 +573,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             pid: need(f.pid, tag::PID)? as u32,
             capacity: need(f.capacity, tag::CAPACITY)? as u32,
             tags: f.tags,
-            accept_uwsgi: f.accept_uwsgi,
+            accept_direct: f.accept_direct,
         },
         kind::WELCOME => Message::Welcome {
             version: need(f.version, tag::VERSION)? as u16,
@@ -648,7 +648,7 @@ struct Fields {
     handback: Option<u64>,
     saturated: Option<u64>,
     statics: StaticSettings,
-    accept_uwsgi: bool,
+    accept_direct: bool,
     buffer_size: Option<u64>,
     head_timeout: Option<u64>,
     keepalive_timeout: Option<u64>,
@@ -673,7 +673,7 @@ impl Fields {
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
-            tag::ACCEPT_UWSGI => self.accept_uwsgi = uint(t, v, 1)? != 0,
+            tag::ACCEPT_DIRECT => self.accept_direct = uint(t, v, 1)? != 0,
             tag::REASON => self.reason = Some(text(t, v)?),
             tag::LISTENER => self.listener = Some(text(t, v)?),
             tag::KIND => self.kind = Some(text(t, v)?),
@@ -735,8 +735,8 @@ mod tests {
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec!["app=demo".into()], accept_uwsgi: true },
-            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec![], accept_uwsgi: false },
+            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec!["app=demo".into()], accept_direct: true },
+            Message::Hello { version: 2, pid: 77, capacity: 9, tags: vec![], accept_direct: false },
             Message::Welcome {
                 version: 2,
                 id: ZerglingId(3),
