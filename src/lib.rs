@@ -33,6 +33,8 @@
 //! * [`control`]: signals, the master FIFO and touch files, all as one `Control`.
 //! * [`pool`]: the pool's life: bind, run, stop; and the per-connection data path
 //!   (`pool::conn`).
+//! * [`events`]: one JSON line per event for machines (`events` option): listening,
+//!   ready, attached, detached, reload-complete, stopped.
 //! * [`reply`]: the canned answers the pool writes itself (400, 408, 503, redirects).
 
 #![deny(unsafe_code)]
@@ -40,6 +42,7 @@
 pub mod config;
 pub mod control;
 pub mod dispatch;
+pub mod events;
 pub mod listener;
 pub mod pool;
 pub mod reply;

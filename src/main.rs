@@ -56,6 +56,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    if let Some(path) = &config.events {
+        if let Err(e) = zergpool::events::open(path) {
+            eprintln!("zergpool: events {}: {e}; fix the `events` option", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -184,7 +184,7 @@ fn a_stuck_spawned_zergling_is_replaced() {
     let addr = pool.addr;
     let c = std::thread::spawn(move || get_once(addr, "/pid"));
     assert!(pool.proc.wait_log("killing the stuck zergling", 1, T), "{}", pool.proc.log());
-    assert!(pool.proc.wait_log("zergling attached", 2, T), "respawned:\n{}", pool.proc.log());
+    assert!(pool.wait_event("attached", 2, T), "respawned:\n{}", pool.proc.log());
     drop(c);
 }
 

@@ -675,7 +675,7 @@ fn chain_reloads_under_load_through_nginx(extra: &[&str]) {
         let due = start + Duration::from_millis(1750 * n as u64);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         pool.proc.signal(Signal::SIGHUP);
-        assert!(pool.proc.wait_log("chain reload complete", n, T), "reload {n} did not complete:\n{}", pool.proc.log());
+        assert!(pool.wait_reloads(n, T), "reload {n} did not complete:\n{}", pool.proc.log());
     }
     // Keep the load on a moment after the last reload.
     std::thread::sleep(Duration::from_millis(500));

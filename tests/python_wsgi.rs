@@ -272,7 +272,7 @@ fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
     let before: std::collections::HashSet<String> = (0..20).map(|_| get_once(addr, "/pid").unwrap().text()).collect();
     assert_eq!(before.len(), 2, "both processes serve: {before:?}");
     pool.proc.signal(Signal::SIGHUP);
-    assert!(pool.proc.wait_log("chain reload complete", 1, Duration::from_secs(60)), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, Duration::from_secs(60)), "{}", pool.proc.log());
     let after: std::collections::HashSet<String> = (0..20).map(|_| get_once(addr, "/pid").unwrap().text()).collect();
     assert!(after.is_disjoint(&before), "new processes after the reload: {before:?} {after:?}");
     assert_eq!(get_once(addr, "/hello").unwrap().text(), "Hello, world!");
@@ -451,7 +451,7 @@ fn chain_reloads_of_flask_under_load_lose_nothing() {
     for n in 1..=3 {
         std::thread::sleep(Duration::from_secs(2));
         pool.proc.signal(Signal::SIGHUP);
-        assert!(pool.proc.wait_log("chain reload complete", n, T), "{}", pool.proc.log());
+        assert!(pool.wait_reloads(n, T), "{}", pool.proc.log());
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -487,7 +487,7 @@ fn a_slow_importing_application_reloads_without_stalling_requests() {
     let clients = load(pool.addr, stop.clone());
     for n in 1..=2 {
         pool.proc.signal(Signal::SIGHUP);
-        assert!(pool.proc.wait_log("chain reload complete", n, Duration::from_secs(60)), "{}", pool.proc.log());
+        assert!(pool.wait_reloads(n, Duration::from_secs(60)), "{}", pool.proc.log());
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let l = finish(clients);

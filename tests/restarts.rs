@@ -132,7 +132,7 @@ fn chain_reloads_under_load(extra: &[&str], seconds: u64) {
         reloads += 1;
     }
     // Let the last chain finish under load too.
-    assert!(pool.proc.wait_log("chain reload complete", reloads.min(3), T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(reloads.min(3), T), "{}", pool.proc.log());
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
@@ -172,7 +172,7 @@ fn an_idle_keep_alive_connection_is_handed_back_on_reload() {
     let mut c = Client::connect(pool.addr);
     let first = c.get("/pid").unwrap().text();
     pool.proc.signal(Signal::SIGHUP);
-    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
     assert!(pool.proc.wait_log("connection handed back", 1, T), "{}", pool.proc.log());
     // Same client socket, next request: answered by the replacement.
     let second = c.get("/pid").expect("the client's connection stayed open");
@@ -194,7 +194,7 @@ fn a_directly_accepted_idle_connection_is_handed_back_on_reload() {
     assert!(who["conn"].as_u64().is_some_and(|id| id > u64::MAX / 2), "{who}");
     let client_port = c.stream.local_addr().unwrap().port();
     pool.proc.signal(Signal::SIGHUP);
-    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
     assert!(pool.proc.wait_log("connection handed back", 1, T), "{}", pool.proc.log());
     let who2: serde_json::Value =
         serde_json::from_slice(&c.get("/whoami").expect("the connection stayed open").body).unwrap();
@@ -310,12 +310,12 @@ fn touch_chain_reload_and_master_fifo_commands() {
     // Touch: a new modification time.
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
     std::fs::File::options().write(true).open(&touch).unwrap().set_modified(later).unwrap();
-    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
     let p1 = get_once(pool.addr, "/pid").unwrap().text();
     assert_ne!(p0, p1);
     // FIFO: `c` reloads, `q` stops gracefully.
     std::fs::write(&fifo, b"c").unwrap();
-    assert!(pool.proc.wait_log("chain reload complete", 2, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(2, T), "{}", pool.proc.log());
     assert_ne!(get_once(pool.addr, "/pid").unwrap().text(), p1);
     std::fs::write(&fifo, b"q").unwrap();
     let status = pool.proc.wait_exit(T).expect("q stops the pool");

@@ -1295,7 +1295,7 @@ fn sighup_resolves_the_static_folders_again() {
     assert!(pool.proc.wait_log("static-map reloaded", 1, T), "{}", pool.proc.log());
     assert_eq!(once(pool.addr, "GET", "/s/app.js", "").unwrap().text(), "release 2, longer\n");
     // The replacement zergling serves the new release too, on a connection it holds.
-    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
     let mut c = Http::connect(pool.addr);
     assert_eq!(c.request("GET", "/pid", "").unwrap().status, 200);
     assert_eq!(c.request("GET", "/s/app.js", "").unwrap().text(), "release 2, longer\n");

@@ -394,7 +394,7 @@ fn sighup_reloads_certificates_and_keeps_open_sessions() {
     assert!(err.is_some(), "the old certificate must no longer be presented");
     // The session opened before the reload keeps working, with its TLS session and its
     // metadata: the old zergling handed it back, the replacement serves it.
-    assert!(pool.proc.wait_log("chain reload complete", 1, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
     let r = tls_request(&mut old, "GET", "/whoami", "localhost", "").expect("old session after the reload");
     assert_eq!(r.status, 200);
     let w: Value = serde_json::from_slice(&r.body).unwrap();
@@ -414,7 +414,7 @@ fn sighup_reloads_certificates_and_keeps_open_sessions() {
         tls_connect(addr, "other.test", &[&rustls::version::TLS13]).expect("handshake after a failed reload");
     assert_eq!(after.conn.peer_certificates().unwrap()[0], pem_cert("other.pem"));
     assert_eq!(tls_request(&mut after, "GET", "/", "other.test", "").unwrap().status, 200);
-    assert!(pool.proc.wait_log("chain reload complete", 2, T), "{}", pool.proc.log());
+    assert!(pool.wait_reloads(2, T), "{}", pool.proc.log());
     let r = tls_request(&mut old, "GET", "/", "localhost", "").expect("old session after the failed reload");
     assert_eq!(r.status, 200);
 }

@@ -270,6 +270,8 @@ pub struct Config {
     /// HTTPS listeners (`https`, with every `sni` and `http2`), in declaration order;
     /// certificates are read at bind and on SIGHUP.
     pub https: Vec<crate::listener::tls::HttpsListener>,
+    /// Where events for machines go (`events`: a path, or `-` for stdout).
+    pub events: Option<PathBuf>,
     /// The folder the pool changes to before binding anything (`chdir`).
     pub chdir: Option<PathBuf>,
     /// The Python application the pool runs as zerglings (`module`, `wsgi-file`,
@@ -352,6 +354,7 @@ impl Default for Config {
             buffer_size: 8192,
             http_timeout: Duration::from_secs(60),
             https: Vec::new(),
+            events: None,
             chdir: None,
             python: None,
             statics: StaticConfig::default(),
@@ -513,6 +516,7 @@ impl Config {
                 "zerg-allow-uid" => c.zerg_allow_uid.push(parse_uid(o)?),
                 "zerg-direct-accept" => c.direct_accept = options::truthy(&o.value),
                 "zerg-direct-accept-http" => c.direct_accept_http = options::truthy(&o.value),
+                "events" => c.events = Some(PathBuf::from(non_empty(o)?)),
                 "zerg-queue" => c.queue_limit = parse_num(o, 0, 1 << 24)? as usize,
                 "zerg-max-connections" => c.max_connections = Some(parse_num(o, 1, 1 << 24)? as usize),
                 "max-fd" => c.max_fd = Some(parse_num(o, 64, 1 << 24)?),

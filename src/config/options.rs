@@ -139,6 +139,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("chmod-zerg-server", Value, false, "MODE", "file mode of the zerg-server socket, octal (default 600)"),
     pool("zerg-allow-uid", Value, true, "UID", "a further user (name or number) allowed to attach; root and the pool's own uid always are"),
     pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
+    pool("events", Value, false, "PATH", "write one JSON line per event for machines (listening, ready, attached, detached, reload-complete, stopped) to PATH, or to stdout with -"),
     pool("zerg-direct-accept-http", Flag, false, "", "zerglings accept on the plain http listeners themselves too while any is ready (not https, not http-to-https): no hand-off per connection; the pool's first-request checks and connection limit then do not apply to those connections"),
     pool("zerg-queue", Value, false, "N", "connections waiting for a zergling at most (default 1024); past it: 503"),
     pool("zerg-queue-timeout", Value, false, "SECS", "longest wait for a zergling (default 30); past it: 503"),

@@ -253,6 +253,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         return;
     }
     info!(%id, pid, capacity, tags = tags.join(","), "zergling attached");
+    crate::events::emit("attached", serde_json::json!({ "zergling": id.0, "pid": pid }));
     if direct {
         for l in &policy.direct {
             let listen = Message::Listen {
@@ -290,6 +291,10 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
     } else {
         info!(%id, pid, reason = end.why, "zergling detached");
     }
+    crate::events::emit(
+        "detached",
+        serde_json::json!({ "zergling": id.0, "pid": pid, "reason": end.why, "stuck": end.stuck }),
+    );
     recover(&dispatcher, id, orders, unacked);
 }
 

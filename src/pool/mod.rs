@@ -272,6 +272,7 @@ impl Pool {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped");
+        crate::events::emit("stopped", serde_json::json!({}));
         Ok(())
     }
 }
@@ -354,6 +355,10 @@ impl Running {
         }
         for (info, l) in listeners {
             info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
+            crate::events::emit(
+                "listening",
+                serde_json::json!({ "listener": info.name, "kind": info.role.kind().as_str(), "addr": info.local }),
+            );
             let pause = direct.iter().any(|d| d.name == info.name).then(|| ctx.dispatcher.direct_ready());
             let l = match AnyListener::from_bound(l) {
                 Ok(l) => l,
@@ -376,6 +381,10 @@ impl Running {
         let stop_attach = CancellationToken::new();
         let sessions = TaskTracker::new();
         info!(path = %attach.path().display(), "zerg-server ready");
+        crate::events::emit(
+            "ready",
+            serde_json::json!({ "pid": std::process::id(), "zerg_server": attach.path().display().to_string() }),
+        );
         background.spawn(attach::serve(
             attach.clone(),
             ctx.dispatcher.clone(),

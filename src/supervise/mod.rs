@@ -155,6 +155,7 @@ impl Supervisor {
             }
         }
         info!("chain reload complete");
+        crate::events::emit("reload-complete", serde_json::json!({}));
         Ok(())
     }
 

@@ -146,28 +146,43 @@ impl Pool {
     /// Starts a pool whose attach socket is `sock` (for pool restarts).
     pub fn start_in(dir: tempfile::TempDir, sock: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Pool {
         let mut cmd = Command::new(POOL);
-        cmd.args(["--http", "127.0.0.1:0", "--zerg-server"]).arg(&sock).args(extra);
+        cmd.args(["--http", "127.0.0.1:0", "--events", "-", "--zerg-server"]).arg(&sock).args(extra);
         cmd.env("ZERGPOOL_LOG", "info,zergpool=debug");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let proc = Proc::spawn(cmd, true);
-        assert!(proc.wait_log("listening", 1, Duration::from_secs(10)), "pool did not start:\n{}", proc.log());
-        let addr = listening_addr(&proc.log(), "http0").expect("address in the log");
-        assert!(proc.wait_log("zerg-server ready", 1, Duration::from_secs(10)), "no zerg-server:\n{}", proc.log());
+        let ready = wait_until(Duration::from_secs(10), || !events_in(&proc.log(), "ready").is_empty());
+        assert!(ready, "pool did not start:\n{}", proc.log());
+        let addr = listening_addr(&proc.log(), "http0").expect("a listening event for http0");
         Pool { proc, addr, sock, dir }
     }
 
+    /// How many `name` events the pool wrote so far.
+    pub fn events(&self, name: &str) -> usize {
+        events_in(&self.proc.log(), name).len()
+    }
+
+    /// Waits until the pool wrote `n` events `name` (`attached`, `reload-complete`, …).
+    pub fn wait_event(&self, name: &str, n: usize, limit: Duration) -> bool {
+        wait_until(limit, || self.events(name) >= n)
+    }
+
     pub fn attached(&self) -> usize {
-        self.proc.count("zergling attached")
+        self.events("attached")
     }
 
     pub fn wait_attached(&self, n: usize) {
         assert!(
-            self.proc.wait_log("zergling attached", n, Duration::from_secs(15)),
+            self.wait_event("attached", n, Duration::from_secs(15)),
             "zerglings did not attach:\n{}",
             self.proc.log()
         );
+    }
+
+    /// Waits for the `n`-th completed chain reload.
+    pub fn wait_reloads(&self, n: usize, limit: Duration) -> bool {
+        self.wait_event("reload-complete", n, limit)
     }
 
     /// Starts a zergling-demo attached to this pool, outside the pool's supervision.
@@ -178,11 +193,23 @@ impl Pool {
     }
 }
 
-/// Finds `addr=IP:PORT` on the pool's "listening" line for `name`.
-pub fn listening_addr(log: &str, name: &str) -> Option<SocketAddr> {
-    log.lines()
-        .filter(|l| l.contains("listening") && l.contains(&format!("listener={name} ")))
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")).and_then(|a| a.parse().ok()))
+/// The pool's events (`--events -`: JSON lines on stdout, src/events.rs) named
+/// `name`, from a process's output.
+pub fn events_in(output: &str, name: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("{\"event\":"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == name)
+        .collect()
+}
+
+/// The address of listener `name` (`http0`, …), from the pool's `listening` event.
+pub fn listening_addr(output: &str, name: &str) -> Option<SocketAddr> {
+    events_in(output, "listening")
+        .into_iter()
+        .find(|e| e["listener"] == name)
+        .and_then(|e| e["addr"].as_str()?.parse().ok())
 }
 
 /// A parsed HTTP response.
