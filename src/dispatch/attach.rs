@@ -281,35 +281,55 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
     };
     let (orders, unacked, end) = run_session(&chan, &dispatcher, id, orders, policy.ack_timeout, &direct_http).await;
     dispatcher.unregister(id);
-    if end.stuck {
-        warn!(%id, pid, reason = end.why, "zergling is stuck: detached");
+    let why = crate::error_chain(&end);
+    if end.stuck() {
+        warn!(%id, pid, reason = %why, "zergling is stuck: detached");
         if is_our_child(pid) {
             // A spawned zergling: the supervisor sees it exit and starts another.
             warn!(%id, pid, "killing the stuck zergling (SIGKILL); it is respawned");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
     } else {
-        info!(%id, pid, reason = end.why, "zergling detached");
+        info!(%id, pid, reason = %why, "zergling detached");
     }
     crate::events::emit(
         "detached",
-        serde_json::json!({ "zergling": id.0, "pid": pid, "reason": end.why, "stuck": end.stuck }),
+        serde_json::json!({ "zergling": id.0, "pid": pid, "reason": why, "stuck": end.stuck() }),
     );
     recover(&dispatcher, id, orders, unacked);
 }
 
-/// How a session ended.
-struct SessionEnd {
-    /// For the log.
-    why: String,
-    /// The zergling did not acknowledge (or read) a connection within
-    /// `zerg-ack-timeout`: it is stuck, and is replaced if the pool spawned it.
-    stuck: bool,
+/// Why a zergling's session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    /// The zergling closed its end (it exited, or drained and left).
+    #[error("channel closed")]
+    Closed,
+    /// The attach channel failed.
+    #[error("channel error")]
+    Channel(#[source] ChannelError),
+    /// DRAIN could not be sent.
+    #[error("sending DRAIN failed")]
+    DrainNotSent(#[source] ChannelError),
+    /// The dispatcher dropped this zergling's orders (the pool is stopping).
+    #[error("order channel closed")]
+    Orders,
+    /// The zergling sent a message it must not send.
+    #[error("protocol violation: unexpected {0}")]
+    Unexpected(&'static str),
+    /// A connection was not acknowledged within `zerg-ack-timeout`.
+    #[error("a connection was not acknowledged within {0:?} (zerg-ack-timeout)")]
+    NotAcknowledged(Duration),
+    /// The zergling did not read its socket within `zerg-ack-timeout`.
+    #[error("the zergling did not read its socket within {0:?} (zerg-ack-timeout)")]
+    NotReading(Duration),
 }
 
 impl SessionEnd {
-    fn gone(why: impl Into<String>) -> Self {
-        SessionEnd { why: why.into(), stuck: false }
+    /// It stopped taking connections: it is stuck, and replaced if the pool
+    /// spawned it.
+    fn stuck(&self) -> bool {
+        matches!(self, SessionEnd::NotAcknowledged(_) | SessionEnd::NotReading(_))
     }
 }
 
@@ -361,10 +381,7 @@ async fn run_session(
             let deadline = sent_at.front().map(|(_, t)| *t + ack_timeout);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    break SessionEnd {
-                        why: format!("a connection was not acknowledged within {:?} (zerg-ack-timeout)", ack_timeout),
-                        stuck: true,
-                    };
+                    break SessionEnd::NotAcknowledged(ack_timeout);
                 }
                 order = orders.recv() => match order {
                     Some(Order::Conn(p)) => {
@@ -381,7 +398,7 @@ async fn run_session(
                             }
                             Ok(Err(ChannelError::Closed)) => {
                                 unacked.insert(conn, p);
-                                break SessionEnd::gone("channel closed");
+                                break SessionEnd::Closed;
                             }
                             Ok(Err(e)) => {
                                 // This connection cannot travel (a head larger than a frame,
@@ -393,20 +410,17 @@ async fn run_session(
                             }
                             Err(_elapsed) => {
                                 unacked.insert(conn, p);
-                                break SessionEnd {
-                                    why: format!("the zergling did not read its socket within {:?} (zerg-ack-timeout)", ack_timeout),
-                                    stuck: true,
-                                };
+                                break SessionEnd::NotReading(ack_timeout);
                             }
                         }
                     }
                     Some(Order::Drain { handback }) => {
                         draining = true;
                         if let Err(e) = chan.send(&Message::Drain { handback }, None).await {
-                            break SessionEnd::gone(format!("sending DRAIN failed: {e}"));
+                            break SessionEnd::DrainNotSent(e);
                         }
                     }
-                    None => break SessionEnd::gone("order channel closed"),
+                    None => break SessionEnd::Orders,
                 },
                 Some(msg) = inbox.recv() => match msg {
                     Ok((Message::Ack { conn }, _)) => {
@@ -467,9 +481,9 @@ async fn run_session(
                         debug!(%id, conn = %record.conn, peer = %record.peer, buffered = record.prefix.len(), "connection handed back");
                         dispatcher.hand_back(fd, record);
                     }
-                    Ok((other, _)) => break SessionEnd::gone(format!("protocol violation: unexpected {}", other.name())),
-                    Err(ChannelError::Closed) => break SessionEnd::gone("channel closed"),
-                    Err(e) => break SessionEnd::gone(format!("channel error: {e}")),
+                    Ok((other, _)) => break SessionEnd::Unexpected(other.name()),
+                    Err(ChannelError::Closed) => break SessionEnd::Closed,
+                    Err(e) => break SessionEnd::Channel(e),
                 },
             }
         }

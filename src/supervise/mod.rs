@@ -51,10 +51,44 @@ pub struct Settings {
     pub attach_timeout: Duration,
 }
 
+/// Why a chain reload stopped (the zerglings not yet replaced keep serving).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The pool is stopping.
+    #[error("the pool is stopping")]
+    Stopping,
+    /// The zergling to replace is not running (its respawn is pending).
+    #[error("{name} is not running (respawn pending)")]
+    NotRunning {
+        /// The slot's name (`zergling0`, …).
+        name: String,
+    },
+    /// The replacement could not be started.
+    #[error("cannot start the replacement")]
+    Spawn(#[source] std::io::Error),
+    /// The replacement exited before it attached.
+    #[error("the replacement (pid {pid}) exited before attaching: {status:?}")]
+    ExitedEarly {
+        /// Its pid.
+        pid: u32,
+        /// How it exited, when known.
+        status: Option<std::process::ExitStatus>,
+    },
+    /// The replacement did not attach in time.
+    #[error("the replacement (pid {pid}) did not attach within {timeout:?} (zerg-attach-timeout)")]
+    NotAttached {
+        /// Its pid.
+        pid: u32,
+        /// `zerg-attach-timeout`.
+        timeout: Duration,
+    },
+}
+
 /// What a slot's task is asked to do.
 enum SlotCommand {
     /// Replace the running process (one step of a chain reload).
-    Replace(oneshot::Sender<Result<(), String>>),
+    Replace(oneshot::Sender<Result<(), ReloadError>>),
 }
 
 /// The set of spawned zerglings.
@@ -130,7 +164,7 @@ impl Supervisor {
 
     /// Replaces every spawned zergling, one at a time. A chain already running
     /// absorbs this request.
-    pub async fn chain_reload(&self) -> Result<(), String> {
+    pub async fn chain_reload(&self) -> Result<(), ReloadError> {
         let Ok(_running) = self.chain.try_lock() else {
             info!("a chain reload is already running");
             return Ok(());
@@ -143,15 +177,15 @@ impl Supervisor {
         for (index, slot) in self.slots.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             if slot.send(SlotCommand::Replace(tx)).is_err() {
-                return Err("the pool is stopping".into());
+                return Err(ReloadError::Stopping);
             }
             match rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => {
-                    warn!(zergling = index, reason = %why, "chain reload stopped; the zerglings not yet replaced keep serving");
+                    warn!(zergling = index, reason = %crate::error_chain(&why), "chain reload stopped; the zerglings not yet replaced keep serving");
                     return Err(why);
                 }
-                Err(_) => return Err("the pool is stopping".into()),
+                Err(_) => return Err(ReloadError::Stopping),
             }
         }
         info!("chain reload complete");
@@ -208,7 +242,7 @@ impl Supervisor {
             }
             // Chain steps asked for while no process runs cannot be done now.
             while let Ok(SlotCommand::Replace(done)) = commands.try_recv() {
-                let _ = done.send(Err(format!("{} is not running (respawn pending)", slot.name)));
+                let _ = done.send(Err(ReloadError::NotRunning { name: slot.name.clone() }));
             }
             tokio::select! {
                 _ = self.stopping.cancelled() => return,
@@ -251,8 +285,8 @@ impl Supervisor {
 
     /// One step of a chain reload: start the replacement, wait until it is
     /// attached and ready, drain the old process and wait for it to exit.
-    async fn replace(&self, slot: &Slot, old: &mut Child, old_pid: u32) -> Result<(Child, u32), String> {
-        let (mut new, new_pid) = self.spawn(slot).map_err(|e| format!("cannot start the replacement: {e}"))?;
+    async fn replace(&self, slot: &Slot, old: &mut Child, old_pid: u32) -> Result<(Child, u32), ReloadError> {
+        let (mut new, new_pid) = self.spawn(slot).map_err(ReloadError::Spawn)?;
         // Woken by the dispatcher whenever a zergling attaches or changes state;
         // bounded by zerg-attach-timeout, and ended early if the process exits.
         let ready = slot
@@ -262,16 +296,13 @@ impl Supervisor {
             _ = ready => {}
             status = new.wait() => {
                 self.forget(new_pid);
-                return Err(format!("the replacement (pid {new_pid}) exited before attaching: {:?}", status.ok()));
+                return Err(ReloadError::ExitedEarly { pid: new_pid, status: status.ok() });
             }
             _ = tokio::time::sleep(slot.settings.attach_timeout) => {
                 signal_pid(new_pid, Signal::SIGKILL);
                 let _ = new.wait().await;
                 self.forget(new_pid);
-                return Err(format!(
-                    "the replacement (pid {new_pid}) did not attach within {:?} (zerg-attach-timeout)",
-                    slot.settings.attach_timeout
-                ));
+                return Err(ReloadError::NotAttached { pid: new_pid, timeout: slot.settings.attach_timeout });
             }
         }
         info!(zergling = %slot.name, old = old_pid, new = new_pid, "replacement attached; draining the old process");
