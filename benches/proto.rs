@@ -14,7 +14,7 @@ fn conn() -> Message {
         conn: ConnId(123_456),
         listener: "http0".into(),
         kind: ListenerKind::Http,
-        scheme: "http".into(),
+        scheme: zergpool::proto::Scheme::Http,
         peer: "127.0.0.1:54321".into(),
         local: "127.0.0.1:8080".into(),
         sni: None,

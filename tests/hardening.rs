@@ -209,7 +209,12 @@ fn hand_backs_use_the_pools_record() {
     assert!(pool.proc.wait_log("CLOSED for a connection the zergling does not hold", 1, T), "{}", pool.proc.log());
     assert!(pool.proc.wait_log("HANDBACK of a connection the zergling does not hold", 1, T));
     // The real hand-back, with lies about the client.
-    let lie = ConnMeta { peer: "6.6.6.6:666".into(), scheme: "https".into(), listener: "evil".into(), ..meta };
+    let lie = ConnMeta {
+        peer: "6.6.6.6:666".into(),
+        scheme: zergpool::proto::Scheme::Https,
+        listener: "evil".into(),
+        ..meta
+    };
     liar.send(&Message::HandBack(lie), Some(fd.as_fd()));
     drop(fd);
     let _good = pool.zergling(&[]);

@@ -555,7 +555,7 @@ mod tests {
                 conn: d.next_conn_id(),
                 listener: "t".into(),
                 kind: crate::proto::ListenerKind::Http,
-                scheme: "http".into(),
+                scheme: crate::proto::Scheme::Http,
                 peer: String::new(),
                 local: String::new(),
                 sni: None,

@@ -202,7 +202,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
     };
     let mut tls = tls;
     let facts = tls::handshake_facts(tls.get_ref().1);
-    meta.scheme = "https".to_owned();
+    meta.scheme = crate::proto::Scheme::Https;
     meta.sni = facts.sni;
     meta.alpn = facts.alpn;
     meta.tls_version = facts.tls_version;

@@ -541,7 +541,7 @@ fn environ<'py>(
             .map(|h| latin1(h.as_bytes()))
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let local = info.map(|i| i.local.to_string()).unwrap_or_default();
-        let https = info.is_some_and(|i| &*i.scheme == "https");
+        let https = info.is_some_and(|i| i.scheme == zergling::Scheme::Https);
         let (name, port) = match host {
             Some(h) => split_host(&h, if https { "443" } else { "80" }),
             None => split_host(&local, ""),
@@ -584,7 +584,7 @@ fn environ<'py>(
                 let on = env.get_item("HTTPS").ok().flatten().and_then(|v| v.extract::<String>().ok());
                 if on.is_some_and(|v| v.eq_ignore_ascii_case("on") || v == "1") { "https" } else { "http" }.to_owned()
             }),
-        (None, Some(i)) => i.scheme.to_string(),
+        (None, Some(i)) => i.scheme.as_str().to_owned(),
         (None, None) => "http".to_owned(),
     };
     env.set_item(pyo3::intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;

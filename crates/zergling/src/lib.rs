@@ -77,7 +77,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use zergpool_core::proto::{ConnId, ListenerKind, ZerglingId};
+pub use zergpool_core::proto::{ConnId, ListenerKind, Scheme, ZerglingId};
 pub use zergpool_core::stream::{ConnStream, Prefixed};
 
 use zergpool_core::offload::StaticOptions;
@@ -235,7 +235,7 @@ pub struct ConnInfo {
     /// What the listener speaks.
     pub kind: ListenerKind,
     /// `http` or `https` as the client sees it.
-    pub scheme: Arc<str>,
+    pub scheme: Scheme,
     /// The client's address.
     pub peer: String,
     /// The address the client connected to (shared, like `listener`).
@@ -255,7 +255,7 @@ impl ConnInfo {
             conn: m.conn,
             listener: strings.get(&m.listener),
             kind: m.kind,
-            scheme: strings.get(&m.scheme),
+            scheme: m.scheme,
             peer: m.peer.clone(),
             local: strings.get(&m.local),
             sni: m.sni.clone(),
@@ -271,7 +271,7 @@ impl ConnInfo {
             conn: self.conn,
             listener: self.listener.to_string(),
             kind: self.kind,
-            scheme: self.scheme.to_string(),
+            scheme: self.scheme,
             peer: self.peer.clone(),
             local: self.local.to_string(),
             sni: self.sni.clone(),
@@ -631,7 +631,7 @@ mod tests {
             conn: ConnId(1),
             listener: "test".into(),
             kind: ListenerKind::Http,
-            scheme: "http".into(),
+            scheme: Scheme::Http,
             peer: "127.0.0.1:1".into(),
             local: "127.0.0.1:2".into(),
             sni: None,

@@ -57,6 +57,7 @@ use hyper::{Request, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
+use zergpool_core::proto::Scheme;
 
 use super::{ConnInfo, Prefixed, ZerglingService};
 use zergpool_core::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
@@ -425,7 +426,7 @@ fn fallback_host(req: &UwsgiRequest) -> Option<String> {
 fn uwsgi_conn_info(base: &ConnInfo, req: &UwsgiRequest) -> ConnInfo {
     let mut info = base.clone();
     if let Some(scheme) = scheme(req) {
-        info.scheme = scheme.into();
+        info.scheme = scheme;
     }
     if let Some(peer) = client_address(req) {
         info.peer = peer;
@@ -434,15 +435,11 @@ fn uwsgi_conn_info(base: &ConnInfo, req: &UwsgiRequest) -> ConnInfo {
 }
 
 /// `UWSGI_SCHEME`, else `REQUEST_SCHEME`, else `HTTPS=on` (or `1`) means `https`.
-fn scheme(req: &UwsgiRequest) -> Option<&'static str> {
-    let named = |key| match req.var(key) {
-        Some(s) if s.eq_ignore_ascii_case("https") => Some("https"),
-        Some(s) if s.eq_ignore_ascii_case("http") => Some("http"),
-        _ => None,
-    };
+fn scheme(req: &UwsgiRequest) -> Option<Scheme> {
+    let named = |key| Scheme::parse(&req.var(key)?.to_ascii_lowercase());
     named("UWSGI_SCHEME")
         .or_else(|| named("REQUEST_SCHEME"))
-        .or_else(|| req.var("HTTPS").filter(|v| v.eq_ignore_ascii_case("on") || *v == "1").map(|_| "https"))
+        .or_else(|| req.var("HTTPS").filter(|v| v.eq_ignore_ascii_case("on") || *v == "1").map(|_| Scheme::Https))
 }
 
 /// `REMOTE_ADDR:REMOTE_PORT` (`[v6]:port` for IPv6), or the address alone when the
@@ -541,7 +538,7 @@ mod tests {
             conn: ConnId(7),
             listener: "uwsgi0".into(),
             kind: ListenerKind::Uwsgi,
-            scheme: "http".into(),
+            scheme: Scheme::Http,
             peer: "127.0.0.1:40000".into(),
             local: "127.0.0.1:3031".into(),
             sni: None,

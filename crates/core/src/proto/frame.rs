@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ConnId, ConnMeta, ListenerKind, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING, MAX_TAGS};
+use super::{
+    ConnId, ConnMeta, ListenerKind, Scheme, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING, MAX_TAGS,
+};
 
 /// Message types (the first byte of every frame).
 mod kind {
@@ -248,6 +250,9 @@ pub enum DecodeError {
     /// A listener kind that is not `http`, `https` or `uwsgi`.
     #[error("unknown listener kind {0:?}")]
     UnknownKind(String),
+    /// A scheme that is not `http` or `https`.
+    #[error("unknown scheme {0:?}")]
+    UnknownScheme(String),
 }
 
 /// The deadlines a zergling applies to every connection it owns (DESIGN.md
@@ -500,7 +505,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::CONN_ID, &meta.conn.0.to_le_bytes());
             put(&mut out, tag::LISTENER, meta.listener.as_bytes());
             put(&mut out, tag::KIND, meta.kind.as_str().as_bytes());
-            put(&mut out, tag::SCHEME, meta.scheme.as_bytes());
+            put(&mut out, tag::SCHEME, meta.scheme.as_str().as_bytes());
             put(&mut out, tag::PEER, meta.peer.as_bytes());
             put(&mut out, tag::LOCAL, meta.local.as_bytes());
             for (t, v) in [(tag::SNI, &meta.sni), (tag::ALPN, &meta.alpn), (tag::TLS_VERSION, &meta.tls_version)] {
@@ -593,7 +598,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                 conn: ConnId(need(f.conn_id, tag::CONN_ID)?),
                 listener: need_s(f.listener, tag::LISTENER)?,
                 kind,
-                scheme: need_s(f.scheme, tag::SCHEME)?,
+                scheme: {
+                    let s = need_s(f.scheme, tag::SCHEME)?;
+                    Scheme::parse(&s).ok_or(DecodeError::UnknownScheme(s))?
+                },
                 peer: need_s(f.peer, tag::PEER)?,
                 local: need_s(f.local, tag::LOCAL)?,
                 sni: f.sni,
@@ -723,7 +731,7 @@ mod tests {
             conn: ConnId(42),
             listener: "http0".into(),
             kind: ListenerKind::Http,
-            scheme: "http".into(),
+            scheme: Scheme::Http,
             peer: "127.0.0.1:5555".into(),
             local: "127.0.0.1:8080".into(),
             sni: None,

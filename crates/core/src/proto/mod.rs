@@ -96,6 +96,42 @@ impl ListenerKind {
     }
 }
 
+/// The scheme a client used, as it sees it: `https` when TLS was terminated (by
+/// the pool, or by nginx in front of a uwsgi listener), else `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scheme {
+    /// `http`.
+    #[default]
+    Http,
+    /// `https`.
+    Https,
+}
+
+impl Scheme {
+    /// The name on the wire, in URLs and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The inverse of [`Scheme::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Scheme::Http),
+            "https" => Some(Scheme::Https),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything the pool tells a zergling about a connection it hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnMeta {
@@ -106,7 +142,7 @@ pub struct ConnMeta {
     /// What the listener speaks.
     pub kind: ListenerKind,
     /// `http` or `https` as the client sees it.
-    pub scheme: String,
+    pub scheme: Scheme,
     /// The client's address (`127.0.0.1:5555`, `[::1]:5555`, or a Unix path).
     pub peer: String,
     /// The local address the client connected to.
@@ -130,7 +166,7 @@ impl ConnMeta {
             conn,
             listener,
             kind,
-            scheme: "http".to_owned(),
+            scheme: Scheme::Http,
             peer,
             local,
             sni: None,
