@@ -562,3 +562,30 @@ fn django_admin_csrf_and_static_files() {
         assert!(out.contains("Django"), "{out}");
     }
 }
+
+/// What fast servers commonly skip: a body that does not match the application's
+/// Content-Length is never sent as a valid response, bodiless statuses carry no
+/// body, and `start_response` with `exc_info` replaces a head not yet sent.
+#[test]
+fn lengths_bodiless_statuses_and_exc_info() {
+    let Some(venv) = venv() else { return };
+    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[]);
+    // Shorter than said: the connection ends before the promised bytes.
+    let mut c = Client::connect(pool.addr);
+    assert!(c.get("/short").is_err(), "a short body must not complete a response");
+    // Longer than said (the validator makes every result an iterator, so it is
+    // streamed): aborted rather than cut at the length, and a log line says why.
+    let mut c = Client::connect(pool.addr);
+    assert!(c.get("/long").is_err(), "a long body must not complete a response");
+    assert!(pool.proc.wait_log("sent more than its Content-Length", 1, T), "{}", pool.proc.log());
+    let mut c = Client::connect(pool.addr);
+    let r = c.get("/no-content").unwrap();
+    assert_eq!((r.status, r.body.len(), r.header("content-length")), (204, 0, None));
+    let r = c.get("/not-modified").unwrap();
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    let r = c.get("/exc-info").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (503, "replaced"));
+    // The connection is still good after all that.
+    assert_eq!(c.get("/hello").unwrap().text(), "Hello, world!");
+    assert!(!pool.proc.log().contains("AssertionError"), "{}", pool.proc.log());
+}

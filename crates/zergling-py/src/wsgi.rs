@@ -213,6 +213,23 @@ struct Head {
 }
 
 impl Head {
+    /// The application's `Content-Length`, if it gave a valid one and the status
+    /// has a body at all (a 304 may carry the length of the body it omits).
+    fn content_length(&self) -> Option<u64> {
+        let bodiless = self.status.is_informational()
+            || self.status == StatusCode::NO_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED;
+        if bodiless {
+            return None;
+        }
+        self.headers
+            .iter()
+            .find(|(n, _)| n == http::header::CONTENT_LENGTH)
+            .and_then(|(_, v)| v.to_str().ok()?.trim().parse().ok())
+    }
+}
+
+impl Head {
     fn into_response(self, body: WsgiBody) -> Response<WsgiBody> {
         let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
@@ -291,11 +308,26 @@ struct Exchange {
     reply: Mutex<Option<oneshot::Sender<Response<WsgiBody>>>>,
     /// The chunks of a streamed response, once its head went out.
     stream: Mutex<Option<mpsc::Sender<Result<Bytes, io::Error>>>>,
+    /// What the application's `Content-Length` still allows of a streamed body.
+    remaining: Mutex<Option<u64>>,
+    /// A HEAD request: hyper sends no body whatever the application gives.
+    head_request: bool,
 }
 
 impl Exchange {
-    fn new(reply: oneshot::Sender<Response<WsgiBody>>) -> Self {
-        Exchange { pending: Mutex::new(None), reply: Mutex::new(Some(reply)), stream: Mutex::new(None) }
+    fn new(reply: oneshot::Sender<Response<WsgiBody>>, head_request: bool) -> Self {
+        Exchange {
+            pending: Mutex::new(None),
+            reply: Mutex::new(Some(reply)),
+            stream: Mutex::new(None),
+            remaining: Mutex::new(None),
+            head_request,
+        }
+    }
+
+    /// The `Content-Length` of the head `start_response` set, if any.
+    fn declared_length(&self) -> Option<u64> {
+        self.pending.lock().ok()?.as_ref()?.content_length()
     }
 
     fn head_sent(&self) -> bool {
@@ -313,6 +345,9 @@ impl Exchange {
         let Some(head) = head else {
             return Err(PyRuntimeError::new_err("the application sent a body before calling start_response"));
         };
+        if let Ok(mut r) = self.remaining.lock() {
+            *r = head.content_length();
+        }
         if let Some(tx) = reply.take() {
             let _ = tx.send(head.into_response(body()));
         }
@@ -340,6 +375,26 @@ impl Exchange {
             // either whole or streamed).
             return Ok(false);
         };
+        // More than the application's Content-Length: never let it look like a
+        // whole response (hyper would cut it at the length): abort it.
+        let over = self.remaining.lock().ok().and_then(|mut r| {
+            let left = (*r)?;
+            let n = chunk.len() as u64;
+            if n > left && !self.head_request {
+                return Some(left);
+            }
+            *r = Some(left.saturating_sub(n));
+            None
+        });
+        if let Some(left) = over {
+            tracing::error!(
+                allowed = left,
+                chunk = chunk.len(),
+                "the application sent more than its Content-Length; the response is aborted"
+            );
+            let _ = tx.try_send(Err(io::Error::other("body longer than Content-Length")));
+            return Ok(false);
+        }
         Ok(py.detach(|| tx.blocking_send(Ok(chunk))).is_ok())
     }
 
@@ -368,7 +423,7 @@ impl Exchange {
 /// Runs one request on an application thread.
 fn run(py: Python<'_>, apps: &Apps, job: Job) {
     let Job { parts, input, reply } = job;
-    let exchange = Arc::new(Exchange::new(reply));
+    let exchange = Arc::new(Exchange::new(reply, parts.method == http::Method::HEAD));
     if let Err(e) = call_app(py, apps, &parts, input, &exchange) {
         tracing::error!(method = %parts.method, uri = %parts.uri, "the application raised an exception");
         e.print(py);
@@ -430,6 +485,15 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> Py
                 _ => Some(Bytes::from(chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>())),
             }
             .filter(|b| !b.is_empty());
+            let len = body.as_ref().map_or(0, |b| b.len() as u64);
+            match exchange.declared_length() {
+                Some(declared) if declared != len && !exchange.head_request => {
+                    return Err(PyValueError::new_err(format!(
+                        "the application's body is {len} bytes but its Content-Length says {declared}"
+                    )));
+                }
+                _ => {}
+            }
             exchange.respond(|| WsgiBody::Whole(body))?;
             return Ok(());
         }

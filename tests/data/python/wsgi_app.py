@@ -3,7 +3,9 @@ wsgiref.validate.validator: any breach of PEP 3333 by the server (environ keys
 and types, wsgi.input, start_response, close) raises, which the tests see as a
 500 and a traceback in the pool's log.
 
-Routes: /hello, /env (JSON of the CGI keys), /echo (the body through read(n)),
+Routes: /hello, /env (JSON of the CGI keys), /echo (the body through read(n)), /short and /long (a body that does not
+match its Content-Length), /no-content (204), /not-modified (304), /exc-info
+(start_response called again with exc_info before any body),
 /lines (readline + iteration), /readlines, /stream?n=N (a generator; its close()
 touches $CLOSE_MARK/NAME), /write (the legacy write callable), /head-later (an
 empty first chunk), /boom (an exception), /late-error (an exception after the
@@ -93,6 +95,29 @@ def raw_app(environ, start_response):
             raise RuntimeError("late failure for the test")
 
         return gen()
+    if path == "/short":
+        # Says 100 bytes, sends 5: must never look like a valid response.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+        return [b"short"]
+    if path == "/long":
+        # Says 5 bytes, sends 11.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"too long!!!"]
+    if path == "/no-content":
+        start_response("204 No Content", [])
+        return [b""]
+    if path == "/not-modified":
+        start_response("304 Not Modified", [("ETag", '"x"')])
+        return []
+    if path == "/exc-info":
+        # A head set, then an error before any body: the head is replaced (PEP 3333).
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("replace the head")
+        except ValueError:
+            import sys
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", "8")], sys.exc_info())
+        return [b"replaced"]
     if path == "/sleep":
         time.sleep(int(q.get("ms", "100")) / 1000)
         return ok(start_response, b"slept")
