@@ -262,7 +262,14 @@ fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
         ),
     )
     .unwrap();
-    let pool = Pool::start(&["--yaml", &yml.display().to_string()]);
+    // The pool installed by pip in the virtualenv (the `zergpool` wheel), as a
+    // deployment that lives in a virtualenv runs it.
+    let zergpool = venv.join("bin/zergpool");
+    assert!(zergpool.is_file(), "the zergpool wheel is installed in {}", venv.display());
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("zerg.sock");
+    let yml_s = yml.display().to_string();
+    let pool = Pool::start_program(&zergpool.display().to_string(), sockdir, sock, &["--yaml", &yml_s], &[]);
     pool.wait_attached(2);
     let addr: SocketAddr = pool.addr;
     let r = get_once(addr, "/static/welcome.txt").unwrap();

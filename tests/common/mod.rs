@@ -145,7 +145,18 @@ impl Pool {
 
     /// Starts a pool whose attach socket is `sock` (for pool restarts).
     pub fn start_in(dir: tempfile::TempDir, sock: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Pool {
-        let mut cmd = Command::new(POOL);
+        Self::start_program(POOL, dir, sock, extra, env)
+    }
+
+    /// Starts the pool binary at `program` (cargo's, or one installed by pip).
+    pub fn start_program(
+        program: &str,
+        dir: tempfile::TempDir,
+        sock: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Pool {
+        let mut cmd = Command::new(program);
         cmd.args(["--http", "127.0.0.1:0", "--events", "-", "--zerg-server"]).arg(&sock).args(extra);
         cmd.env("ZERGPOOL_LOG", "info,zergpool=debug");
         for (k, v) in env {
