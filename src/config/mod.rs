@@ -327,8 +327,8 @@ pub struct Config {
     pub options: OptionList,
     /// What each signal does (defaults, changed by `hook-master-start`).
     pub signals: SignalTable,
-    /// Options recognised from uWSGI but not implemented yet (`https`, `socket`,
-    /// `uid`, …), raw and in order: they have no effect and are reported once.
+    /// Options recognised from uWSGI but not implemented yet (the `Planned` rows of
+    /// `options.rs`), raw and in order: they have no effect and are reported once.
     pub unimplemented: Vec<ConfigOption>,
     /// uWSGI application-side options (`module`, `processes`, …), which configure the
     /// zerglings: ignored and reported once, together.

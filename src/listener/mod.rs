@@ -1,7 +1,7 @@
 //! Listeners: binding (socket2) and the accept loop.
 //!
-//! Listeners are bound once, before anything else runs (and, in a later stage,
-//! before privileges are dropped), and live as long as the pool. The accept loop
+//! Listeners are bound once, before anything else runs and before privileges
+//! are dropped (`privileges`), and live as long as the pool. The accept loop
 //! survives anything one connection does: per-connection work runs in its own
 //! task, `EMFILE`/`ENFILE` make the loop back off instead of spinning, and every
 //! other accept error is logged and skipped.

@@ -145,19 +145,20 @@ pub enum Message {
     /// and not yet answered. The pool dispatches it again like a new connection.
     HandBack(ConnMeta),
     /// Pool → zergling, with one descriptor: a listening socket to accept on
-    /// (`zerg-direct-accept`; sent only to zerglings whose HELLO has the tag
-    /// `accept=uwsgi`). The zergling accepts and serves that listener's connections
-    /// itself until it drains or the channel closes, then closes its copy.
+    /// (`zerg-direct-accept`, `zerg-direct-accept-http`; sent only to zerglings
+    /// whose HELLO has ACCEPT_DIRECT). The zergling accepts and serves that
+    /// listener's connections itself until it drains or the channel closes, then
+    /// closes its copy.
     Listen {
-        /// The pool listener's name (`uwsgi0`, …).
+        /// The pool listener's name (`uwsgi0`, `http0`, …).
         listener: String,
-        /// What its connections speak (only `uwsgi` is sent today).
+        /// What its connections speak: `uwsgi`, or `http`.
         kind: ListenerKind,
         /// The address it is bound to.
         local: String,
-        /// Largest uwsgi packet head (`buffer-size`).
+        /// Largest uwsgi packet head or HTTP request head (`buffer-size`).
         buffer_size: u32,
-        /// Time a client has to send its packet, in milliseconds.
+        /// Time a client has to send its packet or head, in milliseconds.
         head_timeout_ms: u32,
     },
     /// Zergling → pool: whether every request slot of the application is taken

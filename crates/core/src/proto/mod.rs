@@ -24,7 +24,8 @@ pub use frame::{decode, encode, DecodeError, ExpiresRule, Message, StaticMount, 
 /// static-map settings as typed WELCOME fields (version 1 sent uWSGI option
 /// text), and the direct-accept capability as a typed HELLO flag (version 1: the
 /// tag `accept=uwsgi`). Version 3: LOAD (a zergling says whether all its
-/// request slots are taken). A peer speaking another version is refused with a
+/// request slots are taken), LISTEN for plain http listeners too, and the HELLO
+/// flag named ACCEPT_DIRECT. A peer speaking another version is refused with a
 /// message naming both.
 pub const VERSION: u16 = 3;
 /// Largest frame either side sends or accepts, in bytes.
