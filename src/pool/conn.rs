@@ -206,7 +206,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
     meta.sni = facts.sni;
     meta.alpn = facts.alpn;
     meta.tls_version = facts.tls_version;
-    if meta.alpn.as_deref() != Some("h2") {
+    if meta.alpn != Some(crate::proto::AlpnProtocol::H2) {
         // The first request head is read from the TLS session itself: it then
         // goes to serve_http as bytes already read, instead of through the relay
         // and the socket pair (two copies and a wake-up less per connection).
@@ -239,7 +239,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
         relay(tls, relay_end, RELAY_LINGER).await;
         drop(slot);
     });
-    if meta.alpn.as_deref() == Some("h2") {
+    if meta.alpn == Some(crate::proto::AlpnProtocol::H2) {
         // HTTP/2 is multiplexed: the zergling gets the whole connection.
         return hand_over(&ctx.dispatcher, ConnStream::Unix(ours), meta, Instant::now(), None);
     }
@@ -394,7 +394,7 @@ pub(super) async fn handed_back(ctx: Arc<Ctx>, fd: OwnedFd, meta: ConnMeta) {
     };
     // Counted, never refused (a TLS relay's end: its relay still holds the slot).
     let slot = meta.tls_version.is_none().then(|| ctx.limit.force_slot());
-    let http1 = meta.kind != ListenerKind::Uwsgi && meta.alpn.as_deref() != Some("h2");
+    let http1 = meta.kind != ListenerKind::Uwsgi && meta.alpn != Some(crate::proto::AlpnProtocol::H2);
     if http1 {
         serve_http(ctx, stream, meta, slot).await;
     } else {

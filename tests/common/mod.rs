@@ -24,7 +24,11 @@ pub fn demo() -> &'static str {
     static DEMO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DEMO.get_or_init(|| {
         let path = std::path::Path::new(POOL).with_file_name("zergling-demo");
-        assert!(path.exists(), "{} is missing: build the workspace (cargo build --workspace)", path.display());
+        assert!(
+            path.exists(),
+            "{} is missing: build it first (cargo build --workspace --bins; .ci/run does)",
+            path.display()
+        );
         path.display().to_string()
     })
 }

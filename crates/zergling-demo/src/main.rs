@@ -97,7 +97,7 @@ fn whoami(req: &Request<Incoming>) -> Resp {
         "protocol": protocol,
         "host": host,
         "sni": info.and_then(|i| i.sni.as_deref()),
-        "alpn": info.and_then(|i| i.alpn.as_deref()),
+        "alpn": info.and_then(|i| i.alpn.map(|a| a.as_str())),
         "tls_version": info.and_then(|i| i.tls_version.as_deref()),
         "zergling": info.map(|i| i.zergling.0),
         // Ids of connections the pool handed over count up from 1; those a zergling

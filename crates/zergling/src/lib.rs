@@ -77,7 +77,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use zergpool_core::proto::{ConnId, ListenerKind, Scheme, ZerglingId};
+pub use zergpool_core::proto::{AlpnProtocol, ConnId, ListenerKind, Scheme, ZerglingId};
 pub use zergpool_core::stream::{ConnStream, Prefixed};
 
 use zergpool_core::offload::StaticOptions;
@@ -243,7 +243,7 @@ pub struct ConnInfo {
     /// TLS server name, when the pool terminated TLS.
     pub sni: Option<String>,
     /// Negotiated ALPN protocol.
-    pub alpn: Option<String>,
+    pub alpn: Option<AlpnProtocol>,
     /// Negotiated TLS version.
     pub tls_version: Option<String>,
 }
@@ -259,7 +259,7 @@ impl ConnInfo {
             peer: m.peer.clone(),
             local: strings.get(&m.local),
             sni: m.sni.clone(),
-            alpn: m.alpn.clone(),
+            alpn: m.alpn,
             tls_version: m.tls_version.clone(),
         }
     }
@@ -275,7 +275,7 @@ impl ConnInfo {
             peer: self.peer.clone(),
             local: self.local.to_string(),
             sni: self.sni.clone(),
-            alpn: self.alpn.clone(),
+            alpn: self.alpn,
             tls_version: self.tls_version.clone(),
             prefix,
         }

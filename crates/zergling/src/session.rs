@@ -167,7 +167,7 @@ pub(super) async fn accept_conn<S, B>(
         });
         return;
     }
-    if meta.alpn.as_deref() == Some("h2") {
+    if meta.alpn == Some(AlpnProtocol::H2) {
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
             Box::pin(serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()))

@@ -328,7 +328,7 @@ pub struct HandshakeFacts {
     /// The server name the client asked for (lower case), if it sent one.
     pub sni: Option<String>,
     /// The negotiated ALPN protocol (`h2`, `http/1.1`), if any.
-    pub alpn: Option<String>,
+    pub alpn: Option<crate::proto::AlpnProtocol>,
     /// The negotiated version: `TLSv1.3` or `TLSv1.2` (OpenSSL's spelling).
     pub tls_version: Option<String>,
 }
@@ -338,7 +338,7 @@ pub struct HandshakeFacts {
 pub fn handshake_facts(conn: &ServerConnection) -> HandshakeFacts {
     HandshakeFacts {
         sni: conn.server_name().map(str::to_owned),
-        alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+        alpn: conn.alpn_protocol().and_then(crate::proto::AlpnProtocol::parse),
         tls_version: conn.protocol_version().map(|v| match v {
             ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
             ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),

@@ -177,7 +177,11 @@ async fn sni_picks_the_certificate_by_name_over_tls13_with_h2() {
     let facts = handshake_facts(s.get_ref().1);
     assert_eq!(
         facts,
-        HandshakeFacts { sni: Some("localhost".into()), alpn: Some("h2".into()), tls_version: Some("TLSv1.3".into()) }
+        HandshakeFacts {
+            sni: Some("localhost".into()),
+            alpn: Some(crate::proto::AlpnProtocol::H2),
+            tls_version: Some("TLSv1.3".into())
+        }
     );
 
     let (s, c) = connect(config.clone(), client.config(), "other.test").await;
@@ -200,7 +204,7 @@ async fn tls12_works_with_both_key_types_and_http11() {
         assert_eq!(presented(&c), der(file));
         let facts = handshake_facts(s.get_ref().1);
         assert_eq!(facts.tls_version.as_deref(), Some("TLSv1.2"));
-        assert_eq!(facts.alpn.as_deref(), Some("http/1.1"), "no h2 unless http2 is on");
+        assert_eq!(facts.alpn, Some(crate::proto::AlpnProtocol::Http11), "no h2 unless http2 is on");
         echo(&mut s, &mut c, "GET / HTTP/1.1\r\n").await;
     }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    ConnId, ConnMeta, ListenerKind, Scheme, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING, MAX_TAGS,
+    AlpnProtocol, ConnId, ConnMeta, ListenerKind, Scheme, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING,
+    MAX_TAGS,
 };
 
 /// Message types (the first byte of every frame).
@@ -251,6 +252,9 @@ pub enum DecodeError {
     /// A listener kind that is not `http`, `https` or `uwsgi`.
     #[error("unknown listener kind {0:?}")]
     UnknownKind(String),
+    /// An ALPN protocol that is not `h2` or `http/1.1`.
+    #[error("unknown ALPN protocol {0:?}")]
+    UnknownAlpn(String),
     /// A scheme that is not `http` or `https`.
     #[error("unknown scheme {0:?}")]
     UnknownScheme(String),
@@ -509,7 +513,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::SCHEME, meta.scheme.as_str().as_bytes());
             put(&mut out, tag::PEER, meta.peer.as_bytes());
             put(&mut out, tag::LOCAL, meta.local.as_bytes());
-            for (t, v) in [(tag::SNI, &meta.sni), (tag::ALPN, &meta.alpn), (tag::TLS_VERSION, &meta.tls_version)] {
+            if let Some(p) = meta.alpn {
+                put(&mut out, tag::ALPN, p.as_str().as_bytes());
+            }
+            for (t, v) in [(tag::SNI, &meta.sni), (tag::TLS_VERSION, &meta.tls_version)] {
                 if let Some(v) = v {
                     put(&mut out, t, v.as_bytes());
                 }
@@ -606,7 +613,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                 peer: need_s(f.peer, tag::PEER)?,
                 local: need_s(f.local, tag::LOCAL)?,
                 sni: f.sni,
-                alpn: f.alpn,
+                alpn: match f.alpn {
+                    Some(a) => Some(AlpnProtocol::parse(a.as_bytes()).ok_or(DecodeError::UnknownAlpn(a))?),
+                    None => None,
+                },
                 tls_version: f.tls_version,
                 prefix: f.prefix.unwrap_or_default(),
             };
@@ -736,7 +746,7 @@ mod tests {
             peer: "127.0.0.1:5555".into(),
             local: "127.0.0.1:8080".into(),
             sni: None,
-            alpn: Some("http/1.1".into()),
+            alpn: Some(AlpnProtocol::Http11),
             tls_version: None,
             prefix: Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
         })

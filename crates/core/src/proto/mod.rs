@@ -133,6 +133,34 @@ impl fmt::Display for Scheme {
     }
 }
 
+/// The application protocol TLS negotiated (ALPN): the only two the pool offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlpnProtocol {
+    /// `http/1.1`.
+    Http11,
+    /// `h2`: the connection speaks HTTP/2 from its first byte.
+    H2,
+}
+
+impl AlpnProtocol {
+    /// The protocol id on the wire (RFC 7301).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlpnProtocol::Http11 => "http/1.1",
+            AlpnProtocol::H2 => "h2",
+        }
+    }
+
+    /// The inverse of [`AlpnProtocol::as_str`], from the bytes TLS negotiated.
+    pub fn parse(id: &[u8]) -> Option<Self> {
+        match id {
+            b"http/1.1" => Some(AlpnProtocol::Http11),
+            b"h2" => Some(AlpnProtocol::H2),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the pool tells a zergling about a connection it hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnMeta {
@@ -151,7 +179,7 @@ pub struct ConnMeta {
     /// TLS server name indication, when TLS was terminated.
     pub sni: Option<String>,
     /// Negotiated ALPN protocol, when TLS was terminated.
-    pub alpn: Option<String>,
+    pub alpn: Option<AlpnProtocol>,
     /// Negotiated TLS version, when TLS was terminated.
     pub tls_version: Option<String>,
     /// Bytes the pool already read from the client; the zergling must process them
