@@ -271,7 +271,7 @@ while time.time() < deadline and counts["requests"] < limit:
     due = start + i / rate
     i += 1
     if due > time.time():
-        time.sleep(due - time.time())
+        time.sleep(max(0.0, due - time.time()))
     elif time.time() - due > 1:
         start, i = time.time(), 1  # fell behind (a slow request): no burst to catch up
     if mode == "h2":
