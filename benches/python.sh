@@ -3,6 +3,8 @@
 #
 #   zergpool-1t   zergpool + the Python zergling (`zergling`, 1 thread)
 #   zergpool-4t   zergpool + the Python zergling (4 threads)
+#   zp-direct-1t  zergpool-1t with `zerg-direct-accept-http`: the zergling accepts
+#                 on the http listener itself (no hand-off per connection)
 #   granian       granian --interface wsgi --workers 1 --blocking-threads 1
 #   uwsgi         uWSGI --http11-socket, 1 process (Debian's python3 plugin)
 #   gunicorn      gunicorn -k gthread -w 1 --threads 4
@@ -39,11 +41,12 @@ declare -A PORT PIDS APP_PIDS
 start() { # NAME → sets PORT[NAME], PIDS[NAME] (every process), APP_PIDS[NAME]
   local name=$1 port; port=$(free_port); PORT[$name]=$port
   case $name in
-    zergpool-1t|zergpool-4t)
-      local threads=1; [ "$name" = zergpool-4t ] && threads=4
+    zergpool-1t|zergpool-4t|zp-direct-1t)
+      local threads=1 direct=(); [ "$name" = zergpool-4t ] && threads=4
+      [ "$name" = zp-direct-1t ] && direct=(--zerg-direct-accept-http)
       ZERGPOOL_LOG=warn setsid taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$port --listen 4096 \
         --zerg-server "$TMP/$name.sock" --chdir "$APPDIR" --module wsgi_bench --virtualenv "$VENV" \
-        --threads $threads 2>"$TMP/$name.log" &
+        --threads $threads "${direct[@]}" 2>"$TMP/$name.log" &
       ;;
     granian)
       (cd "$APPDIR" && exec setsid taskset -c "$SERVER_CPU" "$VENV/bin/granian" --interface wsgi --workers 1 \
@@ -68,7 +71,7 @@ start() { # NAME → sets PORT[NAME], PIDS[NAME] (every process), APP_PIDS[NAME]
   APP_PIDS[$name]=$(for _ in 1 2 3 4 5 6; do curl -s -H 'Connection: close' "http://127.0.0.1:$port/pid"; echo; done | sort -u | tr '\n' ' ')
 }
 
-SETUPS=(zergpool-1t zergpool-4t granian uwsgi gunicorn)
+SETUPS=(zergpool-1t zergpool-4t zp-direct-1t granian uwsgi gunicorn)
 for s in "${SETUPS[@]}"; do start "$s"; done
 
 echo "WSGI servers: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS round(s), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
@@ -104,9 +107,9 @@ for s in "${SETUPS[@]}"; do
   echo
 done
 echo
-echo "zergpool-1t against uwsgi (req/s ratio):"
+echo "zp-direct-1t against uwsgi (req/s ratio):"
 for body in 13b 64k; do for mode in keepalive close; do
-  z=$(tr ' ' '\n' <<<"${R[zergpool-1t,$body,$mode]}" | grep . | mean)
+  z=$(tr ' ' '\n' <<<"${R[zp-direct-1t,$body,$mode]}" | grep . | mean)
   u=$(tr ' ' '\n' <<<"${R[uwsgi,$body,$mode]}" | grep . | mean)
   printf '  %-16s %s\n' "$body/$mode" "$(ratio "$z" "$u")"
 done; done

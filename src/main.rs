@@ -21,6 +21,13 @@ fn main() -> ExitCode {
             print!("{}", options::help_text());
             return ExitCode::SUCCESS;
         }
+        Ok(CliRequest::PrintOptions(list)) => {
+            for o in &list.0 {
+                let origin = o.origin.to_string();
+                println!("{}", serde_json::json!({ "key": o.key, "value": o.value, "origin": origin }));
+            }
+            return ExitCode::SUCCESS;
+        }
         Ok(CliRequest::Version) => {
             println!("zergpool {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -332,3 +332,25 @@ fn unusable_certificates_and_static_folders_exit_64() {
         &["command line (argument 3): cannot use", "`static-safe`", "is not a folder"],
     );
 }
+
+/// `--print-options`: the options as read (files, placeholders), one JSON object
+/// per line, without their meaning checked: what the `zergling` command reads
+/// uWSGI files through.
+#[test]
+fn print_options_lists_what_was_read_without_checking_it() {
+    let out = zergpool(&["--print-options", "--yaml", &fixture("seed.yml")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 19);
+    assert_eq!(lines[0]["key"], "module");
+    assert_eq!(lines[0]["value"], "galaxy.webapps.galaxy.buildapp:uwsgi_app()");
+    assert_eq!(lines[0]["origin"], "tests/data/config/seed.yml:10");
+    // No listener, an application-only section: still printed (no meaning checked).
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("app.ini");
+    std::fs::write(&ini, "[uwsgi]\nmodule = app\nthreads = 4\nenv = T=%(threads)\n").unwrap();
+    let out = zergpool(&["--print-options", &ini.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(r#""key":"env""#) && stdout(&out).contains(r#""value":"T=4""#), "{}", stdout(&out));
+}

@@ -596,3 +596,33 @@ fn lengths_bodiless_statuses_and_exc_info() {
     assert_eq!(c.get("/hello").unwrap().text(), "Hello, world!");
     assert!(!pool.proc.log().contains("AssertionError"), "{}", pool.proc.log());
 }
+
+/// `zergling --yaml FILE`: the application options of a uWSGI file, read by the
+/// pool's own parser (`zergpool --print-options`), not a second one; placeholders
+/// included.
+#[test]
+fn the_zergling_command_reads_a_uwsgi_yaml_file() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("app.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "galaxy:\n  x: 1\nuwsgi:\n  http: 127.0.0.1:0\n  pythonpath: {}\n  module: wsgi_app\n  threads: 3\n  \
+             env: FROM_FILE=%(threads)\n",
+            data("")
+        ),
+    )
+    .unwrap();
+    let pool = Pool::start(&[]);
+    let mut cmd = Command::new(venv.join("bin/zergling"));
+    cmd.arg("--yaml").arg(&yml).env("ZERGPOOL_SOCKET", &pool.sock);
+    let z = common::Proc::spawn(cmd, false);
+    assert!(pool.wait_event("attached", 1, T), "{}\n{}", pool.proc.log(), z.log());
+    let env = json(&get_once(pool.addr, "/env").unwrap());
+    assert_eq!(env["wsgi.multithread"], true, "threads: 3 from the file: {env}");
+    // `env: FROM_FILE=%(threads)`: the placeholder expanded by the pool's parser.
+    let r = get_once(pool.addr, "/osenv?name=FROM_FILE").unwrap();
+    assert_eq!(r.text(), "3");
+    drop(z);
+}

@@ -19,6 +19,10 @@ pub enum CliRequest {
     Run(OptionList),
     /// `--check-config`: validate these options, print them, bind nothing.
     CheckConfig(OptionList),
+    /// `--print-options`: print these options as read, for another program
+    /// (the `zergling` command reads uWSGI files through this, not a parser of
+    /// its own), without validating their meaning.
+    PrintOptions(OptionList),
     /// Print the help text.
     Help,
     /// Print the version.
@@ -39,6 +43,7 @@ pub fn parse_args_with_env<I: IntoIterator<Item = String>>(
     let args: Vec<String> = args.into_iter().collect();
     let mut raw: Vec<RawOption> = Vec::new();
     let mut check_only = false;
+    let mut print_only = false;
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -75,6 +80,7 @@ pub fn parse_args_with_env<I: IntoIterator<Item = String>>(
                 "help" => return Ok(CliRequest::Help),
                 "version" => return Ok(CliRequest::Version),
                 "check-config" => check_only = true,
+                "print-options" => print_only = true,
                 "yaml" => raw.extend(FileSource::from_flag(Format::Yaml, &value).load(&origin)?),
                 "ini" => raw.extend(FileSource::from_flag(Format::Ini, &value).load(&origin)?),
                 _ => {}
@@ -84,7 +90,13 @@ pub fn parse_args_with_env<I: IntoIterator<Item = String>>(
         raw.push(RawOption { option: ConfigOption { key: name.to_owned(), value, origin }, file: None });
     }
     let list = resolve(raw, env)?;
-    Ok(if check_only { CliRequest::CheckConfig(list) } else { CliRequest::Run(list) })
+    Ok(if print_only {
+        CliRequest::PrintOptions(list)
+    } else if check_only {
+        CliRequest::CheckConfig(list)
+    } else {
+        CliRequest::Run(list)
+    })
 }
 
 #[cfg(test)]

@@ -164,6 +164,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     command_line("yaml", Value, "FILE[:SECTION]", "read options from the SECTION (default uwsgi) of a YAML file, in uWSGI's dialect"),
     command_line("ini", Value, "FILE[:SECTION]", "read options from the [SECTION] (default uwsgi) of an INI file"),
     command_line("check-config", Flag, "", "print the effective options and where each came from, then exit (0, or 64 on error)"),
+    command_line("print-options", Flag, "", "print the options as read (files, placeholders expanded), one JSON object per line, without giving them a meaning; for programs such as the zergling command that read the same files"),
     command_line("help", Flag, "", "print this list and exit"),
     command_line("version", Flag, "", "print the version and exit"),
     // uWSGI options the pool will implement: listeners, static files, privileges, control.

@@ -9,7 +9,7 @@ match its Content-Length), /no-content (204), /not-modified (304), /exc-info
 /lines (readline + iteration), /readlines, /stream?n=N (a generator; its close()
 touches $CLOSE_MARK/NAME), /write (the legacy write callable), /head-later (an
 empty first chunk), /boom (an exception), /late-error (an exception after the
-first chunk), /sleep?ms=N, /pid.
+first chunk), /sleep?ms=N, /pid, /osenv?name=N (the process environment).
 """
 import json
 import os
@@ -50,6 +50,8 @@ def raw_app(environ, start_response):
     q = query(environ)
     if path == "/hello":
         return ok(start_response, b"Hello, world!")
+    if path == "/osenv":
+        return ok(start_response, os.environ.get(q.get("name", ""), "").encode())
     if path == "/pid":
         return ok(start_response, str(os.getpid()).encode())
     if path.startswith("/env"):

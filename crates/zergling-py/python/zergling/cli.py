@@ -6,7 +6,11 @@ Options (uWSGI's names): ``--module pkg.mod[:callable|:factory()]``,
 ``--mount /prefix=pkg.mod:app`` (repeatable), ``--manage-script-name``,
 ``--pythonpath DIR`` (repeatable), ``--chdir DIR``, ``--env KEY=VALUE``
 (repeatable), ``--threads N``, ``--processes N`` (how many processes the pool
-runs: only for ``wsgi.multiprocess``), ``--capacity N``, ``--mercy SECONDS``.
+runs: only for ``wsgi.multiprocess``), ``--capacity N``, ``--mercy SECONDS``,
+and ``--yaml FILE[:SECTION]`` / ``--ini FILE[:SECTION]``: the application
+options of a uWSGI file (its ``uwsgi:`` section by default), read by the pool's
+own parser (``zergpool --print-options``, placeholders included), in place of
+the flag; options given after it win.
 
 The application is imported (and its factory called) before the zergling
 attaches, so no connection ever waits for an application that is still loading.
@@ -16,9 +20,12 @@ log line naming it and the exception.
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import runpy
+import shutil
+import subprocess
 import sys
 
 log = logging.getLogger("zergling")
@@ -29,6 +36,72 @@ EXIT_USAGE = 64
 
 class LoadError(Exception):
     """The application named cannot be loaded."""
+
+
+# uWSGI options of a file that configure the application, and the flag each becomes.
+FILE_OPTIONS = {
+    "module": "--module",
+    "wsgi": "--module",
+    "wsgi-file": "--wsgi-file",
+    "file": "--wsgi-file",
+    "callable": "--callable",
+    "mount": "--mount",
+    "manage-script-name": "--manage-script-name",
+    "pythonpath": "--pythonpath",
+    "python-path": "--pythonpath",
+    "pp": "--pythonpath",
+    "chdir": "--chdir",
+    "env": "--env",
+    "threads": "--threads",
+    "processes": "--processes",
+    "workers": "--processes",
+}
+
+
+def zergpool_command():
+    """The pool's binary: next to this interpreter (the same virtualenv), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "zergpool")
+    return beside if os.access(beside, os.X_OK) else shutil.which("zergpool")
+
+
+def options_from_file(flag, value):
+    """The application flags a uWSGI file holds, read by ``zergpool --print-options``."""
+    zergpool = zergpool_command()
+    if zergpool is None:
+        raise LoadError(f"{flag} {value}: reading uWSGI files needs the zergpool command (pip install zergpool)")
+    out = subprocess.run([zergpool, "--print-options", flag, value], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise LoadError(out.stderr.strip() or f"{flag} {value}: zergpool exited with {out.returncode}")
+    args = []
+    for line in out.stdout.splitlines():
+        option = json.loads(line)
+        name = FILE_OPTIONS.get(option["key"])
+        if name == "--manage-script-name":
+            args.append(name)
+        elif name is not None:
+            args.extend([name, option["value"]])
+        # Anything else configures the pool (http, static-map, ...), not the application.
+    return args
+
+
+def expand_files(argv):
+    """``argv`` with each ``--yaml``/``--ini`` replaced by the flags its file holds."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        for flag in ("--yaml", "--ini"):
+            if arg == flag and i + 1 < len(argv):
+                out.extend(options_from_file(flag, argv[i + 1]))
+                i += 2
+                break
+            if arg.startswith(flag + "="):
+                out.extend(options_from_file(flag, arg[len(flag) + 1 :]))
+                i += 1
+                break
+        else:
+            out.append(arg)
+            i += 1
+    return out
 
 
 def parse_args(argv):
@@ -99,8 +172,13 @@ def setup_output():
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_output()
+    try:
+        argv = expand_files(sys.argv[1:] if argv is None else argv)
+    except LoadError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    args = parse_args(argv)
     if args.chdir:
         os.chdir(args.chdir)
     for kv in args.env:
