@@ -183,7 +183,9 @@ fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
     if !common::require_program("curl") {
         return;
     }
-    let pool = python_pool(&venv, &format!("--pythonpath {} --module flask_app:app --threads 2", data("")), &[], &[]);
+    let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
+    let app = format!("--pythonpath {} --module flask_app:app --threads 2", data(""));
+    let pool = python_pool(&venv, &app, &["--https", &https], &[]);
     let base = format!("http://{}", pool.addr);
     assert_eq!(curl(&[&base]).0, "Hello from Flask");
     assert_eq!(curl(&["-d", "name=zerg ling", &format!("{base}/form")]).0, "name=zerg ling");
@@ -215,6 +217,17 @@ fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
     assert_eq!(curl(&["-c", &jar, "-d", "user=ada", &format!("{base}/login")]).0, "logged in");
     assert_eq!(curl(&["-b", &jar, &format!("{base}/me")]).0, "ada");
     assert_eq!(curl(&[&format!("{base}/me")]).0, "nobody");
+    // The same over HTTPS terminated by the pool: Flask sees https.
+    let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
+    let tls = ["--cacert".to_owned(), cert("ca.pem"), "--resolve".to_owned(), format!("localhost:{port}:127.0.0.1")];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let (out, _) = curl(&[&tls[..], &["-d", "name=over tls", &url("/form")]].concat());
+    assert_eq!(out, "name=over tls");
+    let (out, _) =
+        curl(&[&tls[..], &["-H", "Content-Type: application/json", "-d", "{\"a\": [3]}", &url("/json")]].concat());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["got"]["a"][0].as_i64(), v["scheme"].as_str()), (Some(3), Some("https")));
 }
 
 #[test]
@@ -625,4 +638,18 @@ fn the_zergling_command_reads_a_uwsgi_yaml_file() {
     let r = get_once(pool.addr, "/osenv?name=FROM_FILE").unwrap();
     assert_eq!(r.text(), "3");
     drop(z);
+}
+
+/// The application's stdout, `wsgi.errors` and `logging` reach the pool's log,
+/// each line with the zergling's prefix.
+#[test]
+fn application_output_reaches_the_pools_log() {
+    let Some(venv) = venv() else { return };
+    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[]);
+    assert_eq!(get_once(pool.addr, "/output").unwrap().text(), "ok");
+    for line in ["printed by the application", "written to wsgi.errors", "WARNING the.app: logged by the application"] {
+        assert!(pool.proc.wait_log(line, 1, T), "{line}:\n{}", pool.proc.log());
+        let found = pool.proc.log().lines().find(|l| l.contains(line)).unwrap_or_default().to_owned();
+        assert!(found.contains("[zergling0 pid "), "prefixed: {found}");
+    }
 }

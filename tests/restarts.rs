@@ -146,8 +146,11 @@ fn chain_reloads_under_load(extra: &[&str], seconds: u64) {
     eprintln!("load: {ok} ok, {bad} non-200, {errors} errors, {pids} distinct zergling pids, {reloads} reloads");
     assert!(ok > 1000, "too little load to prove anything: {ok}");
     if (bad, errors) != (0, 0) {
+        // The clients' first errors, then the pool's whole log: enough to tell a
+        // lost request from a slow one after the run.
         let path = std::env::temp_dir().join("zergpool-chain-reload-load.log");
-        let _ = std::fs::write(&path, pool.proc.log());
+        let first = format!("{:#?}\n", tally.first_errors.lock().unwrap());
+        let _ = std::fs::write(&path, first + &pool.proc.log());
         eprintln!("the pool's whole log is in {}", path.display());
     }
     let warnings: Vec<String> =

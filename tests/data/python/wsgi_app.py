@@ -9,7 +9,8 @@ match its Content-Length), /no-content (204), /not-modified (304), /exc-info
 /lines (readline + iteration), /readlines, /stream?n=N (a generator; its close()
 touches $CLOSE_MARK/NAME), /write (the legacy write callable), /head-later (an
 empty first chunk), /boom (an exception), /late-error (an exception after the
-first chunk), /sleep?ms=N, /pid, /osenv?name=N (the process environment).
+first chunk), /sleep?ms=N, /pid, /osenv?name=N (the process environment), /output
+(print, wsgi.errors and logging).
 """
 import json
 import os
@@ -50,6 +51,14 @@ def raw_app(environ, start_response):
     q = query(environ)
     if path == "/hello":
         return ok(start_response, b"Hello, world!")
+    if path == "/output":
+        # The application's own output: print, wsgi.errors, logging.
+        print("printed by the application")
+        environ["wsgi.errors"].write("written to wsgi.errors\n")
+        environ["wsgi.errors"].flush()
+        import logging
+        logging.getLogger("the.app").warning("logged by the application")
+        return ok(start_response, b"ok")
     if path == "/osenv":
         return ok(start_response, os.environ.get(q.get("name", ""), "").encode())
     if path == "/pid":
