@@ -60,6 +60,18 @@ fn json(r: &common::Response) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
+/// `curl` to `https://localhost:PORT` of the pool's `https0` listener (the test
+/// CA trusted), with `extra` arguments before the URL of `path`.
+fn curl_https(pool: &Pool, extra: &[&str], path: &str) -> String {
+    let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
+    let (ca, resolve, url) =
+        (cert("ca.pem"), format!("localhost:{port}:127.0.0.1"), format!("https://localhost:{port}{path}"));
+    let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args).0
+}
+
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("run curl");
     assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -142,14 +154,7 @@ fn pep_3333_holds_under_wsgiref_validator() {
     // HTTPS terminated by the pool: the application sees https.
     if common::require_program("curl") {
         let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
-        let (out, _) = curl(&[
-            "--cacert",
-            &cert("ca.pem"),
-            "--resolve",
-            &format!("localhost:{port}:127.0.0.1"),
-            &format!("https://localhost:{port}/env"),
-        ]);
-        let env: Value = serde_json::from_str(&out).unwrap();
+        let env: Value = serde_json::from_str(&curl_https(&pool, &[], "/env")).unwrap();
         assert_eq!(env["wsgi.url_scheme"], "https", "{env}");
         assert_eq!(env["HTTPS"], "on", "{env}");
         assert_eq!(env["SERVER_NAME"], "localhost", "{env}");
@@ -218,14 +223,8 @@ fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
     assert_eq!(curl(&["-b", &jar, &format!("{base}/me")]).0, "ada");
     assert_eq!(curl(&[&format!("{base}/me")]).0, "nobody");
     // The same over HTTPS terminated by the pool: Flask sees https.
-    let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
-    let tls = ["--cacert".to_owned(), cert("ca.pem"), "--resolve".to_owned(), format!("localhost:{port}:127.0.0.1")];
-    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    let url = |path: &str| format!("https://localhost:{port}{path}");
-    let (out, _) = curl(&[&tls[..], &["-d", "name=over tls", &url("/form")]].concat());
-    assert_eq!(out, "name=over tls");
-    let (out, _) =
-        curl(&[&tls[..], &["-H", "Content-Type: application/json", "-d", "{\"a\": [3]}", &url("/json")]].concat());
+    assert_eq!(curl_https(&pool, &["-d", "name=over tls"], "/form"), "name=over tls");
+    let out = curl_https(&pool, &["-H", "Content-Type: application/json", "-d", "{\"a\": [3]}"], "/json");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["got"]["a"][0].as_i64(), v["scheme"].as_str()), (Some(3), Some("https")));
 }
@@ -571,14 +570,7 @@ fn django_admin_csrf_and_static_files() {
     assert_eq!((r.status, r.header("content-type")), (200, Some("text/css; charset=utf-8")));
     assert!(r.body == css);
     if common::require_program("curl") {
-        let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
-        let (out, _) = curl(&[
-            "--cacert",
-            &cert("ca.pem"),
-            "--resolve",
-            &format!("localhost:{port}:127.0.0.1"),
-            &format!("https://localhost:{port}/admin/login/"),
-        ]);
+        let out = curl_https(&pool, &[], "/admin/login/");
         assert!(out.contains("Django"), "{out}");
     }
 }

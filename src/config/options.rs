@@ -255,6 +255,23 @@ impl fmt::Display for Origin {
     }
 }
 
+/// An option list from `(key, value)` pairs, as if given on the command line
+/// (argument 1, 2, …): for unit tests of what reads options.
+#[cfg(test)]
+pub(crate) fn command_line_list(pairs: &[(&str, &str)]) -> OptionList {
+    OptionList(
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| ConfigOption {
+                key: (*k).into(),
+                value: (*v).into(),
+                origin: Origin::CommandLine(i + 1),
+            })
+            .collect(),
+    )
+}
+
 /// One option as given by some source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigOption {

@@ -148,20 +148,9 @@ fn non_empty(o: &ConfigOption) -> Result<&str, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Origin;
 
     fn list(pairs: &[(&str, &str)]) -> OptionList {
-        OptionList(
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(i, (k, v))| ConfigOption {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                    origin: Origin::CommandLine(i + 1),
-                })
-                .collect(),
-        )
+        crate::config::options::command_line_list(pairs)
     }
 
     #[test]

@@ -207,20 +207,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::Origin;
 
     fn list(pairs: &[(&str, &str)]) -> OptionList {
-        OptionList(
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(i, (k, v))| ConfigOption {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                    origin: Origin::CommandLine(i + 1),
-                })
-                .collect(),
-        )
+        crate::config::options::command_line_list(pairs)
     }
 
     fn resolve(pairs: &[(&str, &str)]) -> Result<StaticOptions, ConfigError> {
