@@ -210,7 +210,7 @@ fn hand_backs_use_the_pools_record() {
     assert!(pool.proc.wait_log("HANDBACK of a connection the zergling does not hold", 1, T));
     // The real hand-back, with lies about the client.
     let lie = ConnMeta {
-        peer: "6.6.6.6:666".into(),
+        peer: zergpool::proto::Endpoint::parse("6.6.6.6:666"),
         scheme: zergpool::proto::Scheme::Https,
         listener: "evil".into(),
         ..meta

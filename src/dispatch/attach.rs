@@ -30,7 +30,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{Dispatcher, Order, Pending};
-use crate::proto::{self, Channel, ChannelError, ConnId, ConnMeta, Message, RecvBuf, SeqpacketListener, ZerglingId};
+use crate::proto::{
+    self, Channel, ChannelError, ConnId, ConnMeta, Endpoint, Message, RecvBuf, SeqpacketListener, ZerglingId,
+};
 use crate::reply::Canned;
 
 /// How long an attaching peer has to send HELLO.
@@ -129,7 +131,7 @@ pub struct AttachPolicy {
 /// http listener `listener` and now hands back: its addresses from the socket.
 fn direct_record(fd: &std::os::fd::OwnedFd, listener: &str, dispatcher: &Dispatcher) -> io::Result<ConnMeta> {
     let sock = socket2::SockRef::from(fd);
-    let addr = |a: socket2::SockAddr| a.as_socket().map_or_else(String::new, |a| a.to_string());
+    let addr = |a: socket2::SockAddr| a.as_socket().map_or_else(|| Endpoint::unix(""), Endpoint::Tcp);
     let peer = addr(sock.peer_addr()?);
     let local = addr(sock.local_addr()?);
     Ok(ConnMeta::accepted(dispatcher.next_conn_id(), listener.to_owned(), proto::ListenerKind::Http, peer, local))
@@ -145,7 +147,7 @@ pub struct DirectListener {
     /// `zerg-direct-accept-http`).
     pub kind: proto::ListenerKind,
     /// The address it is bound to.
-    pub local: String,
+    pub local: proto::Endpoint,
     /// The listening socket (a duplicate of the pool's own).
     pub fd: Arc<std::os::fd::OwnedFd>,
     /// Largest uwsgi packet head or HTTP request head (`buffer-size`).

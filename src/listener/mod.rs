@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::proto::ListenerKind;
-use crate::stream::ConnStream;
-pub use zergpool_core::net::{AnyListener, Bound};
+use zergpool_core::net::is_fd_exhaustion;
+pub use zergpool_core::net::{Accepted, AnyListener, Bound, Endpoint, ListenAddr};
 
 /// What a listener does with the connections it accepts.
 #[derive(Debug, Clone)]
@@ -61,17 +61,13 @@ pub struct ListenerInfo {
     /// What it does.
     pub role: Role,
     /// The address it is bound to (`127.0.0.1:8080`, or a Unix path).
-    pub local: String,
-    /// Bound to one TCP address (not `0.0.0.0` or `[::]`): then `local` is also
-    /// every connection's own address, with no `getsockname` to ask it.
-    pub one_address: bool,
+    pub local: ListenAddr,
 }
 
 impl ListenerInfo {
     /// Describes a listener bound to `local`.
-    pub fn new(name: String, role: Role, local: String) -> Self {
-        let one_address = local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
-        ListenerInfo { name, role, local, one_address }
+    pub fn new(name: String, role: Role, local: Endpoint) -> Self {
+        ListenerInfo { name, role, local: ListenAddr::new(local) }
     }
 }
 
@@ -155,7 +151,7 @@ pub async fn accept_loop<F, Fut>(
     limit: Arc<limit::ConnLimit>,
     handle: F,
 ) where
-    F: Fn(Arc<ListenerInfo>, ConnStream, String, limit::ConnSlot) -> Fut,
+    F: Fn(Arc<ListenerInfo>, Accepted, limit::ConnSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut accepted: u64 = 0;
@@ -183,13 +179,13 @@ pub async fn accept_loop<F, Fut>(
         let res = tokio::select! {
             _ = stop.cancelled() => return,
             _ = paused => continue,
-            r = listener.accept() => r,
+            r = listener.accept(&info.local) => r,
         };
         match res {
-            Ok((stream, peer)) => {
+            Ok(conn) => {
                 accepted += 1;
-                let span = tracing::debug_span!("conn", listener = %info.name, %peer, n = accepted);
-                tracker.spawn(handle(info.clone(), stream, peer, slot).instrument(span));
+                let span = tracing::debug_span!("conn", listener = %info.name, peer = %conn.peer, n = accepted);
+                tracker.spawn(handle(info.clone(), conn, slot).instrument(span));
             }
             Err(e) if is_fd_exhaustion(&e) => {
                 drop(slot);
@@ -238,10 +234,6 @@ async fn pause_until_needed(
     }
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,8 +246,8 @@ mod tests {
         let addr = bound.local_addr().unwrap();
         let listener = AnyListener::from_bound(Bound::Tcp(bound)).unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let ConnStream::Tcp(s) = stream else { panic!("a TCP connection") };
+        let conn = listener.accept(&ListenAddr::new(Endpoint::Tcp(addr))).await.unwrap();
+        let crate::stream::ConnStream::Tcp(s) = conn.stream else { panic!("a TCP connection") };
         assert!(s.nodelay().unwrap());
     }
 }

@@ -36,7 +36,7 @@ use super::Ctx;
 use crate::classify::{self, Classification};
 use crate::dispatch::{Dispatcher, Pending, Submitted};
 use crate::listener::limit::ConnSlot;
-use crate::listener::{tls, ListenerInfo, Role};
+use crate::listener::{tls, Accepted, ListenerInfo, Role};
 use crate::offload::{self, Outcome};
 use crate::proto::{ConnId, ConnMeta, ListenerKind};
 use crate::reply::{self, Canned};
@@ -53,21 +53,8 @@ const RELAY_BUF_DOWN: usize = 64 * 1024;
 const RELAY_LINGER: Duration = Duration::from_secs(2);
 
 /// Entry point for every accepted connection.
-pub(super) async fn handle_connection(
-    ctx: Arc<Ctx>,
-    listener: Arc<ListenerInfo>,
-    stream: ConnStream,
-    peer: String,
-    slot: ConnSlot,
-) {
-    // The listener's own address, unless it is a wildcard (`0.0.0.0`, `[::]`):
-    // then the connection says which address the client reached (getsockname).
-    let local = match &stream {
-        ConnStream::Tcp(s) if !listener.one_address => {
-            s.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listener.local.clone())
-        }
-        _ => listener.local.clone(),
-    };
+pub(super) async fn handle_connection(ctx: Arc<Ctx>, listener: Arc<ListenerInfo>, conn: Accepted, slot: ConnSlot) {
+    let Accepted { stream, peer, local } = conn;
     // The id is given when the connection is dispatched.
     let meta = ConnMeta::accepted(ConnId(0), listener.name.clone(), listener.role.kind(), peer, local);
     // Each role's future is boxed: this future is moved several times on its way
@@ -337,8 +324,8 @@ async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_p
         Classification::Timeout if buf.is_empty() => return,
         other => return answer_error(&ctx, &mut stream, other).await,
     };
-    let fallback = meta.local.rsplit_once(':').map_or(meta.local.as_str(), |(h, _)| h);
-    let location = reply::https_location(head.host.as_deref(), &head.target, https_port, fallback);
+    let fallback = meta.local.host();
+    let location = reply::https_location(head.host.as_deref(), &head.target, https_port, &fallback);
     debug!(%location, "redirect to https");
     let _ = stream.write_all(&reply::redirect_response(&location)).await;
     let _ = stream.shutdown().await;

@@ -32,7 +32,7 @@ use crate::dispatch::Dispatcher;
 use crate::listener::limit::{self, ConnLimit};
 use crate::listener::privileges::{self, PrivilegeError};
 use crate::listener::tls::{TlsError, TlsStore};
-use crate::listener::{self, AnyListener, Bound, ListenerInfo, Role};
+use crate::listener::{self, AnyListener, Bound, Endpoint, ListenerInfo, Role};
 use crate::offload::StaticOptions;
 use crate::proto::ConnMeta;
 use crate::reply::Canned;
@@ -148,7 +148,7 @@ impl Pool {
                 addr: addr.to_string(),
                 source,
             })?;
-            let local = l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+            let local = Endpoint::Tcp(l.local_addr().unwrap_or(addr));
             Ok::<_, PoolError>((l, local))
         };
         for (i, addr) in config.http.iter().enumerate() {
@@ -198,7 +198,7 @@ impl Pool {
                         })?;
                     }
                     unix_paths.push(path.clone());
-                    let local = path.display().to_string();
+                    let local = Endpoint::unix(&path.display().to_string());
                     listeners.push((Arc::new(ListenerInfo::new(name, Role::Uwsgi, local)), Bound::Unix(l)));
                 }
             }
@@ -240,8 +240,8 @@ impl Pool {
     }
 
     /// The bound listeners (name and address), in declaration order.
-    pub fn local_addrs(&self) -> Vec<(String, String)> {
-        self.listeners.iter().map(|(i, _)| (i.name.clone(), i.local.clone())).collect()
+    pub fn local_addrs(&self) -> Vec<(String, Endpoint)> {
+        self.listeners.iter().map(|(i, _)| (i.name.clone(), i.local.addr.clone())).collect()
     }
 
     /// The attach socket's path.
@@ -334,7 +334,7 @@ impl Running {
                 Ok(fd) => direct.push(DirectListener {
                     name: info.name.clone(),
                     kind,
-                    local: info.local.clone(),
+                    local: info.local.addr.clone(),
                     fd: Arc::new(fd),
                     buffer_size: match kind {
                         crate::proto::ListenerKind::Uwsgi => config.uwsgi_buffer_size as u32,
@@ -354,10 +354,10 @@ impl Running {
             warn!("zerg-direct-accept-http applies to plain http listeners only and there is none: it has no effect (add --http ADDR, or drop the option)");
         }
         for (info, l) in listeners {
-            info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local, "listening");
+            info!(listener = %info.name, kind = info.role.kind().as_str(), addr = %info.local.addr, "listening");
             crate::events::emit(
                 "listening",
-                serde_json::json!({ "listener": info.name, "kind": info.role.kind().as_str(), "addr": info.local }),
+                serde_json::json!({ "listener": info.name, "kind": info.role.kind().as_str(), "addr": info.local.addr.to_string() }),
             );
             let pause = direct.iter().any(|d| d.name == info.name).then(|| ctx.dispatcher.direct_ready());
             let l = match AnyListener::from_bound(l) {
@@ -375,7 +375,7 @@ impl Running {
                 conns.clone(),
                 pause,
                 ctx.limit.clone(),
-                move |info, s, peer, slot| conn::handle_connection(c.clone(), info, s, peer, slot),
+                move |info, accepted, slot| conn::handle_connection(c.clone(), info, accepted, slot),
             ));
         }
         let stop_attach = CancellationToken::new();

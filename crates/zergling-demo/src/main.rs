@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
-use zergling::{ConnId, ConnInfo, ListenerKind, ZerglingConfig, ZerglingId};
+use zergling::{ConnId, ConnInfo, Endpoint, ListenerKind, ZerglingConfig, ZerglingId};
 
 const USAGE: &str = "usage: zergling-demo [--attach PATH] [--capacity N] [--listen ADDR]";
 
@@ -90,8 +90,8 @@ fn whoami(req: &Request<Incoming>) -> Resp {
         "path": req.uri().path(),
         "query": req.uri().query(),
         "scheme": info.map_or("http", |i| i.scheme.as_str()),
-        "client": info.map(|i| i.peer.as_str()),
-        "local": info.map(|i| &*i.local),
+        "client": info.map(|i| i.peer.to_string()),
+        "local": info.map(|i| i.local.to_string()),
         "listener": info.map(|i| &*i.listener),
         "kind": info.map(|i| i.kind.as_str()),
         "protocol": protocol,
@@ -138,8 +138,8 @@ async fn listen_directly(addr: SocketAddr) -> std::io::Result<()> {
             listener: "direct".into(),
             kind: ListenerKind::Http,
             scheme: zergling::Scheme::Http,
-            peer: peer.to_string(),
-            local: addr.to_string().into(),
+            peer: Endpoint::Tcp(peer),
+            local: Endpoint::Tcp(addr),
             sni: None,
             alpn: None,
             tls_version: None,

@@ -604,22 +604,23 @@ fn environ<'py>(
             .get(http::header::HOST)
             .map(|h| latin1(h.as_bytes()))
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let local = info.map(|i| i.local.to_string()).unwrap_or_default();
         let https = info.is_some_and(|i| i.scheme == zergling::Scheme::Https);
-        let (name, port) = match host {
-            Some(h) => split_host(&h, if https { "443" } else { "80" }),
-            None => split_host(&local, ""),
+        let (name, port) = match (host, info) {
+            (Some(h), _) => split_host(&h, if https { "443" } else { "80" }),
+            // No Host: the address the client reached, as uWSGI does.
+            (None, Some(i)) => (
+                i.local.ip().map_or_else(|| i.local.to_string(), |ip| ip.to_string()),
+                i.local.port().map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            (None, None) => (String::new(), String::new()),
         };
         env.set_item(pyo3::intern!(py, "SERVER_NAME"), &name)?;
         env.set_item(pyo3::intern!(py, "SERVER_PORT"), &port)?;
         if let Some(i) = info {
-            let (addr, port) = match i.peer.parse::<std::net::SocketAddr>() {
-                Ok(a) => (a.ip().to_string(), a.port().to_string()),
-                Err(_) => (i.peer.clone(), String::new()),
-            };
+            let addr = i.peer.ip().map_or_else(|| i.peer.to_string(), |ip| ip.to_string());
             env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), &addr)?;
-            if !port.is_empty() {
-                env.set_item(pyo3::intern!(py, "REMOTE_PORT"), &port)?;
+            if let Some(port) = i.peer.port() {
+                env.set_item(pyo3::intern!(py, "REMOTE_PORT"), port.to_string())?;
             }
             if https {
                 env.set_item(pyo3::intern!(py, "HTTPS"), "on")?;

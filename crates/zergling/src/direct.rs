@@ -22,9 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::{report_http1_end, run_http1, uwsgi, ConnInfo, Http1Ctx, Http1End, Prefixed, Worker, ZerglingService};
-use zergpool_core::net::{AnyListener, Bound};
+use zergpool_core::net::{is_fd_exhaustion, Accepted, AnyListener, Bound, Endpoint, ListenAddr};
 use zergpool_core::proto::{Channel, ConnId, ConnMeta, ListenerKind, ZerglingId};
-use zergpool_core::stream::ConnStream;
 
 /// Ids of connections accepted directly: counted down from the top, so that they
 /// never meet the pool's (counted up from 1) in the logs.
@@ -38,10 +37,8 @@ pub(super) struct Acceptor {
     /// (`zerg-direct-accept-http`).
     kind: ListenerKind,
     /// The address it is bound to, as the pool said.
-    pub(super) local: String,
+    pub(super) local: ListenAddr,
     listener: AnyListener,
-    /// Bound to one TCP address: every connection's own address is `local`.
-    one_address: bool,
     settings: uwsgi::UwsgiSettings,
 }
 
@@ -52,7 +49,7 @@ impl Acceptor {
         fd: OwnedFd,
         name: String,
         kind: ListenerKind,
-        local: String,
+        local: Endpoint,
         settings: uwsgi::UwsgiSettings,
     ) -> io::Result<Self> {
         if !matches!(kind, ListenerKind::Uwsgi | ListenerKind::Http) {
@@ -71,8 +68,7 @@ impl Acceptor {
         } else {
             return Err(io::Error::other(format!("{name}: not a TCP or Unix listening socket ({domain:?})")));
         };
-        let one_address = local.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified());
-        Ok(Acceptor { name, kind, local, listener: AnyListener::from_bound(bound)?, one_address, settings })
+        Ok(Acceptor { name, kind, local: ListenAddr::new(local), listener: AnyListener::from_bound(bound)?, settings })
     }
 }
 
@@ -97,23 +93,28 @@ pub(super) async fn accept_loop<S, B>(
             _ = worker.drain_requested.cancelled() => return,
             _ = worker.idle.wait_below(capacity) => {}
         }
-        let (stream, peer) = tokio::select! {
+        // The same accept as the pool's (net::AnyListener::accept: addresses as
+        // the pool would record them), and the same back-off when out of
+        // descriptors; what gates the loop differs: capacity and drain here, the
+        // connection limit and the pause for direct accept there.
+        let Accepted { stream, peer, local } = tokio::select! {
             _ = session_over.cancelled() => break,
             _ = worker.drain_requested.cancelled() => break,
             _ = worker.drain.cancelled() => break,
-            r = acceptor.listener.accept() => match r {
+            r = acceptor.listener.accept(&acceptor.local) => match r {
                 Ok(x) => x,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    zergpool_core::warn_limited!(listener = %acceptor.name, error = %e,
+                        "out of file descriptors: pausing accept for 100 ms (raise the descriptor limit or lower --capacity)");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Err(e) => {
+                    // ECONNABORTED and friends concern one connection only.
                     debug!(listener = %acceptor.name, error = %e, "accept failed");
-                    // EMFILE and friends: do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
-        };
-        let local = match (&stream, acceptor.one_address) {
-            (ConnStream::Tcp(s), false) => s.local_addr().map_or_else(|_| acceptor.local.clone(), |a| a.to_string()),
-            _ => acceptor.local.clone(),
         };
         let conn = ConnId(DIRECT_CONN_IDS.fetch_sub(1, Ordering::Relaxed));
         let meta = ConnMeta::accepted(conn, acceptor.name.clone(), acceptor.kind, peer, local);

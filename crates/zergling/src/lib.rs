@@ -77,6 +77,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use zergpool_core::net::Endpoint;
 pub use zergpool_core::proto::{AlpnProtocol, ConnId, ListenerKind, Scheme, ZerglingId};
 pub use zergpool_core::stream::{ConnStream, Prefixed};
 
@@ -237,9 +238,9 @@ pub struct ConnInfo {
     /// `http` or `https` as the client sees it.
     pub scheme: Scheme,
     /// The client's address.
-    pub peer: String,
-    /// The address the client connected to (shared, like `listener`).
-    pub local: Arc<str>,
+    pub peer: Endpoint,
+    /// The address the client connected to.
+    pub local: Endpoint,
     /// TLS server name, when the pool terminated TLS.
     pub sni: Option<String>,
     /// Negotiated ALPN protocol.
@@ -256,8 +257,8 @@ impl ConnInfo {
             listener: strings.get(&m.listener),
             kind: m.kind,
             scheme: m.scheme,
-            peer: m.peer.clone(),
-            local: strings.get(&m.local),
+            peer: strings.endpoint(&m.peer),
+            local: strings.endpoint(&m.local),
             sni: m.sni.clone(),
             alpn: m.alpn,
             tls_version: m.tls_version.clone(),
@@ -273,7 +274,7 @@ impl ConnInfo {
             kind: self.kind,
             scheme: self.scheme,
             peer: self.peer.clone(),
-            local: self.local.to_string(),
+            local: self.local.clone(),
             sni: self.sni.clone(),
             alpn: self.alpn,
             tls_version: self.tls_version.clone(),
@@ -302,6 +303,14 @@ impl Interner {
             kept.push(Arc::clone(&new));
         }
         new
+    }
+
+    /// The endpoint with its name (a Unix path) shared; an IP address is a copy.
+    pub(crate) fn endpoint(&self, e: &Endpoint) -> Endpoint {
+        match e {
+            Endpoint::Named(n) => Endpoint::Named(self.get(n)),
+            other => other.clone(),
+        }
     }
 }
 
@@ -632,8 +641,8 @@ mod tests {
             listener: "test".into(),
             kind: ListenerKind::Http,
             scheme: Scheme::Http,
-            peer: "127.0.0.1:1".into(),
-            local: "127.0.0.1:2".into(),
+            peer: Endpoint::parse("127.0.0.1:1"),
+            local: Endpoint::parse("127.0.0.1:2"),
             sni: None,
             alpn: None,
             tls_version: None,

@@ -93,7 +93,7 @@ where
                     };
                     match direct::Acceptor::new(fd, listener, kind, local, settings) {
                         Ok(acceptor) => {
-                            info!(listener = %acceptor.name, addr = %acceptor.local, "accepting on the pool's listener directly");
+                            info!(listener = %acceptor.name, addr = %acceptor.local.addr, "accepting on the pool's listener directly");
                             tokio::spawn(direct::accept_loop(acceptor, id, worker.clone(), chan.clone(), session_over.clone()));
                         }
                         Err(e) => {

@@ -59,7 +59,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 use zergpool_core::proto::Scheme;
 
-use super::{ConnInfo, Prefixed, ZerglingService};
+use super::{ConnInfo, Endpoint, Prefixed, ZerglingService};
 use zergpool_core::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
 use zergpool_core::offload::StaticOptions;
 
@@ -121,7 +121,7 @@ pub struct UwsgiInfo {
     pub request: UwsgiRequest,
     /// The address the uwsgi connection itself came from (nginx), as the pool saw it;
     /// `ConnInfo::peer` holds the client's address instead.
-    pub gateway: String,
+    pub gateway: Endpoint,
 }
 
 /// The HTTP/1.0 request head a uwsgi request is served as, made by [`http_head`].
@@ -444,13 +444,13 @@ fn scheme(req: &UwsgiRequest) -> Option<Scheme> {
 
 /// `REMOTE_ADDR:REMOTE_PORT` (`[v6]:port` for IPv6), or the address alone when the
 /// port is missing or not a port; `None` without a usable `REMOTE_ADDR`.
-fn client_address(req: &UwsgiRequest) -> Option<String> {
+fn client_address(req: &UwsgiRequest) -> Option<Endpoint> {
     let addr = req.var("REMOTE_ADDR").filter(|a| !a.is_empty() && a.len() <= 256)?;
     let port = req.var("REMOTE_PORT").and_then(|p| p.parse::<u16>().ok());
     Some(match (addr.parse::<IpAddr>(), port) {
-        (Ok(IpAddr::V6(v6)), Some(port)) => format!("[{v6}]:{port}"),
-        (Ok(ip), Some(port)) => format!("{ip}:{port}"),
-        _ => addr.to_owned(),
+        (Ok(ip), Some(port)) => Endpoint::Tcp(std::net::SocketAddr::new(ip, port)),
+        (Ok(ip), None) => Endpoint::Ip(ip),
+        (Err(_), _) => Endpoint::unix(addr),
     })
 }
 
@@ -539,8 +539,8 @@ mod tests {
             listener: "uwsgi0".into(),
             kind: ListenerKind::Uwsgi,
             scheme: Scheme::Http,
-            peer: "127.0.0.1:40000".into(),
-            local: "127.0.0.1:3031".into(),
+            peer: Endpoint::parse("127.0.0.1:40000"),
+            local: Endpoint::parse("127.0.0.1:3031"),
             sni: None,
             alpn: None,
             tls_version: None,

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::net::Endpoint;
+
 use super::{
     AlpnProtocol, ConnId, ConnMeta, ListenerKind, Scheme, ZerglingId, MAX_FRAME, MAX_PREFIX, MAX_STATICS, MAX_STRING,
     MAX_TAGS,
@@ -156,7 +158,7 @@ pub enum Message {
         /// What its connections speak: `uwsgi`, or `http`.
         kind: ListenerKind,
         /// The address it is bound to.
-        local: String,
+        local: Endpoint,
         /// Largest uwsgi packet head or HTTP request head (`buffer-size`).
         buffer_size: u32,
         /// Time a client has to send its packet or head, in milliseconds.
@@ -511,8 +513,8 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::LISTENER, meta.listener.as_bytes());
             put(&mut out, tag::KIND, meta.kind.as_str().as_bytes());
             put(&mut out, tag::SCHEME, meta.scheme.as_str().as_bytes());
-            put(&mut out, tag::PEER, meta.peer.as_bytes());
-            put(&mut out, tag::LOCAL, meta.local.as_bytes());
+            put_text(&mut out, tag::PEER, &meta.peer);
+            put_text(&mut out, tag::LOCAL, &meta.local);
             if let Some(p) = meta.alpn {
                 put(&mut out, tag::ALPN, p.as_str().as_bytes());
             }
@@ -540,7 +542,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.push(kind::LISTEN);
             put(&mut out, tag::LISTENER, listener.as_bytes());
             put(&mut out, tag::KIND, k.as_str().as_bytes());
-            put(&mut out, tag::LOCAL, local.as_bytes());
+            put_text(&mut out, tag::LOCAL, local);
             put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
             put(&mut out, tag::HEAD_TIMEOUT, &head_timeout_ms.to_le_bytes());
         }
@@ -557,6 +559,18 @@ fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     // Values are bounded by MAX_FRAME, far below u32::MAX.
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(value);
+}
+
+/// A field written as text (an address), formatted straight into the frame.
+fn put_text(out: &mut Vec<u8>, tag: u8, value: &impl std::fmt::Display) {
+    use std::io::Write as _;
+    out.push(tag);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{value}");
+    let len = (out.len() - len_at - 4) as u32;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Decodes one frame. `frame` must be exactly one message as received.
@@ -610,8 +624,8 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                     let s = need_s(f.scheme, tag::SCHEME)?;
                     Scheme::parse(&s).ok_or(DecodeError::UnknownScheme(s))?
                 },
-                peer: need_s(f.peer, tag::PEER)?,
-                local: need_s(f.local, tag::LOCAL)?,
+                peer: Endpoint::parse(&need_s(f.peer, tag::PEER)?),
+                local: Endpoint::parse(&need_s(f.local, tag::LOCAL)?),
                 sni: f.sni,
                 alpn: match f.alpn {
                     Some(a) => Some(AlpnProtocol::parse(a.as_bytes()).ok_or(DecodeError::UnknownAlpn(a))?),
@@ -636,7 +650,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             Message::Listen {
                 listener: need_s(f.listener, tag::LISTENER)?,
                 kind: ListenerKind::parse(&kind_s).ok_or(DecodeError::UnknownKind(kind_s))?,
-                local: need_s(f.local, tag::LOCAL)?,
+                local: Endpoint::parse(&need_s(f.local, tag::LOCAL)?),
                 buffer_size: need(f.buffer_size, tag::BUFFER_SIZE)? as u32,
                 head_timeout_ms: need(f.head_timeout, tag::HEAD_TIMEOUT)? as u32,
             }
@@ -743,8 +757,8 @@ mod tests {
             listener: "http0".into(),
             kind: ListenerKind::Http,
             scheme: Scheme::Http,
-            peer: "127.0.0.1:5555".into(),
-            local: "127.0.0.1:8080".into(),
+            peer: Endpoint::parse("127.0.0.1:5555"),
+            local: Endpoint::parse("127.0.0.1:8080"),
             sni: None,
             alpn: Some(AlpnProtocol::Http11),
             tls_version: None,
@@ -797,7 +811,7 @@ mod tests {
             Message::Listen {
                 listener: "uwsgi0".into(),
                 kind: ListenerKind::Uwsgi,
-                local: "127.0.0.1:3031".into(),
+                local: Endpoint::parse("127.0.0.1:3031"),
                 buffer_size: 4096,
                 head_timeout_ms: 60_000,
             },

@@ -17,6 +17,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+pub use crate::net::Endpoint;
+
 pub use channel::{someone_listens, Channel, ChannelError, RecvBuf, SeqpacketListener};
 pub use frame::{decode, encode, DecodeError, ExpiresRule, Message, StaticMount, StaticSettings, Timeouts};
 
@@ -173,9 +175,9 @@ pub struct ConnMeta {
     /// `http` or `https` as the client sees it.
     pub scheme: Scheme,
     /// The client's address (`127.0.0.1:5555`, `[::1]:5555`, or a Unix path).
-    pub peer: String,
+    pub peer: Endpoint,
     /// The local address the client connected to.
-    pub local: String,
+    pub local: Endpoint,
     /// TLS server name indication, when TLS was terminated.
     pub sni: Option<String>,
     /// Negotiated ALPN protocol, when TLS was terminated.
@@ -190,7 +192,7 @@ pub struct ConnMeta {
 impl ConnMeta {
     /// A connection just accepted in plain text (scheme `http`): no TLS facts and
     /// nothing read yet.
-    pub fn accepted(conn: ConnId, listener: String, kind: ListenerKind, peer: String, local: String) -> Self {
+    pub fn accepted(conn: ConnId, listener: String, kind: ListenerKind, peer: Endpoint, local: Endpoint) -> Self {
         ConnMeta {
             conn,
             listener,
