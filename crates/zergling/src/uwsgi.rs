@@ -46,7 +46,6 @@
 //! connection is always closed after one response.
 
 use std::error::Error as StdError;
-use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,12 +54,13 @@ use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 use zergpool_core::proto::Scheme;
 
 use super::{ConnInfo, Endpoint, Prefixed, ZerglingService};
-use zergpool_core::classify::uwsgi::{parse_packet, UwsgiError, UwsgiParse, UwsgiRequest};
+use zergpool_core::classify::uwsgi::{UwsgiError, UwsgiRequest};
+use zergpool_core::classify::{read_uwsgi_packet, UwsgiReadError};
 use zergpool_core::offload::StaticOptions;
 
 /// How long the rest of a packet may take to arrive when the pool handed the
@@ -171,16 +171,15 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut buf = BytesMut::new();
-    let request = match read_packet(&mut io, &mut buf, settings.buffer_size, settings.packet_timeout).await {
-        Ok(request) => request,
-        Err(PacketError::Invalid(e)) => {
+    // The pool's own bounded read (the packet, and little after it).
+    let request = match read_uwsgi_packet(&mut io, &mut buf, settings.buffer_size, settings.packet_timeout).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return debug!(conn = %info.conn, peer = %info.peer, "closed before a uwsgi packet"),
+        Err(UwsgiReadError::Invalid(e)) => {
             zergpool_core::warn_limited!(conn = %info.conn, peer = %info.peer, error = %e, "bad uwsgi packet; closing");
             return;
         }
-        Err(e) => {
-            debug!(conn = %info.conn, peer = %info.peer, error = %e, "no uwsgi packet");
-            return;
-        }
+        Err(e) => return debug!(conn = %info.conn, peer = %info.peer, error = %e, "no uwsgi packet"),
     };
     if let Some(statics) = settings.statics.as_deref().filter(|s| !s.is_empty()) {
         match zergpool_core::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
@@ -286,44 +285,6 @@ pub fn http_head(req: &UwsgiRequest) -> Result<HttpHead, TranslateError> {
     }
     out.extend_from_slice(b"\r\n");
     Ok(HttpHead { bytes: out, headers })
-}
-
-/// What stopped a packet from being read.
-#[derive(Debug, thiserror::Error)]
-enum PacketError {
-    #[error(transparent)]
-    Invalid(UwsgiError),
-    #[error("closed before a whole packet arrived")]
-    Closed,
-    #[error("packet not complete after {0:?}")]
-    Timeout(Duration),
-    #[error("read failed")]
-    Io(#[source] io::Error),
-}
-
-/// Reads into `buf` until it holds a whole packet. `buf` never grows far past the
-/// packet: `parse_packet` refuses an oversized block from its 4-byte header.
-async fn read_packet<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-    buf: &mut BytesMut,
-    buffer_size: usize,
-    timeout: Duration,
-) -> Result<UwsgiRequest, PacketError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match parse_packet(buf, buffer_size) {
-            UwsgiParse::Complete(request) => return Ok(request),
-            UwsgiParse::Invalid(e) => return Err(PacketError::Invalid(e)),
-            UwsgiParse::Partial => {}
-        }
-        buf.reserve(4096);
-        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-            Err(_elapsed) => return Err(PacketError::Timeout(timeout)),
-            Ok(Ok(0)) => return Err(PacketError::Closed),
-            Ok(Err(e)) => return Err(PacketError::Io(e)),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 /// `REQUEST_URI` as sent, or else `SCRIPT_NAME` + `PATH_INFO` (re-encoded, as nginx
@@ -474,11 +435,13 @@ fn shown(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zergpool_core::classify::uwsgi::{parse_packet, UwsgiParse};
 
     use std::collections::VecDeque;
     use std::convert::Infallible;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    use tokio::io::AsyncReadExt;
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
