@@ -11,11 +11,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get_once, listening_addr, wait_until, Client, Pool};
+use common::{get_once, listening_addr, venv, wait_until, Client, Pool};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -23,19 +23,6 @@ const T: Duration = Duration::from_secs(20);
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The test virtualenv, with the `zergling` wheel installed.
-fn venv() -> Option<PathBuf> {
-    let v = std::env::var_os("ZERGPOOL_TEST_VENV").map_or_else(|| root().join("target/pyenv"), PathBuf::from);
-    if v.join("bin/zergling").is_file() {
-        return Some(v);
-    }
-    if std::env::var("CI").is_ok_and(|c| c == "true") {
-        panic!("{}/bin/zergling is missing in CI (.ci/run runs scripts/python-env.sh)", v.display());
-    }
-    eprintln!("SKIP: no Python test virtualenv at {} (run scripts/python-env.sh)", v.display());
-    None
 }
 
 fn data(name: &str) -> String {

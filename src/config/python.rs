@@ -1,4 +1,4 @@
-//! uWSGI's application options, for Python WSGI applications: when a
+//! uWSGI's application options, for Python WSGI and ASGI applications: when a
 //! configuration names an application (`module`, `wsgi-file`/`wsgi`, `mount`) and
 //! no `zergling` command, the pool runs `processes` Python zerglings (the
 //! `zergling` command of the `zergling` Python package) with these options.
@@ -15,6 +15,9 @@
 //! | `env` (repeatable) | `--env KEY=VALUE` |
 //! | `processes`, `workers` | how many zerglings (default 1) |
 //! | `threads` | `--threads N` (default 1) |
+//! | `interface` (zergpool's own: `wsgi`, `asgi`, `auto`) | `--interface VALUE` (default `auto`: an `async def` callable, or an object whose `__call__` is one, is ASGI) |
+//! | `lifespan` (zergpool's own: `auto`, `on`, `off`) | `--lifespan VALUE`: the ASGI lifespan protocol |
+//! | `asgi-loop` (zergpool's own: `auto`, `asyncio`, `uvloop`) | `--loop VALUE`: the ASGI event loop (auto: uvloop when installed) |
 //! | `enable-threads`, `need-app`, `single-interpreter` | accepted: threads always work, a zergling whose application does not load always exits |
 //! | `chdir` | the pool itself changes to it before binding anything (uWSGI's master does), so relative paths resolve as they did under uWSGI; zerglings inherit it |
 //!
@@ -45,6 +48,9 @@ pub(crate) const HANDLED: &[&str] = &[
     "processes",
     "workers",
     "threads",
+    "interface",
+    "lifespan",
+    "asgi-loop",
     "enable-threads",
     "need-app",
     "single-interpreter",
@@ -113,6 +119,19 @@ impl PythonApp {
                 .filter(|n| (1..=1024).contains(n))
                 .ok_or_else(|| ConfigError::bad(o, format!("expected a number of {what} from 1 to 1024")))
         };
+        for (key, flag, allowed) in [
+            ("interface", "--interface", &["auto", "wsgi", "asgi"][..]),
+            ("lifespan", "--lifespan", &["auto", "on", "off"][..]),
+            ("asgi-loop", "--loop", &["auto", "asyncio", "uvloop"][..]),
+        ] {
+            if let Some(o) = list.last(key) {
+                let v = o.value.trim();
+                if !allowed.contains(&v) {
+                    return Err(ConfigError::bad(o, format!("expected one of {}", allowed.join(", "))));
+                }
+                args.extend([flag.to_owned(), v.to_owned()]);
+            }
+        }
         let processes = count(&["processes", "workers"], "processes")?;
         let threads = count(&["threads"], "threads")?;
         args.extend(["--threads".to_owned(), threads.to_string(), "--processes".to_owned(), processes.to_string()]);

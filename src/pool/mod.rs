@@ -393,7 +393,11 @@ impl Running {
                 statics: ctx.static_settings.clone(),
                 direct,
                 ack_timeout: config.ack_timeout,
-                timeouts: crate::proto::Timeouts::new(config.http_timeout, config.keepalive_timeout),
+                timeouts: crate::proto::Timeouts::new(
+                    config.http_timeout,
+                    config.keepalive_timeout,
+                    Some(config.worker_reload_mercy),
+                ),
                 buffer_size: u32::try_from(config.buffer_size).unwrap_or(u32::MAX),
             },
             stop_attach.clone(),

@@ -420,6 +420,23 @@ pub fn require_program(name: &str) -> bool {
     found
 }
 
+/// The test virtualenv (`scripts/python-env.sh` builds it into `target/pyenv`;
+/// `ZERGPOOL_TEST_VENV` names another), with the `zergling` wheel and the
+/// Python packages the tests use. Missing: one line and `None` (skip), or a
+/// failure in CI.
+pub fn venv() -> Option<PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let v = std::env::var_os("ZERGPOOL_TEST_VENV").map_or_else(|| root.join("target/pyenv"), PathBuf::from);
+    if v.join("bin/zergling").is_file() {
+        return Some(v);
+    }
+    if std::env::var("CI").is_ok_and(|c| c == "true") {
+        panic!("{}/bin/zergling is missing in CI (.ci/run runs scripts/python-env.sh)", v.display());
+    }
+    eprintln!("SKIP: no Python test virtualenv at {} (run scripts/python-env.sh)", v.display());
+    None
+}
+
 /// A zergling the test plays itself over the documented protocol, to misbehave
 /// in ways the library never would.
 pub struct RawZergling {

@@ -30,6 +30,11 @@ impl Nginx {
 
     /// [`Nginx::start`] with `extra` directives in the location (`uwsgi_param`s).
     pub fn start_with(upstream: &str, extra: &str) -> Nginx {
+        Self::start_full(upstream, extra, "")
+    }
+
+    /// [`Nginx::start_with`] with more `locations` in the server.
+    pub fn start_full(upstream: &str, extra: &str, locations: &str) -> Nginx {
         let template = fs::read_to_string(TEMPLATE).expect("read the nginx test template");
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -40,7 +45,10 @@ impl Nginx {
                 .replace("@PREFIX@", &dir)
                 .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
                 .replace("@UPSTREAM@", upstream)
-                .replace("@EXTRA@", extra);
+                .replace("@EXTRA@", extra)
+                // One line: the placeholder's own mention in the template's
+                // comment is replaced too.
+                .replace("@LOCATIONS@", &locations.replace('\n', " "));
             let conf_path = prefix.path().join("nginx.conf");
             fs::write(&conf_path, conf).expect("write nginx.conf");
             let mut cmd = Command::new("nginx");

@@ -8,6 +8,10 @@
 //! * `GET /whoami` → JSON: method, path, scheme, client, listener, kind, protocol,
 //!   host, zergling id, pid
 //! * `GET /headers` → JSON: the request's headers in order, `[[name, value], …]`
+//! * `GET /stream?ms=N` → an endless chunked stream, one line every N ms (default
+//!   100), as server-sent events would be; ended by the library at the mercy
+//! * `GET /ws` → a WebSocket echo (text and binary; the first subprotocol offered
+//!   is accepted; close code 1001 when the zergling goes away): `ws.rs`
 //!
 //! Options: `--attach PATH` (default `$ZERGPOOL_SOCKET`), `--capacity N`,
 //! `--listen ADDR` (serve directly, without a pool: the benchmarks' baseline).
@@ -23,19 +27,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use zergling::{ConnId, ConnInfo, Endpoint, ListenerKind, ZerglingConfig, ZerglingId};
 
+mod ws;
+
 const USAGE: &str = "usage: zergling-demo [--attach PATH] [--capacity N] [--listen ADDR]";
 
 type Resp = Response<Full<Bytes>>;
 
-async fn app(req: Request<Incoming>) -> Result<Resp, Infallible> {
+/// A fixed body, or the endless one of `/stream`.
+type AnyBody = Either<Full<Bytes>, Ticks>;
+
+async fn app(req: Request<Incoming>) -> Result<Response<AnyBody>, Infallible> {
+    if req.method() == Method::GET && req.uri().path() == "/stream" {
+        let ms = query_param(&req, "ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(100).clamp(1, 60_000);
+        let ticks = Ticks { interval: tokio::time::interval(Duration::from_millis(ms)), n: 0 };
+        let mut resp = Response::new(Either::Right(ticks));
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+        return Ok(resp);
+    }
+    Ok(fixed(req).await.map(Either::Left))
+}
+
+/// An endless stream of server-sent events, one every tick.
+struct Ticks {
+    interval: tokio::time::Interval,
+    n: u64,
+}
+
+impl hyper::body::Body for Ticks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::ready!(self.interval.poll_tick(cx));
+        self.n += 1;
+        let line = format!("data: tick {}\n\n", self.n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(line)))))
+    }
+}
+
+async fn fixed(req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
-    Ok(match (req.method().clone(), path.as_str()) {
+    match (req.method().clone(), path.as_str()) {
         (Method::GET | Method::HEAD, "/") => text(StatusCode::OK, "Hello, world!"),
         (Method::GET, "/pid") => text(StatusCode::OK, &std::process::id().to_string()),
         (Method::GET, "/sleep") => {
@@ -52,8 +94,9 @@ async fn app(req: Request<Incoming>) -> Result<Resp, Infallible> {
         },
         (Method::GET, "/whoami") => whoami(&req),
         (Method::GET, "/headers") => headers(&req),
+        (Method::GET, "/ws") => ws::upgrade(req),
         _ => text(StatusCode::NOT_FOUND, "not found"),
-    })
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {

@@ -132,6 +132,7 @@ pub(super) async fn accept_loop<S, B>(
                     service,
                     statics: worker.statics.load_full(),
                     drain: worker.drain.clone(),
+                    going_away: worker.going_away.clone(),
                     timeouts: **worker.timeouts.load(),
                     head_limit: worker.head_limit.load(Ordering::Relaxed),
                     idle: Some(worker.idle.clone()),

@@ -11,6 +11,7 @@ pub(super) async fn serve_h2<IO, S, B>(
     service: S,
     statics: Arc<StaticOptions>,
     drain: CancellationToken,
+    going_away: CancellationToken,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
@@ -20,12 +21,13 @@ pub(super) async fn serve_h2<IO, S, B>(
     let service = Arc::new(service);
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        let (service, statics) = (service.clone(), statics.clone());
+        req.extensions_mut().insert(GoingAway(going_away.clone()));
+        let (service, statics, going_away) = (service.clone(), statics.clone(), going_away.clone());
         async move {
             if let Some(resp) = statics::answer(&statics, &req).await {
                 return Ok::<_, S::Err>(resp.map(Tracked::fixed));
             }
-            Ok(service.call(req).await?.map(|b| Tracked::app(b, None)))
+            Ok(service.call(req).await?.map(|b| Tracked::app(b, None, &going_away)))
         }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -1,6 +1,7 @@
 //! HTTP/1.1 on one connection: hyper while requests come (with deadlines on every
-//! read and write, `ConnIo`), nothing but a readiness wait while idle, and drain
-//! and hand-back at request boundaries.
+//! read and write, `ConnIo`), nothing but a readiness wait while idle, drain and
+//! hand-back at request boundaries, and upgrades (the application takes the
+//! stream; the connection is the zergling's until it lets go).
 
 use super::*;
 
@@ -36,6 +37,12 @@ pub(super) struct Activity {
     changed: Notify,
     /// Requests that reached the service on this connection.
     served: AtomicUsize,
+    /// The connection is being taken apart (idle, or a drain with hand-back):
+    /// hyper's final shutdown of the stream must leave it open.
+    keep_open: AtomicBool,
+    /// The stream hyper was given has been dropped (after an upgrade: the
+    /// application let go of it).
+    released: AtomicBool,
 }
 
 impl Activity {
@@ -95,7 +102,7 @@ impl Drop for InFlight {
 /// is in flight is a body that stalls, never an application that is slow.
 pub(super) struct ConnIo<IO> {
     io: IO,
-    activity: Arc<Activity>,
+    activity: ActivityRef,
     stall: Duration,
     read_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -103,7 +110,25 @@ pub(super) struct ConnIo<IO> {
 
 impl<IO> ConnIo<IO> {
     fn new(io: IO, activity: Arc<Activity>, stall: Duration) -> Self {
-        ConnIo { io, activity, stall, read_deadline: None, write_deadline: None }
+        ConnIo { io, activity: ActivityRef(activity), stall, read_deadline: None, write_deadline: None }
+    }
+}
+
+/// The stream's hold on its [`Activity`]: says when the stream is dropped
+/// (`released`), which after an upgrade is when the application lets go of it.
+pub(super) struct ActivityRef(Arc<Activity>);
+
+impl std::ops::Deref for ActivityRef {
+    type Target = Activity;
+    fn deref(&self) -> &Activity {
+        &self.0
+    }
+}
+
+impl Drop for ActivityRef {
+    fn drop(&mut self) {
+        self.0.released.store(true, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -193,16 +218,34 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.activity.keep_open.load(Ordering::SeqCst) {
+            // Taken apart, not closed: flushed, and left open.
+            let r = Pin::new(&mut self.io).poll_flush(cx);
+            return self.watch_write(cx, r);
+        }
         let r = Pin::new(&mut self.io).poll_shutdown(cx);
         self.watch_write(cx, r)
     }
 }
 
 /// A response body (the application's, or a static file's) that releases its
-/// [`InFlight`] once its last frame was taken.
+/// [`InFlight`] once its last frame was taken, and that ends cleanly (the last
+/// chunk, so the client sees a complete response) when the zergling goes away,
+/// if its length is not fixed: an endless stream then never holds a drain past
+/// the mercy.
 pub(super) struct Tracked<B> {
     inner: AnyBody<B>,
     in_flight: Option<InFlight>,
+    going_away: GoingAwayEnd,
+}
+
+/// How a [`Tracked`] body watches for [`GoingAway`]: not at all (a fixed
+/// length), armed, or registered for a wake-up (made only once the body
+/// waited, so a body that never waits allocates nothing).
+pub(super) enum GoingAwayEnd {
+    Never,
+    Armed(CancellationToken),
+    Waiting(Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>),
 }
 
 pub(super) enum AnyBody<B> {
@@ -211,12 +254,30 @@ pub(super) enum AnyBody<B> {
 }
 
 impl<B> Tracked<B> {
-    pub(super) fn app(b: B, in_flight: Option<InFlight>) -> Self {
-        Tracked { inner: AnyBody::App(Box::pin(b)), in_flight }
+    pub(super) fn app(b: B, in_flight: Option<InFlight>, going_away: &CancellationToken) -> Self
+    where
+        B: Body,
+    {
+        let going_away = match b.size_hint().exact() {
+            Some(_) => GoingAwayEnd::Never,
+            None => GoingAwayEnd::Armed(going_away.clone()),
+        };
+        Tracked { inner: AnyBody::App(Box::pin(b)), in_flight, going_away }
     }
 
     pub(super) fn fixed(b: statics::StaticBody) -> Self {
-        Tracked { inner: AnyBody::Static(b), in_flight: None }
+        Tracked { inner: AnyBody::Static(b), in_flight: None, going_away: GoingAwayEnd::Never }
+    }
+
+    /// Whether the zergling is going away; registers for the wake-up if not.
+    fn gone(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if let GoingAwayEnd::Armed(t) = &self.going_away {
+            self.going_away = GoingAwayEnd::Waiting(Box::pin(t.clone().cancelled_owned()));
+        }
+        match &mut self.going_away {
+            GoingAwayEnd::Waiting(w) => std::future::Future::poll(w.as_mut(), cx).is_ready(),
+            _ => false,
+        }
     }
 }
 
@@ -232,10 +293,15 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        let r = match &mut self.inner {
+        let mut r = match &mut self.inner {
             AnyBody::App(b) => b.as_mut().poll_frame(cx).map_err(Into::into),
             AnyBody::Static(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         };
+        if r.is_pending() && !matches!(self.going_away, GoingAwayEnd::Never) && self.gone(cx) {
+            debug!("going away: a streamed response ends here");
+            self.going_away = GoingAwayEnd::Never;
+            r = std::task::Poll::Ready(None);
+        }
         if let std::task::Poll::Ready(None) = r {
             self.in_flight = None;
         }
@@ -263,6 +329,8 @@ pub(super) struct Http1Ctx<S> {
     pub(super) service: S,
     pub(super) statics: Arc<StaticOptions>,
     pub(super) drain: CancellationToken,
+    /// Fires when the mercy is over (see [`GoingAway`]).
+    pub(super) going_away: CancellationToken,
     pub(super) timeouts: proto::Timeouts,
     /// The largest request head (the pool's `buffer-size`; 0: hyper's default).
     pub(super) head_limit: usize,
@@ -425,8 +493,11 @@ where
     let act = activity.clone();
     // In an Arc: the service type need not be Unpin for hyper's connection to be.
     let (info, service, statics) = (ctx.info.clone(), Arc::new(ctx.service.clone()), ctx.statics.clone());
+    let going_away = ctx.going_away.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
+        req.extensions_mut().insert(GoingAway(going_away.clone()));
+        let going_away = going_away.clone();
         let in_flight = InFlight::new(act.clone());
         act.served.fetch_add(1, Ordering::Relaxed);
         let (service, statics) = (service.clone(), statics.clone());
@@ -440,14 +511,19 @@ where
                     .body(Tracked {
                         inner: AnyBody::Static(statics::StaticBody::text(Bytes::from_static(b"Bad Request\n"))),
                         in_flight: Some(in_flight),
+                        going_away: GoingAwayEnd::Never,
                     });
                 return Ok::<_, S::Err>(resp.unwrap_or_else(|_| unreachable!("a fixed, valid response")));
             }
             if let Some(resp) = statics::answer(&statics, &req).await {
-                return Ok(resp.map(|b| Tracked { inner: AnyBody::Static(b), in_flight: Some(in_flight) }));
+                return Ok(resp.map(|b| Tracked {
+                    inner: AnyBody::Static(b),
+                    in_flight: Some(in_flight),
+                    going_away: GoingAwayEnd::Never,
+                }));
             }
             let resp = service.call(req).await?;
-            Ok(resp.map(|b| Tracked::app(b, Some(in_flight))))
+            Ok(resp.map(|b| Tracked::app(b, Some(in_flight), &going_away)))
         })
     });
     let io = ConnIo::new(io, activity.clone(), ctx.timeouts.io);
@@ -463,7 +539,9 @@ where
         // bounds what a hand-back carries back.
         builder.max_buf_size(ctx.head_limit.max(8192));
     }
-    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+    // With upgrades: a 101 response gives the stream to the application
+    // (hyper::upgrade::on); otherwise the same connection.
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
     enum Stop {
         Drain,
         Idle,
@@ -475,12 +553,13 @@ where
     let mut idle_check: Option<tokio::time::Instant> = None;
     let res = loop {
         tokio::select! {
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            r = &mut conn => break r,
             _ = async { ctx.drain.cancelled().await; activity.wait_boundary().await }, if stop.is_none() => {
                 stop = Some(Stop::Drain);
                 // At a request boundary (see Activity): hyper closes an idle
                 // connection at once (nothing is written), so the stream can be
-                // given back intact.
+                // given back intact (hyper's shutdown of it leaves it open).
+                activity.keep_open.store(handback(), Ordering::SeqCst);
                 Pin::new(&mut conn).graceful_shutdown();
             }
             _ = activity.wait_idle(), if stop.is_none() && idle_check.is_none() => {
@@ -492,6 +571,7 @@ where
                 if activity.at_boundary() && activity.read_waiting.load(Ordering::SeqCst) {
                     tracing::trace!("idle at a request boundary: taking hyper apart");
                     stop = Some(Stop::Idle);
+                    activity.keep_open.store(true, Ordering::SeqCst);
                     Pin::new(&mut conn).graceful_shutdown();
                 }
             }
@@ -501,13 +581,19 @@ where
     if let Err(e) = &res {
         zergpool_core::warn_limited!(error = %zergpool_core::error_chain(e), "connection ended with an error");
     }
-    let take_apart = match stop {
-        Some(Stop::Drain) => handback(),
-        Some(Stop::Idle) => true,
-        None => false,
+    let take_apart = stop.is_some() && activity.keep_open.load(Ordering::SeqCst);
+    if res.is_err() {
+        return Active::Closed;
+    }
+    let Some(parts) = conn.into_parts() else {
+        // Upgraded: the application holds the stream (and this connection keeps
+        // its place among the zergling's: capacity, drain) until it lets go.
+        debug!(conn = %ctx.info.conn, "upgraded; the application has the stream");
+        activity.wait_for(|a| a.released.load(Ordering::SeqCst)).await;
+        debug!(conn = %ctx.info.conn, "upgraded connection over");
+        return Active::Closed;
     };
-    if res.is_ok() && take_apart {
-        let parts = conn.into_parts();
+    if take_apart {
         let (rest, stream) = parts.io.into_inner().io.into_parts();
         // Bytes hyper read and did not process come first, then those it never read.
         let buffered = if parts.read_buf.is_empty() {
@@ -522,14 +608,8 @@ where
             _ => Active::Idle { io: stream, buffered },
         };
     }
-    if res.is_ok() {
-        // hyper's poll_without_shutdown returns as soon as both directions are
-        // closed, even with a response still in its write buffer (a request body
-        // it could not drain closes the read side at once). Polling the connection
-        // itself now flushes that buffer, then shuts the write side down (FIN at
-        // once, whatever copy of the socket the pool may still hold).
-        let _ = Pin::new(&mut conn).await;
-    }
+    // hyper flushed what it held and shut the write side down (FIN at once,
+    // whatever copy of the socket the pool may still hold).
     Active::Closed
 }
 
@@ -565,6 +645,8 @@ where
         info,
         service,
         statics: Arc::new(StaticOptions::default()),
+        // Without a pool there is no mercy: long-lived exchanges end at the drain.
+        going_away: drain.clone(),
         drain,
         timeouts: proto::Timeouts::default(),
         head_limit: 0,

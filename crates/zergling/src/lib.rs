@@ -32,10 +32,21 @@
 //!   zergling re-attaches with back-off;
 //! * on SIGTERM, SIGINT or SIGHUP (or DRAIN from the pool): send DRAINING, wait for
 //!   the pool's DRAIN (nothing is dispatched after it), let requests in flight
-//!   finish (closing idle keep-alive connections), up to the mercy; then return.
+//!   finish (closing idle keep-alive connections), up to the mercy; then
+//!   [`GoingAway`] fires: long-lived exchanges (WebSockets, endless streams) end,
+//!   with [`GOING_AWAY_GRACE`] to do it; then return.
 //!
 //! Each request carries a [`ConnInfo`] in its extensions: the listener, the
-//! client's address, the scheme, and the zergling's id.
+//! client's address, the scheme, and the zergling's id; and a [`GoingAway`].
+//!
+//! **Upgrades** (WebSockets) use hyper's API: answer `101 Switching Protocols`
+//! and take the stream with `hyper::upgrade::on(&mut request)`. An upgraded
+//! connection stays the zergling's until the application drops the stream: it
+//! counts against the capacity, is never handed back, and a drain waits for it
+//! up to the mercy, when [`GoingAway`] tells the application to close it (a
+//! WebSocket with close code 1001). HTTP/1.1 only (no RFC 8441 over HTTP/2).
+//! A response body of unknown length (chunked: server-sent events, endless
+//! streams) is ended cleanly by the library itself when [`GoingAway`] fires.
 //!
 //! Files: this one has the public API and the worker's life (`serve`); `session`
 //! the attach session and each received connection; `http1` HTTP/1.1 with its
@@ -314,6 +325,40 @@ impl Interner {
     }
 }
 
+/// Fires when a draining zergling's mercy is over (`worker-reload-mercy`): an
+/// application ends its long-lived exchanges now, a WebSocket with close code
+/// 1001 (going away), so that its clients reconnect to another zergling. In every
+/// request's extensions. Streamed response bodies of unknown length are ended by
+/// the library at that moment without the application's help.
+#[derive(Debug, Clone)]
+pub struct GoingAway(CancellationToken);
+
+impl GoingAway {
+    /// Waits until the zergling is going away.
+    pub async fn wait(&self) {
+        self.0.cancelled().await
+    }
+
+    /// Whether the zergling is going away now.
+    pub fn is_now(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// A token that fires with it (for `select!` loops that hold one).
+    pub fn token(&self) -> CancellationToken {
+        self.0.clone()
+    }
+}
+
+/// How long long-lived exchanges have to end once [`GoingAway`] fired (a close
+/// frame each way), before the zergling returns anyway.
+pub const GOING_AWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Time kept between the end of [`GOING_AWAY_GRACE`] and the pool's own
+/// deadline (`worker-reload-mercy`), for the process to exit before the pool
+/// would kill it.
+const GOING_AWAY_MARGIN: Duration = Duration::from_millis(500);
+
 /// The bounds a service must meet to be served.
 pub trait ZerglingService<B>:
     Service<Request<Incoming>, Response = Response<B>, Error = Self::Err, Future = Self::Fut>
@@ -351,6 +396,8 @@ struct Worker<S> {
     handback: AtomicBool,
     /// Every connection being served.
     conns: TaskTracker,
+    /// Cancelled when the mercy is over (see [`GoingAway`]).
+    going_away: CancellationToken,
     /// The pool's static-map options, as its last WELCOME said.
     statics: ArcSwap<StaticOptions>,
     /// Connections received from the pool, and how they ended (logged at the end).
@@ -391,6 +438,7 @@ where
         drain: CancellationToken::new(),
         handback: AtomicBool::new(false),
         conns: TaskTracker::new(),
+        going_away: CancellationToken::new(),
         statics: ArcSwap::from_pointee(StaticOptions::default()),
         tally: ConnTally::default(),
         timeouts: ArcSwap::from_pointee(proto::Timeouts::default()),
@@ -437,8 +485,19 @@ where
     // already told to hand back.
     worker.drain.cancel();
     worker.conns.close();
-    if tokio::time::timeout(worker.config.mercy, worker.conns.wait()).await.is_err() {
-        warn!(mercy_s = worker.config.mercy.as_secs_f64(), "connections still open after the mercy; exiting anyway");
+    // The pool kills a zergling that outlives its worker-reload-mercy: go away
+    // early enough to say goodbye within it.
+    let mercy = match worker.timeouts.load().mercy {
+        Some(pool) => worker.config.mercy.min(pool.saturating_sub(GOING_AWAY_GRACE + GOING_AWAY_MARGIN)),
+        None => worker.config.mercy,
+    };
+    if tokio::time::timeout(mercy, worker.conns.wait()).await.is_err() {
+        // WebSockets, endless streams, slow requests: told to end (GoingAway).
+        info!(mercy_s = mercy.as_secs_f64(), "connections still open after the mercy; going away");
+        worker.going_away.cancel();
+        if tokio::time::timeout(GOING_AWAY_GRACE, worker.conns.wait()).await.is_err() {
+            warn!("connections still open after going away; exiting anyway");
+        }
     }
     let t = &worker.tally;
     info!(
@@ -627,6 +686,7 @@ mod tests {
             service: svc,
             statics: Arc::new(StaticOptions::default()),
             drain: drain.clone(),
+            going_away: CancellationToken::new(),
             timeouts: proto::Timeouts::default(),
             head_limit: 0,
             idle: None,

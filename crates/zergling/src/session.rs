@@ -170,8 +170,15 @@ pub(super) async fn accept_conn<S, B>(
     if meta.alpn == Some(AlpnProtocol::H2) {
         worker.conns.clone().spawn(async move {
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            Box::pin(serve_h2(io, info, worker.service.clone(), worker.statics.load_full(), worker.drain.clone()))
-                .await;
+            Box::pin(serve_h2(
+                io,
+                info,
+                worker.service.clone(),
+                worker.statics.load_full(),
+                worker.drain.clone(),
+                worker.going_away.clone(),
+            ))
+            .await;
             drop(owned);
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
@@ -192,6 +199,7 @@ pub(super) async fn accept_conn<S, B>(
             service: worker.service.clone(),
             statics: worker.statics.load_full(),
             drain: worker.drain.clone(),
+            going_away: worker.going_away.clone(),
             timeouts: **worker.timeouts.load(),
             head_limit: worker.head_limit.load(Ordering::Relaxed),
             idle: Some(worker.idle.clone()),

@@ -71,6 +71,7 @@ mod tag {
     pub(super) const STATIC_CACHE_SECONDS: u8 = 29;
     pub(super) const ACCEPT_DIRECT: u8 = 30;
     pub(super) const SATURATED: u8 = 31;
+    pub(super) const MERCY: u8 = 32;
 }
 
 /// Tags inside the nested value of a STATIC_MAP or STATIC_EXPIRES field.
@@ -273,19 +274,22 @@ pub struct Timeouts {
     /// An idle keep-alive connection waits this long for its next request
     /// (`http-keepalive`).
     pub keepalive: Duration,
+    /// How long the pool lets a draining zergling finish before it kills it
+    /// (`worker-reload-mercy`); `None` from a pool that does not say.
+    pub mercy: Option<Duration>,
 }
 
 impl Default for Timeouts {
     /// nginx's and uWSGI's defaults: 60 s of no progress, 75 s idle.
     fn default() -> Self {
-        Timeouts { io: Duration::from_secs(60), keepalive: Duration::from_secs(75) }
+        Timeouts { io: Duration::from_secs(60), keepalive: Duration::from_secs(75), mercy: None }
     }
 }
 
 impl Timeouts {
     /// Timeouts with these values.
-    pub fn new(io: Duration, keepalive: Duration) -> Self {
-        Timeouts { io, keepalive }
+    pub fn new(io: Duration, keepalive: Duration, mercy: Option<Duration>) -> Self {
+        Timeouts { io, keepalive, mercy }
     }
 }
 
@@ -497,6 +501,9 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
             put(&mut out, tag::HEAD_TIMEOUT, &millis(timeouts.io).to_le_bytes());
             put(&mut out, tag::KEEPALIVE_TIMEOUT, &millis(timeouts.keepalive).to_le_bytes());
+            if let Some(mercy) = timeouts.mercy {
+                put(&mut out, tag::MERCY, &millis(mercy).to_le_bytes());
+            }
             statics.encode(&mut out);
             if *buffer_size != 0 {
                 put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
@@ -609,6 +616,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             timeouts: Timeouts {
                 io: f.head_timeout.map_or(Timeouts::default().io, Duration::from_millis),
                 keepalive: f.keepalive_timeout.map_or(Timeouts::default().keepalive, Duration::from_millis),
+                mercy: f.mercy.map(Duration::from_millis),
             },
             buffer_size: f.buffer_size.unwrap_or(0) as u32,
         },
@@ -685,6 +693,7 @@ struct Fields {
     buffer_size: Option<u64>,
     head_timeout: Option<u64>,
     keepalive_timeout: Option<u64>,
+    mercy: Option<u64>,
 }
 
 impl Fields {
@@ -706,6 +715,7 @@ impl Fields {
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
+            tag::MERCY => self.mercy = Some(uint(t, v, 4)?),
             tag::ACCEPT_DIRECT => self.accept_direct = uint(t, v, 1)? != 0,
             tag::REASON => self.reason = Some(text(t, v)?),
             tag::LISTENER => self.listener = Some(text(t, v)?),
@@ -789,7 +799,11 @@ mod tests {
                     safe: vec!["/srv/shared".into()],
                     cache_seconds: Some(3),
                 },
-                timeouts: Timeouts { io: Duration::from_secs(7), keepalive: Duration::from_millis(1500) },
+                timeouts: Timeouts {
+                    io: Duration::from_secs(7),
+                    keepalive: Duration::from_millis(1500),
+                    mercy: Some(Duration::from_secs(3)),
+                },
                 buffer_size: 8192,
             },
             Message::Welcome {
