@@ -1,14 +1,20 @@
 //! `zergling._native`: the PyO3 binding of the zergling library.
 //!
-//! One function, [`serve`]: attach to a pool and serve a WSGI application until the
-//! zergling drains. Everything but the application runs in Rust with the GIL
-//! released: the attach session, HTTP/1, HTTP/2, uwsgi, static-map, drain and
-//! hand-back (the zergling crate), and the WSGI bridge of [`wsgi`], which calls the
-//! application on at most `threads` threads at once.
+//! Two functions: [`serve`] attaches to a pool and serves a WSGI application
+//! until the zergling drains; [`serve_asgi`] starts the same for an ASGI
+//! application whose requests run on the caller's asyncio event loop, and
+//! returns at once. Everything but the application runs in Rust without the
+//! GIL: the attach session, HTTP/1, HTTP/2, uwsgi, static-map, drain and
+//! hand-back (the zergling crate), the WSGI bridge of [`wsgi`], which calls the
+//! application on at most `threads` threads at once, and the ASGI bridge of
+//! [`asgi`].
 
+mod asgi;
+mod asgi_ws;
 mod wsgi;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -62,6 +68,56 @@ fn serve(
     .map_err(|e| PyRuntimeError::new_err(format!("zergling: {e}")))
 }
 
+/// Starts serving `app` (an ASGI 3.0 callable) as a zergling of the pool
+/// listening on `attach`, its requests run as tasks of `event_loop`
+/// (`runner(app, scope, proto)` is the coroutine of one request), and returns
+/// the bridge at once: the caller registers `bridge.fileno()` with the loop
+/// (`add_reader(fd, bridge.run_pending)`) and runs the loop. When the zergling
+/// has drained, `done(error)` is called on the loop's thread (`error`: `None`,
+/// or what went wrong). `state` is the lifespan's state, copied into every scope.
+#[pyfunction]
+#[pyo3(signature = (app, event_loop, runner, done, attach, state=None, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1))]
+#[allow(clippy::too_many_arguments, reason = "a Python function with keyword arguments")]
+fn serve_asgi(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    event_loop: Bound<'_, PyAny>,
+    runner: Py<PyAny>,
+    done: Py<PyAny>,
+    attach: PathBuf,
+    state: Option<Py<pyo3::types::PyDict>>,
+    capacity: u32,
+    mercy_secs: f64,
+    mounts: Vec<(String, Py<PyAny>)>,
+    tags: Vec<String>,
+    io_threads: usize,
+) -> PyResult<Py<asgi::Bridge>> {
+    init_tracing();
+    let bridge = asgi::bridge(py, app, mounts, &event_loop, runner, state)?;
+    let mut config = zergling::ZerglingConfig::new(attach);
+    config.capacity = capacity.max(1);
+    config.mercy = Duration::from_secs_f64(mercy_secs.max(0.0));
+    config.tags = tags;
+    config.io_threads = Some(io_threads.max(1));
+    config.tags.push("lang=python".into());
+    config.tags.push("interface=asgi".into());
+    let service = asgi::AsgiService { bridge: Arc::new(bridge.clone_ref(py)) };
+    let call_soon = event_loop.getattr("call_soon_threadsafe")?.unbind();
+    std::thread::Builder::new()
+        .name("zergling".into())
+        .spawn(move || {
+            let error = zergling::serve_blocking(config, service).err().map(|e| format!("zergling: {e}"));
+            Python::attach(|py| {
+                if let Err(e) = call_soon.call1(py, (done, error)) {
+                    // The loop is closed: nobody waits any more.
+                    e.print(py);
+                }
+            });
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("zergling: cannot start the connection thread: {e}")))?;
+    Ok(bridge)
+}
+
 /// Logs of the Rust side go to stderr, as the pool's own do (the pool prefixes
 /// every line of a zergling it spawned). `ZERGLING_LOG` filters them.
 fn init_tracing() {
@@ -79,6 +135,10 @@ fn init_tracing() {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(serve_asgi, m)?)?;
+    m.add_class::<asgi::Bridge>()?;
+    m.add_class::<asgi::HttpProto>()?;
+    m.add_class::<asgi_ws::WsProto>()?;
     m.add_class::<wsgi::Input>()?;
     m.add_class::<wsgi::StartResponse>()?;
     Ok(())

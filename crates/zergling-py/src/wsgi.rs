@@ -518,7 +518,7 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 /// `%XX` decoded; anything malformed is kept as it is.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,5 +1,6 @@
-"""The ``zergling`` command: load a WSGI application as uWSGI would, then serve
-it as a zergling of the pool at ``--attach`` (default ``$ZERGPOOL_SOCKET``).
+"""The ``zergling`` command: load a WSGI or ASGI application as uWSGI would,
+then serve it as a zergling of the pool at ``--attach`` (default
+``$ZERGPOOL_SOCKET``).
 
 Options (uWSGI's names): ``--module pkg.mod[:callable|:factory()]``,
 ``--wsgi-file PATH``, ``--callable NAME`` (default ``application``),
@@ -7,6 +8,8 @@ Options (uWSGI's names): ``--module pkg.mod[:callable|:factory()]``,
 ``--pythonpath DIR`` (repeatable), ``--chdir DIR``, ``--env KEY=VALUE``
 (repeatable), ``--threads N``, ``--processes N`` (how many processes the pool
 runs: only for ``wsgi.multiprocess``), ``--capacity N``, ``--mercy SECONDS``,
+``--interface wsgi|asgi|auto`` (auto: see ``zergling.asgi.is_asgi``),
+``--lifespan auto|on|off`` and ``--loop auto|asyncio|uvloop`` (ASGI only),
 and ``--yaml FILE[:SECTION]`` / ``--ini FILE[:SECTION]``: the application
 options of a uWSGI file (its ``uwsgi:`` section by default), read by the pool's
 own parser (``zergpool --print-options``, placeholders included), in place of
@@ -15,7 +18,9 @@ the flag; options given after it win.
 The application is imported (and its factory called) before the zergling
 attaches, so no connection ever waits for an application that is still loading.
 An application that cannot be loaded ends the process with status 1 after one
-log line naming it and the exception.
+log line naming it and the exception; so does an ASGI application whose
+lifespan startup fails, which runs before the zergling attaches (no request
+reaches an application that has not started).
 """
 
 import argparse
@@ -55,6 +60,9 @@ FILE_OPTIONS = {
     "threads": "--threads",
     "processes": "--processes",
     "workers": "--processes",
+    "interface": "--interface",
+    "lifespan": "--lifespan",
+    "asgi-loop": "--loop",
 }
 
 
@@ -120,6 +128,9 @@ def parse_args(argv):
     p.add_argument("--io-threads", type=int, default=1, help="threads serving the connections (Rust), besides --threads")
     p.add_argument("--mercy", type=float, default=60.0, help="seconds requests in flight get when draining")
     p.add_argument("--attach", default=os.environ.get("ZERGPOOL_SOCKET"), help="the pool's attach socket")
+    p.add_argument("--interface", choices=["auto", "wsgi", "asgi"], default="auto", help="WSGI or ASGI (auto: an async callable is ASGI)")
+    p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto", help="ASGI lifespan protocol (auto: used when the application speaks it)")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="ASGI event loop (auto: uvloop when installed)")
     a = p.parse_args(argv)
     if not (a.module or a.wsgi_file or a.mount):
         p.error("nothing to serve: give --module, --wsgi-file or --mount")
@@ -207,6 +218,18 @@ def main(argv=None):
     except LoadError as e:
         log.error("%s", e)
         return EXIT_LOAD
+    from . import asgi
+
+    interface = args.interface
+    if interface == "auto":
+        apps = [a for a in [app] + [m[1] for m in mounts] if a is not None]
+        kinds = {asgi.is_asgi(a) for a in apps}
+        if len(kinds) > 1:
+            log.error("WSGI and ASGI applications cannot share a process: wrap the WSGI ones with a2wsgi.WSGIMiddleware")
+            return EXIT_USAGE
+        interface = "asgi" if kinds == {True} else "wsgi"
+    if interface == "asgi":
+        return serve_asgi(app or asgi_not_found, mounts, args)
     if app is None:
         app = not_found
     from ._native import serve
@@ -223,6 +246,66 @@ def main(argv=None):
         io_threads=args.io_threads,
     )
     return 0
+
+
+def serve_asgi(app, mounts, args):
+    """Runs the lifespan startup, then serves on this thread's event loop until
+    the zergling has drained, then runs the lifespan shutdown."""
+    import asyncio
+    import functools
+    import signal
+
+    from . import asgi
+    from ._native import serve_asgi as native_serve
+
+    try:
+        loop = asgi.new_loop(args.loop)
+    except ImportError:
+        log.error("--loop uvloop: uvloop is not installed in this environment (pip install uvloop)")
+        return EXIT_USAGE
+    asyncio.set_event_loop(loop)
+    lifespan = asgi.Lifespan(app, args.lifespan)
+    try:
+        loop.run_until_complete(lifespan.startup())
+    except asgi.StartupFailed as e:
+        log.error("the application's startup failed: %s", e)
+        return EXIT_LOAD
+    # SIGTERM, SIGINT and SIGHUP drain the zergling (its Rust side handles them):
+    # no KeyboardInterrupt in the middle of the loop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    done = loop.create_future()
+    bridge = native_serve(
+        app,
+        loop,
+        asgi.run,
+        functools.partial(asgi.resolve, done),
+        args.attach,
+        state=lifespan.state if lifespan.supported else None,
+        capacity=args.capacity,
+        mercy_secs=args.mercy,
+        mounts=mounts,
+        tags=[f"pid={os.getpid()}"],
+        io_threads=args.io_threads,
+    )
+    loop.add_reader(bridge.fileno(), bridge.run_pending)
+    error = loop.run_until_complete(done)
+    loop.remove_reader(bridge.fileno())
+    loop.run_until_complete(lifespan.shutdown())
+    loop.close()
+    if error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+async def asgi_not_found(scope, receive, send):
+    """Served where no mount matches and no default application was given (ASGI)."""
+    if scope["type"] == "lifespan":
+        raise RuntimeError("no lifespan")
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Not Found\n"})
 
 
 def not_found(environ, start_response):
