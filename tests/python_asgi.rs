@@ -321,3 +321,34 @@ fn asgi_websockets_echo_over_ws_and_wss_and_go_away_with_1001_on_reload() {
     // The old process ran its lifespan shutdown, once.
     assert!(common::wait_until(T, || count_events(&record, "shutdown") == 1), "{:?}", records(&record));
 }
+
+/// Many requests at once, each on its own connection: every one is answered.
+/// (The bridge's wake-up once lost a batch under this load: the flag that says
+/// a wake byte is on its way stayed set after the byte was read, and the loop
+/// slept with requests queued.)
+#[test]
+fn concurrent_requests_are_all_answered() {
+    let Some(venv) = venv() else { return };
+    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), data(""));
+    let pool = Pool::start(&["--zergling", &cmd]);
+    pool.wait_attached(1);
+    let addr = pool.addr;
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                for _ in 0..100 {
+                    // A stalled bridge fails here once (after the client's read
+                    // timeout), not a hundred times.
+                    if !get_once(addr, "/stream?n=1").is_ok_and(|r| r.status == 200) {
+                        break;
+                    }
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(answered, 3200, "{}", pool.proc.log());
+}

@@ -138,9 +138,14 @@ impl Bridge {
     fn run_pending(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.notified.store(false, Ordering::SeqCst);
+        // In this order: bytes drained, then the flag cleared, then the queue
+        // taken. A push that sets the flag after it was cleared writes a byte
+        // that is still unread (so this runs again); clearing it before the
+        // drain could eat that byte and leave the flag set with nothing to
+        // wake the loop for the next push.
         let mut sink = [0u8; 256];
         while matches!((&this.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        this.notified.store(false, Ordering::SeqCst);
         let events = std::mem::take(&mut *this.queue.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?);
         let apps = this.apps.bind(py).get();
         for event in events {
