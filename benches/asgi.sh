@@ -7,10 +7,13 @@
 #   uvicorn       uvicorn --http httptools --loop uvloop --workers 1
 #
 # Application (benches/data/asgi_bench.py): `/` answers 13 bytes. Measured with
-# keep-alive and with `Connection: close` (`wrk -t1 -c$CONNS`). Every server
-# process is pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU (benches/lib.sh).
-# Prints req/s, the server's CPU per request (every process of the setup, the
-# pool included) and ratios to Granian.
+# keep-alive and with `Connection: close` (`wrk -t1 -c$CONNS`), and WebSocket
+# echo of 1 KiB messages over $CONNS connections (`ws-bench`, a binary of
+# crates/zergling-demo: each connection sends and waits for its echo). Every
+# server process is pinned to CPU $SERVER_CPU, the clients to CPU $CLIENT_CPU
+# (benches/lib.sh). Prints req/s (messages/s for WebSockets), the server's CPU
+# per request for HTTP (every process of the setup, the pool included) and
+# ratios to Granian.
 #
 # Decision it informs (issue 14): ≥ 1.0 of Granian on every row.
 #
@@ -25,7 +28,7 @@ need wrk; need curl; need taskset util-linux
 VENV=${ZERGPOOL_TEST_VENV:-$ROOT/target/pyenv}
 [ -x "$VENV/bin/zergling" ] || "$ROOT/scripts/python-env.sh" >/dev/null
 "$VENV/bin/pip" install --quiet --disable-pip-version-check granian "uvicorn[standard]"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --workspace --bins
 BIN=$ROOT/target/release
 APPDIR=$ROOT/benches/data
 TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
@@ -72,12 +75,19 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+for r in $(seq 1 "$ROUNDS"); do
+  for s in "${SETUPS[@]}"; do
+    read -r mps errors < <(taskset -c "$CLIENT_CPU" "$BIN/ws-bench" "ws://127.0.0.1:${PORT[$s]}/ws" "$CONNS" "$DURATION" 1024)
+    R[$s,ws]+="$mps "
+    printf '%-10s %-10s %10s %12s\n' "$s" ws-1KiB "$mps" "errors=$errors"
+  done
+done
 echo
-echo "means, and ratios to granian (req/s)"
-printf '%-10s %20s %20s\n' server keepalive close
+echo "means, and ratios to granian (req/s; messages/s for ws)"
+printf '%-10s %20s %20s %20s\n' server keepalive close ws-1KiB
 for s in "${SETUPS[@]}"; do
   printf '%-10s' "$s"
-  for mode in keepalive close; do
+  for mode in keepalive close ws; do
     m=$(tr ' ' '\n' <<<"${R[$s,$mode]}" | grep . | mean)
     g=$(tr ' ' '\n' <<<"${R[granian,$mode]}" | grep . | mean)
     printf ' %11s (%5s)' "$m" "$(ratio "$m" "$g")"
