@@ -288,8 +288,7 @@ fn asgi_websockets_echo_over_ws_and_wss_and_go_away_with_1001_on_reload() {
     let Some(venv) = venv() else { return };
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.jsonl");
-    let pool =
-        galaxyish_pool(&venv, dir.path(), &record, "", &["--https", &https_arg(), "--worker-reload-mercy", "4"]);
+    let pool = galaxyish_pool(&venv, dir.path(), &record, "", &["--https", &https_arg(), "--worker-reload-mercy", "4"]);
     let port = listening_addr(&pool.proc.log(), "https0").expect("https0").port();
     let ca = cert("ca.pem");
     for url in [format!("ws://{}/api/ws", pool.addr), format!("wss://localhost:{port}/api/ws")] {
@@ -351,4 +350,33 @@ fn concurrent_requests_are_all_answered() {
         .collect();
     let answered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(answered, 3200, "{}", pool.proc.log());
+}
+
+/// A client that stops reading a streamed response: the application's
+/// `send()` stops completing once the bridge's outbox (256 KiB) and the
+/// sockets' buffers are full, so the process never buffers without bound.
+#[test]
+fn a_client_that_stops_reading_holds_the_application_not_memory() {
+    let Some(venv) = venv() else { return };
+    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), data(""));
+    let pool = Pool::start(&["--zergling", &cmd]);
+    pool.wait_attached(1);
+    let mut slow = Client::connect(pool.addr);
+    slow.send_raw(b"GET /firehose HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = |p: &Pool| get_once(p.addr, "/firehose-sent").unwrap().text().parse::<u64>().unwrap();
+    let first = sent(&pool);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = sent(&pool);
+    // Loopback socket buffers take a few MiB; without backpressure this would
+    // be gigabytes by now.
+    assert!(first > 0 && first < 32 << 20, "send() took {first} bytes from a client that reads nothing");
+    assert_eq!(first, second, "send() waits while the client does not read");
+    // The client reads again: the stream moves on.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0;
+    while read < 8 << 20 {
+        read += std::io::Read::read(&mut slow.stream, &mut buf).unwrap();
+    }
+    assert!(sent(&pool) > second, "send() completes again once the client reads");
 }

@@ -177,15 +177,37 @@ fn a_reload_keeps_websockets_and_streams_until_the_mercy_then_ends_them_cleanly(
 }
 
 /// Chain reloads every 2 s for 20 s (`ZERGPOOL_WS_LOAD_SECONDS`) under 50
-/// WebSocket clients that reconnect whenever they are closed, and HTTP clients.
+/// WebSocket clients that reconnect whenever they are closed, and HTTP clients:
+/// the Rust demo's `/ws`.
 #[test]
 fn chain_reloads_under_websocket_and_http_load_lose_nothing() {
     let Some(venv) = venv() else { return };
+    chain_reloads_under_load(&venv, &[common::demo(), common::demo()], "/ws", "/pid");
+}
+
+/// The same with the Galaxy-shaped FastAPI application (ASGI websocket scope,
+/// lifespan, two Python processes).
+#[test]
+fn chain_reloads_of_a_fastapi_app_under_websocket_and_http_load_lose_nothing() {
+    let Some(venv) = venv() else { return };
+    let cmd = format!(
+        "{} --module galaxyish:factory() --pythonpath {}",
+        venv.join("bin/zergling").display(),
+        root().join("tests/data/python").display()
+    );
+    chain_reloads_under_load(&venv, &[&cmd, &cmd], "/api/ws", "/api/version");
+}
+
+fn chain_reloads_under_load(venv: &Path, zerglings: &[&str], ws_path: &str, http_path: &'static str) {
     let seconds: u64 = std::env::var("ZERGPOOL_WS_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let pool = Pool::start(&["--worker-reload-mercy", "3", "--zergling", common::demo(), "--zergling", common::demo()]);
-    pool.wait_attached(2);
-    let ws_load = ws_client(&venv)
-        .args(["load", &format!("ws://{}/ws", pool.addr), "50", &(seconds + 2).to_string()])
+    let mut args = vec!["--worker-reload-mercy", "3"];
+    for z in zerglings {
+        args.extend(["--zergling", z]);
+    }
+    let pool = Pool::start(&args);
+    pool.wait_attached(zerglings.len());
+    let ws_load = ws_client(venv)
+        .args(["load", &format!("ws://{}{ws_path}", pool.addr), "50", &(seconds + 2).to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -202,9 +224,9 @@ fn chain_reloads_under_websocket_and_http_load_lose_nothing() {
                     break;
                 }
                 let r = if keep_alive {
-                    c.get("/pid")
+                    c.get(http_path)
                 } else {
-                    Client::connect(addr).request("GET", "/pid", "Connection: close\r\n", b"")
+                    Client::connect(addr).request("GET", http_path, "Connection: close\r\n", b"")
                 };
                 match r {
                     Ok(r) if r.status == 200 => {

@@ -9,11 +9,15 @@ bridge, without a framework in between.
     /raise              raises before responding: 500
     /no-response        returns without responding: 500
     /slow-reader        reads the body slowly (backpressure)
+    /firehose           streams 64 KiB chunks for ever, counting what send()
+                        took; /firehose-sent says how much (backpressure)
 """
 
 import asyncio
 import json
 import os
+
+FIREHOSE = {"sent": 0}
 
 
 def latin1(b):
@@ -61,6 +65,17 @@ async def app(scope, receive, send):
         raise RuntimeError("the application failed on purpose")
     elif path == "/no-response":
         return
+    elif path == "/firehose":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        chunk = b"x" * 65536
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                FIREHOSE["sent"] += len(chunk)
+        except OSError:
+            return
+    elif path == "/firehose-sent":
+        await respond(send, 200, str(FIREHOSE["sent"]).encode(), b"text/plain")
     elif path == "/slow-reader":
         total = 0
         while True:
