@@ -46,6 +46,7 @@ pub mod events;
 pub mod listener;
 pub mod pool;
 pub mod reply;
+pub mod stats;
 pub mod supervise;
 
 pub use zergpool_core::{classify, error_chain, offload, proto, stream, warn_limit, warn_limited};

@@ -253,6 +253,12 @@ pub struct Config {
     /// Mode of the Unix sockets the pool creates for uwsgi (`chmod-socket`; no
     /// value means 666); `None` leaves the mode to the umask, as uWSGI does.
     pub chmod_socket: Option<u32>,
+    /// The uWSGI stats server (`stats`): TCP, or a Unix socket path.
+    pub stats: Option<UwsgiAddr>,
+    /// Answer on `stats` with an HTTP response (`stats-http`).
+    pub stats_http: bool,
+    /// The stats document on one line (`stats-minified`).
+    pub stats_minified: bool,
     /// Owner of those Unix sockets (`chown-socket = USER[:GROUP]`).
     pub chown_socket: Option<(u32, Option<u32>)>,
     /// Listeners that redirect every request to https (`http-to-https`).
@@ -346,6 +352,9 @@ impl Default for Config {
             uwsgi_sockets: Vec::new(),
             uwsgi_buffer_size: 4096,
             chmod_socket: None,
+            stats: None,
+            stats_http: false,
+            stats_minified: false,
             chown_socket: None,
             shared_sockets: Vec::new(),
             uid: None,
@@ -462,6 +471,15 @@ impl Config {
                 }
             }
             match o.key.as_str() {
+                "stats" | "stats-server" => {
+                    c.stats = Some(if o.value.contains(':') {
+                        UwsgiAddr::Tcp(parse_tcp_addr(o)?)
+                    } else {
+                        UwsgiAddr::Unix(PathBuf::from(non_empty(o)?))
+                    })
+                }
+                "stats-http" => c.stats_http = options::truthy(&o.value),
+                "stats-minified" => c.stats_minified = options::truthy(&o.value),
                 "http" => c.http.push(match o.value.trim().strip_prefix('=') {
                     Some(n) => shared_socket(o, n, &shared)?,
                     None => parse_tcp_addr(o)?,

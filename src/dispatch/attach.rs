@@ -454,6 +454,7 @@ async fn run_session(
                         debug!(%id, saturated, "load");
                         dispatcher.set_saturated(id, saturated);
                     }
+                    Ok((Message::Stats(stats), _)) => dispatcher.set_stats(id, stats),
                     Ok((Message::HandBack(meta), Some(fd))) => {
                         // An idle connection given back (a drain, or room made for new
                         // connections): it counts as closed here, and the pool serves it

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::listener::limit::ConnSlot;
-use crate::proto::{ConnId, ConnMeta, ZerglingId};
+use crate::proto::{self, ConnId, ConnMeta, ZerglingId};
 
 /// A connection on its way to a zergling: the pool's copy of the descriptor and
 /// everything needed to send it again.
@@ -99,6 +99,10 @@ struct Slot {
     direct: bool,
     /// Its last LOAD said every request slot is taken.
     saturated: bool,
+    /// When it attached (uWSGI's `last_spawn`).
+    attached: std::time::SystemTime,
+    /// Its last STATS.
+    stats: proto::ZerglingStats,
 }
 
 impl Slot {
@@ -135,6 +139,10 @@ pub struct ZerglingInfo {
     pub outstanding: u32,
     /// Ready or draining.
     pub state: SlotState,
+    /// When it attached.
+    pub attached: std::time::SystemTime,
+    /// Its last STATS (zeros until it reports).
+    pub stats: proto::ZerglingStats,
 }
 
 #[derive(Debug, Default)]
@@ -316,6 +324,8 @@ impl Dispatcher {
             orders: tx,
             direct,
             saturated: false,
+            attached: std::time::SystemTime::now(),
+            stats: proto::ZerglingStats::default(),
         });
         pump(&mut st);
         self.publish_direct(&st);
@@ -350,6 +360,14 @@ impl Dispatcher {
         let mut st = self.lock();
         if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
             s.saturated = saturated;
+        }
+    }
+
+    /// Records what `id`'s STATS said.
+    pub fn set_stats(&self, id: ZerglingId, stats: proto::ZerglingStats) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+            s.stats = stats;
         }
     }
 
@@ -440,6 +458,8 @@ impl Dispatcher {
                 capacity: s.capacity,
                 outstanding: s.outstanding,
                 state: s.state,
+                attached: s.attached,
+                stats: s.stats,
             })
             .collect()
     }
@@ -517,7 +537,18 @@ mod tests {
     fn slot(id: u64, outstanding: u32, capacity: u32, state: SlotState) -> Slot {
         let (tx, rx) = mpsc::unbounded_channel();
         std::mem::forget(rx);
-        Slot { id: ZerglingId(id), pid: 0, capacity, outstanding, state, orders: tx, direct: false, saturated: false }
+        Slot {
+            id: ZerglingId(id),
+            pid: 0,
+            capacity,
+            outstanding,
+            state,
+            orders: tx,
+            direct: false,
+            saturated: false,
+            attached: std::time::SystemTime::now(),
+            stats: proto::ZerglingStats::default(),
+        }
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub struct Pool {
     unix_paths: Vec<PathBuf>,
     /// The connection limit.
     limit: Arc<ConnLimit>,
+    /// The stats server's socket (`stats`).
+    stats: Option<(Bound, Endpoint)>,
 }
 
 impl Pool {
@@ -203,6 +205,20 @@ impl Pool {
                 }
             }
         }
+        let stats = match &config.stats {
+            None => None,
+            Some(UwsgiAddr::Tcp(a)) => {
+                let (l, local) = bind_tcp("stats", *a)?;
+                Some((Bound::Tcp(l), local))
+            }
+            Some(UwsgiAddr::Unix(path)) => {
+                let bind_err =
+                    |source| PoolError::Bind { name: "stats".into(), addr: path.display().to_string(), source };
+                let l = listener::bind_unix(path, backlog, config.chmod_socket).map_err(bind_err)?;
+                unix_paths.push(path.clone());
+                Some((Bound::Unix(l), Endpoint::unix(&path.display().to_string())))
+            }
+        };
         let mut statics = config.statics.resolve()?;
         statics.set_send_timeout(config.http_timeout);
         let path = config
@@ -231,7 +247,7 @@ impl Pool {
             }
         }
         privileges::drop_privileges(config.uid, config.gid)?;
-        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths, limit })
+        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths, limit, stats })
     }
 
     /// The connection limit in effect.
@@ -263,8 +279,8 @@ impl Pool {
         tx: mpsc::UnboundedSender<Control>,
         mut rx: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(), PoolError> {
-        let Pool { config, listeners, tls_stores, statics, attach, fifo, unix_paths, limit } = self;
-        let running = Running::start(config, listeners, statics, &attach, fifo, limit, &tx);
+        let Pool { config, listeners, tls_stores, statics, attach, fifo, unix_paths, limit, stats } = self;
+        let running = Running::start(config, Sockets { listeners, fifo, stats }, statics, &attach, limit, &tx);
         let kind = running.control_loop(&tls_stores, &mut rx).await;
         running.shutdown(kind, &mut rx).await;
         attach.remove_file();
@@ -275,6 +291,13 @@ impl Pool {
         crate::events::emit("stopped", serde_json::json!({}));
         Ok(())
     }
+}
+
+/// The sockets a pool bound that [`Running::start`] puts to work.
+struct Sockets {
+    listeners: Vec<(Arc<ListenerInfo>, Bound)>,
+    fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
+    stats: Option<(Bound, Endpoint)>,
 }
 
 /// A started pool: what its control loop and its shutdown work with.
@@ -300,13 +323,13 @@ impl Running {
     /// zerglings.
     fn start(
         config: Arc<Config>,
-        listeners: Vec<(Arc<ListenerInfo>, Bound)>,
+        sockets: Sockets,
         statics: StaticOptions,
         attach: &Arc<AttachSocket>,
-        fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
         limit: Arc<ConnLimit>,
         tx: &mpsc::UnboundedSender<Control>,
     ) -> Running {
+        let Sockets { listeners, fifo, stats } = sockets;
         let ctx = Arc::new(Ctx {
             config: config.clone(),
             dispatcher: Arc::new(Dispatcher::new(config.queue_limit, config.queue_timeout)),
@@ -319,6 +342,25 @@ impl Running {
         let stop_accept = CancellationToken::new();
         let conns = TaskTracker::new();
         let background = TaskTracker::new();
+        let stats_source = Arc::new(crate::stats::Source {
+            dispatcher: ctx.dispatcher.clone(),
+            limit: ctx.limit.clone(),
+            sockets: listeners
+                .iter()
+                .map(|(i, _)| crate::stats::SocketInfo {
+                    addr: i.local.addr.clone(),
+                    proto: match i.role.kind() {
+                        crate::proto::ListenerKind::Uwsgi => "uwsgi",
+                        crate::proto::ListenerKind::Https => "https",
+                        _ => "http",
+                    },
+                    // As bound (effective_backlog, without its warning again).
+                    backlog: listener::somaxconn().map_or(config.listen_backlog, |m| config.listen_backlog.min(m)),
+                })
+                .collect(),
+            http: config.stats_http,
+            minified: config.stats_minified,
+        });
 
         // zerg-direct-accept(-http): zerglings get a copy of every uwsgi (and plain
         // http) listener and accept there themselves; the pool's accept loop for it
@@ -404,6 +446,14 @@ impl Running {
             sessions.clone(),
         ));
         background.spawn(expire_queue(ctx.dispatcher.clone(), stop_attach.clone()));
+        if let Some((bound, local)) = stats {
+            match AnyListener::from_bound(bound) {
+                Ok(l) => {
+                    background.spawn(crate::stats::serve(l, local, stats_source, stop_attach.clone()));
+                }
+                Err(e) => warn!(error = %e, "cannot serve stats"),
+            }
+        }
         let (handback_tx, handback_rx) = mpsc::unbounded_channel();
         ctx.dispatcher.set_handback_sink(handback_tx);
         background.spawn(serve_handbacks(ctx.clone(), handback_rx, conns.clone(), stop_attach.clone()));

@@ -24,10 +24,14 @@ pub(super) async fn serve_h2<IO, S, B>(
         req.extensions_mut().insert(GoingAway(going_away.clone()));
         let (service, statics, going_away) = (service.clone(), statics.clone(), going_away.clone());
         async move {
+            let mut clock = stats::Clock::start();
             if let Some(resp) = statics::answer(&statics, &req).await {
-                return Ok::<_, S::Err>(resp.map(Tracked::fixed));
+                clock.status(resp.status());
+                return Ok::<_, S::Err>(resp.map(|b| Tracked::fixed(b, None, clock)));
             }
-            Ok(service.call(req).await?.map(|b| Tracked::app(b, None, &going_away)))
+            let resp = service.call(req).await?;
+            clock.status(resp.status());
+            Ok(resp.map(|b| Tracked::app(b, None, &going_away, clock)))
         }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -237,6 +237,8 @@ pub(super) struct Tracked<B> {
     inner: AnyBody<B>,
     in_flight: Option<InFlight>,
     going_away: GoingAwayEnd,
+    /// The request, counted for STATS when the body is over.
+    clock: Option<stats::Clock>,
 }
 
 /// How a [`Tracked`] body watches for [`GoingAway`]: not at all (a fixed
@@ -254,7 +256,7 @@ pub(super) enum AnyBody<B> {
 }
 
 impl<B> Tracked<B> {
-    pub(super) fn app(b: B, in_flight: Option<InFlight>, going_away: &CancellationToken) -> Self
+    pub(super) fn app(b: B, in_flight: Option<InFlight>, going_away: &CancellationToken, clock: stats::Clock) -> Self
     where
         B: Body,
     {
@@ -262,11 +264,11 @@ impl<B> Tracked<B> {
             Some(_) => GoingAwayEnd::Never,
             None => GoingAwayEnd::Armed(going_away.clone()),
         };
-        Tracked { inner: AnyBody::App(Box::pin(b)), in_flight, going_away }
+        Tracked { inner: AnyBody::App(Box::pin(b)), in_flight, going_away, clock: Some(clock) }
     }
 
-    pub(super) fn fixed(b: statics::StaticBody) -> Self {
-        Tracked { inner: AnyBody::Static(b), in_flight: None, going_away: GoingAwayEnd::Never }
+    pub(super) fn fixed(b: statics::StaticBody, in_flight: Option<InFlight>, clock: stats::Clock) -> Self {
+        Tracked { inner: AnyBody::Static(b), in_flight, going_away: GoingAwayEnd::Never, clock: Some(clock) }
     }
 
     /// Whether the zergling is going away; registers for the wake-up if not.
@@ -302,8 +304,17 @@ where
             self.going_away = GoingAwayEnd::Never;
             r = std::task::Poll::Ready(None);
         }
-        if let std::task::Poll::Ready(None) = r {
-            self.in_flight = None;
+        match &r {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    stats::sent(d.len());
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                self.in_flight = None;
+                self.clock = None;
+            }
+            _ => {}
         }
         r
     }
@@ -499,6 +510,7 @@ where
         req.extensions_mut().insert(GoingAway(going_away.clone()));
         let going_away = going_away.clone();
         let in_flight = InFlight::new(act.clone());
+        let mut clock = stats::Clock::start();
         act.served.fetch_add(1, Ordering::Relaxed);
         let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {
@@ -508,22 +520,20 @@ where
                     .status(hyper::StatusCode::BAD_REQUEST)
                     .header(hyper::header::CONTENT_TYPE, "text/plain")
                     .header(hyper::header::CONNECTION, "close")
-                    .body(Tracked {
-                        inner: AnyBody::Static(statics::StaticBody::text(Bytes::from_static(b"Bad Request\n"))),
-                        in_flight: Some(in_flight),
-                        going_away: GoingAwayEnd::Never,
-                    });
+                    .body(Tracked::fixed(
+                        statics::StaticBody::text(Bytes::from_static(b"Bad Request\n")),
+                        Some(in_flight),
+                        clock,
+                    ));
                 return Ok::<_, S::Err>(resp.unwrap_or_else(|_| unreachable!("a fixed, valid response")));
             }
             if let Some(resp) = statics::answer(&statics, &req).await {
-                return Ok(resp.map(|b| Tracked {
-                    inner: AnyBody::Static(b),
-                    in_flight: Some(in_flight),
-                    going_away: GoingAwayEnd::Never,
-                }));
+                clock.status(resp.status());
+                return Ok(resp.map(|b| Tracked::fixed(b, Some(in_flight), clock)));
             }
             let resp = service.call(req).await?;
-            Ok(resp.map(|b| Tracked::app(b, Some(in_flight), &going_away)))
+            clock.status(resp.status());
+            Ok(resp.map(|b| Tracked::app(b, Some(in_flight), &going_away, clock)))
         })
     });
     let io = ConnIo::new(io, activity.clone(), ctx.timeouts.io);

@@ -52,7 +52,8 @@
 //! the attach session and each received connection; `http1` HTTP/1.1 with its
 //! deadlines, idle phase, drain and hand-back; `h2` HTTP/2; `uwsgi` uwsgi
 //! connections; `statics` static-map answers; `idle` the owned and idle
-//! connections; `direct` accepting on the pool's listeners (`zerg-direct-accept`).
+//! connections; `direct` accepting on the pool's listeners (`zerg-direct-accept`);
+//! `stats` the request counters reported to the pool (STATS).
 
 mod direct;
 mod h2;
@@ -60,6 +61,7 @@ mod http1;
 mod idle;
 mod session;
 mod statics;
+mod stats;
 pub mod uwsgi;
 
 use h2::*;

@@ -56,6 +56,10 @@ where
     // LOAD: the application's lasting saturation, sent as it changes (see
     // `Saturation`); the reporting task ends with this session.
     let mut load = worker.config.saturation.as_ref().map(|s| s.reports());
+    // STATS: the request counters, every REPORT_EVERY when they changed.
+    let mut report = tokio::time::interval(stats::REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = zergpool_core::proto::ZerglingStats::default();
     loop {
         let load_changed = async {
             match &mut load {
@@ -67,6 +71,15 @@ where
             }
         };
         tokio::select! {
+            _ = report.tick() => {
+                let now = stats::snapshot();
+                if now != reported {
+                    reported = now;
+                    if chan.send(&Message::Stats(now), None).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Some(saturated) = load_changed => {
                 if chan.send(&Message::Load { saturated }, None).await.is_err() {
                     return;

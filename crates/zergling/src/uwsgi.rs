@@ -185,6 +185,7 @@ where
         match zergpool_core::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
             Ok(zergpool_core::offload::Outcome::NotStatic) => {}
             Ok(zergpool_core::offload::Outcome::Served { .. }) => {
+                drop(crate::stats::Clock::start());
                 let _ = io.shutdown().await;
                 return;
             }
@@ -217,7 +218,13 @@ where
         *req.version_mut() = version;
         req.extensions_mut().insert(conn_info.clone());
         req.extensions_mut().insert(uwsgi.clone());
-        service.call(req)
+        let mut clock = crate::stats::Clock::start();
+        let call = service.call(req);
+        async move {
+            let resp = call.await?;
+            clock.status(resp.status());
+            Ok::<_, S::Err>(resp.map(|b| crate::stats::Counted::new(b, clock)))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)

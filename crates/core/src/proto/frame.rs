@@ -36,6 +36,7 @@ mod kind {
     pub(super) const HANDBACK: u8 = 9;
     pub(super) const LISTEN: u8 = 10;
     pub(super) const LOAD: u8 = 11;
+    pub(super) const STATS: u8 = 12;
 }
 
 /// Field tags.
@@ -72,6 +73,11 @@ mod tag {
     pub(super) const ACCEPT_DIRECT: u8 = 30;
     pub(super) const SATURATED: u8 = 31;
     pub(super) const MERCY: u8 = 32;
+    pub(super) const REQUESTS: u8 = 33;
+    pub(super) const EXCEPTIONS: u8 = 34;
+    pub(super) const TX_BYTES: u8 = 35;
+    pub(super) const RUNNING_US: u8 = 36;
+    pub(super) const IN_FLIGHT: u8 = 37;
 }
 
 /// Tags inside the nested value of a STATIC_MAP or STATIC_EXPIRES field.
@@ -172,6 +178,25 @@ pub enum Message {
         /// All busy.
         saturated: bool,
     },
+    /// Zergling → pool: its counters since it started (for `stats` and
+    /// metrics), sent periodically when they changed.
+    Stats(ZerglingStats),
+}
+
+/// What a zergling reports with STATS: counters since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZerglingStats {
+    /// Responses completed (the application's and static ones).
+    pub requests: u64,
+    /// Of those, responses with a 5xx status.
+    pub exceptions: u64,
+    /// Response body bytes sent.
+    pub tx_bytes: u64,
+    /// Microseconds spent on requests, from the head received to the response's
+    /// last byte handed to the socket (summed).
+    pub running_us: u64,
+    /// Requests being served now.
+    pub in_flight: u32,
 }
 
 impl Message {
@@ -194,6 +219,7 @@ impl Message {
             Message::HandBack(_) => "HANDBACK",
             Message::Listen { .. } => "LISTEN",
             Message::Load { .. } => "LOAD",
+            Message::Stats(_) => "STATS",
         }
     }
 }
@@ -557,6 +583,14 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.push(kind::LOAD);
             put(&mut out, tag::SATURATED, &[u8::from(*saturated)]);
         }
+        Message::Stats(st) => {
+            out.push(kind::STATS);
+            put(&mut out, tag::REQUESTS, &st.requests.to_le_bytes());
+            put(&mut out, tag::EXCEPTIONS, &st.exceptions.to_le_bytes());
+            put(&mut out, tag::TX_BYTES, &st.tx_bytes.to_le_bytes());
+            put(&mut out, tag::RUNNING_US, &st.running_us.to_le_bytes());
+            put(&mut out, tag::IN_FLIGHT, &st.in_flight.to_le_bytes());
+        }
     }
     out
 }
@@ -653,6 +687,13 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::DRAINING => Message::Draining,
         kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
         kind::LOAD => Message::Load { saturated: need(f.saturated, tag::SATURATED)? != 0 },
+        kind::STATS => Message::Stats(ZerglingStats {
+            requests: need(f.requests, tag::REQUESTS)?,
+            exceptions: need(f.exceptions, tag::EXCEPTIONS)?,
+            tx_bytes: need(f.tx_bytes, tag::TX_BYTES)?,
+            running_us: need(f.running_us, tag::RUNNING_US)?,
+            in_flight: need(f.in_flight, tag::IN_FLIGHT)? as u32,
+        }),
         kind::LISTEN => {
             let kind_s = need_s(f.kind, tag::KIND)?;
             Message::Listen {
@@ -688,6 +729,11 @@ struct Fields {
     prefix: Option<Bytes>,
     handback: Option<u64>,
     saturated: Option<u64>,
+    requests: Option<u64>,
+    exceptions: Option<u64>,
+    tx_bytes: Option<u64>,
+    running_us: Option<u64>,
+    in_flight: Option<u64>,
     statics: StaticSettings,
     accept_direct: bool,
     buffer_size: Option<u64>,
@@ -712,6 +758,11 @@ impl Fields {
             }
             tag::HANDBACK => self.handback = Some(uint(t, v, 1)?),
             tag::SATURATED => self.saturated = Some(uint(t, v, 1)?),
+            tag::REQUESTS => self.requests = Some(uint(t, v, 8)?),
+            tag::EXCEPTIONS => self.exceptions = Some(uint(t, v, 8)?),
+            tag::TX_BYTES => self.tx_bytes = Some(uint(t, v, 8)?),
+            tag::RUNNING_US => self.running_us = Some(uint(t, v, 8)?),
+            tag::IN_FLIGHT => self.in_flight = Some(uint(t, v, 4)?),
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
@@ -822,6 +873,13 @@ mod tests {
             Message::Drain { handback: false },
             Message::Load { saturated: true },
             Message::Load { saturated: false },
+            Message::Stats(ZerglingStats {
+                requests: 7,
+                exceptions: 1,
+                tx_bytes: 1 << 40,
+                running_us: 12_345,
+                in_flight: 3,
+            }),
             Message::Listen {
                 listener: "uwsgi0".into(),
                 kind: ListenerKind::Uwsgi,

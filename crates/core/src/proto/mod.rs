@@ -20,7 +20,9 @@ use bytes::Bytes;
 pub use crate::net::Endpoint;
 
 pub use channel::{someone_listens, Channel, ChannelError, RecvBuf, SeqpacketListener};
-pub use frame::{decode, encode, DecodeError, ExpiresRule, Message, StaticMount, StaticSettings, Timeouts};
+pub use frame::{
+    decode, encode, DecodeError, ExpiresRule, Message, StaticMount, StaticSettings, Timeouts, ZerglingStats,
+};
 
 /// Protocol version spoken by this build (sent in HELLO and WELCOME). Version 2:
 /// static-map settings as typed WELCOME fields (version 1 sent uWSGI option

@@ -1,0 +1,180 @@
+//! Operating the pool (issue 15): the uWSGI stats server read by the real
+//! `uwsgitop` (from PyPI, in the test virtualenv) in a real terminal (tmux),
+//! and by `curl` with `stats-http`.
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{get_once, listening_addr, venv, wait_until, Pool};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(20);
+
+fn stats_tcp(addr: SocketAddr) -> Value {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut doc = String::new();
+    s.read_to_string(&mut doc).unwrap();
+    serde_json::from_str(&doc).unwrap_or_else(|e| panic!("{e}: {doc}"))
+}
+
+fn total_requests(doc: &Value) -> u64 {
+    doc["workers"].as_array().unwrap().iter().map(|w| w["requests"].as_u64().unwrap()).sum()
+}
+
+/// Every field uWSGI 2.0 emits, with its JSON type.
+fn assert_uwsgi_shape(doc: &Value) {
+    for key in ["listen_queue", "listen_queue_errors", "signal_queue", "load", "pid", "uid", "gid"] {
+        assert!(doc[key].is_u64(), "{key} is an integer: {doc}");
+    }
+    assert!(doc["version"].is_string() && doc["cwd"].is_string() && doc["locks"].is_array(), "{doc}");
+    for s in doc["sockets"].as_array().unwrap() {
+        assert!(s["name"].is_string() && s["proto"].is_string(), "{s}");
+        for key in ["queue", "max_queue", "shared", "can_offload"] {
+            assert!(s[key].is_u64(), "sockets[].{key}: {s}");
+        }
+    }
+    for w in doc["workers"].as_array().unwrap() {
+        for key in [
+            "id",
+            "pid",
+            "accepting",
+            "requests",
+            "delta_requests",
+            "exceptions",
+            "harakiri_count",
+            "signals",
+            "signal_queue",
+            "rss",
+            "vsz",
+            "running_time",
+            "last_spawn",
+            "respawn_count",
+            "tx",
+            "avg_rt",
+        ] {
+            assert!(w[key].is_u64(), "workers[].{key} is an integer: {w}");
+        }
+        assert!(w["id"].as_u64().unwrap() >= 1);
+        assert!(["busy", "idle", "cheap"].contains(&w["status"].as_str().unwrap()), "{w}");
+        assert!(w["apps"].is_array() && w["cores"].is_array(), "{w}");
+        assert!(w["rss"].as_u64().unwrap() > 1 << 20, "rss in bytes: {w}");
+    }
+}
+
+#[test]
+fn the_stats_document_counts_every_zergling_s_requests_over_tcp_and_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("stats.sock");
+    for stats in ["127.0.0.1:0".to_owned(), unix.display().to_string()] {
+        let pool = Pool::start(&["--stats", &stats, "--zergling", common::demo(), "--zergling", common::demo()]);
+        pool.wait_attached(2);
+        for _ in 0..100 {
+            assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
+        }
+        for _ in 0..10 {
+            get_once(pool.addr, "/nope").unwrap();
+        }
+        let read = || {
+            if stats.contains(':') {
+                stats_tcp(listening_addr(&pool.proc.log(), "stats").expect("stats listening"))
+            } else {
+                let mut s = std::os::unix::net::UnixStream::connect(&unix).unwrap();
+                let mut doc = String::new();
+                s.read_to_string(&mut doc).unwrap();
+                serde_json::from_str(&doc).unwrap()
+            }
+        };
+        // The zerglings report once a second.
+        assert!(wait_until(T, || total_requests(&read()) == 110), "{}", read());
+        let doc = read();
+        assert_uwsgi_shape(&doc);
+        let workers = doc["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2);
+        assert!(workers.iter().all(|w| w["requests"].as_u64().unwrap() > 0), "both served: {doc}");
+        let tx: u64 = workers.iter().map(|w| w["tx"].as_u64().unwrap()).sum();
+        assert_eq!(tx, 100 * 13 + 10 * 9, "body bytes: 100 × Hello, world! and 10 × not found");
+        assert_eq!(doc["sockets"][0]["proto"], "http");
+        assert_eq!(doc["pid"].as_u64(), Some(u64::from(pool.proc.pid())));
+    }
+}
+
+#[test]
+fn stats_http_answers_exactly_as_uwsgi() {
+    if !common::require_program("curl") {
+        return;
+    }
+    let pool =
+        Pool::start(&["--stats", "127.0.0.1:0", "--stats-http", "--stats-minified", "--zergling", common::demo()]);
+    pool.wait_attached(1);
+    let addr = listening_addr(&pool.proc.log(), "stats").unwrap();
+    let out =
+        Command::new("curl").args(["-sS", "-i", "--max-time", "10"]).arg(format!("http://{addr}/")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    assert_eq!(lines.next(), Some("HTTP/1.0 200 OK"));
+    let headers: Vec<&str> = lines.collect();
+    for h in ["Connection: close", "Access-Control-Allow-Origin: *", "Content-Type: application/json"] {
+        assert!(headers.contains(&h), "{h} in {headers:?}");
+    }
+    assert_eq!(body.trim_end().lines().count(), 1, "stats-minified: one line");
+    let doc: Value = serde_json::from_str(body).unwrap();
+    assert_uwsgi_shape(&doc);
+}
+
+/// `uwsgitop` 0.12, unmodified, in a real terminal: one row per zergling, and
+/// request counts that grow under load.
+#[test]
+fn uwsgitop_shows_one_row_per_zergling_with_growing_counts() {
+    let Some(venv) = venv() else { return };
+    if !common::require_program("tmux") {
+        return;
+    }
+    let uwsgitop = venv.join("bin/uwsgitop");
+    assert!(uwsgitop.is_file(), "uwsgitop is installed in the test virtualenv (scripts/python-env.sh)");
+    let pool = Pool::start(&["--stats", "127.0.0.1:0", "--zergling", common::demo(), "--zergling", common::demo()]);
+    pool.wait_attached(2);
+    let addr = listening_addr(&pool.proc.log(), "stats").unwrap();
+    let session = format!("zergpool-uwsgitop-{}", std::process::id());
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-x", "200", "-y", "40", "-s", &session])
+        .arg(format!("{} --frequency 1 {addr}", uwsgitop.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let screen = || {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &session]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pids: Vec<String> = (0..20).map(|_| get_once(pool.addr, "/pid").unwrap().text()).collect();
+    // A worker row: WID % PID REQ ...; the header line names the totals.
+    let requests_of = |screen: &str, pid: &str| -> Option<u64> {
+        screen.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&pid)).then(|| f.get(3)?.parse().ok()).flatten()
+        })
+    };
+    let distinct: std::collections::HashSet<&String> = pids.iter().collect();
+    assert!(wait_until(T, || distinct.iter().all(|p| requests_of(&screen(), p).is_some())), "{}", screen());
+    let before: u64 = distinct.iter().filter_map(|p| requests_of(&screen(), p)).sum();
+    for _ in 0..200 {
+        get_once(pool.addr, "/").unwrap();
+    }
+    assert!(
+        wait_until(T, || distinct.iter().filter_map(|p| requests_of(&screen(), p)).sum::<u64>() >= before + 200),
+        "counts grow: {}",
+        screen()
+    );
+    assert!(screen().contains("req:"), "uwsgitop's header line: {}", screen());
+}
