@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "flask>=3,<4" "django>=5,<6" \
   "websockets>=14,<16" "fastapi>=0.115,<1" "a2wsgi>=1.10,<2" "uvloop>=0.21,<1" \
-  "uwsgitop==0.12"
+  "uwsgitop==0.12" "prometheus_client>=0.20,<1"
 rm -rf target/wheels
 "$VENV/bin/maturin" build --quiet --release -m crates/zergling-py/Cargo.toml --out target/wheels >&2
 "$VENV/bin/maturin" build --quiet --release -m Cargo.toml --bindings bin --out target/wheels >&2

@@ -214,6 +214,18 @@ pub fn document(source: &Source) -> Value {
     })
 }
 
+/// Connections waiting in the accept queues of `listeners` (TCP ones).
+pub fn listen_queue(listeners: &[Endpoint]) -> u64 {
+    let queues = accept_queues();
+    listeners
+        .iter()
+        .filter_map(|l| match l {
+            Endpoint::Tcp(a) => queues.iter().find(|q| q.port == a.port()).map(|q| q.queue),
+            _ => None,
+        })
+        .sum()
+}
+
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -178,3 +178,94 @@ fn uwsgitop_shows_one_row_per_zergling_with_growing_counts() {
     );
     assert!(screen().contains("req:"), "uwsgitop's header line: {}", screen());
 }
+
+fn https_arg() -> String {
+    let cert = |n: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs").join(n).display().to_string();
+    format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"))
+}
+
+/// `GET /metrics` parses with the real Prometheus client library's OpenMetrics
+/// parser and counts what happened; `GET /health` says whether a zergling is
+/// ready, and flips to 503 when the last one drains.
+#[test]
+fn metrics_parse_and_count_and_health_follows_the_zerglings() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "static hello\n").unwrap();
+    let map = format!("/static={}", dir.path().display());
+    let pool = Pool::start(&["--metrics", "127.0.0.1:0", "--https", &https_arg(), "--static-map", &map]);
+    let metrics = listening_addr(&pool.proc.log(), "metrics").expect("metrics listening");
+    let health = || get_once(metrics, "/health").unwrap().status;
+    assert_eq!(health(), 503, "no zergling yet");
+    let mut zergling = pool.zergling(&[]);
+    pool.wait_attached(1);
+    assert_eq!(health(), 200);
+    for _ in 0..20 {
+        assert_eq!(get_once(pool.addr, "/").unwrap().status, 200);
+    }
+    assert_eq!(get_once(pool.addr, "/static/hello.txt").unwrap().status, 200);
+    let not_modified = common::Client::connect(pool.addr)
+        .request("GET", "/static/hello.txt", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n", b"")
+        .unwrap();
+    assert_eq!(not_modified.status, 304);
+    let https = listening_addr(&pool.proc.log(), "https0").unwrap();
+    let _ = std::net::TcpStream::connect(https).map(|mut s| std::io::Write::write_all(&mut s, b"not TLS\r\n\r\n"));
+    // A TLS handshake with the real client.
+    let out =
+        Command::new("curl").args(["-sS", "-k", "--max-time", "10"]).arg(format!("https://{https}/")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!");
+    // The zergling's STATS arrive once a second.
+    let scrape = || get_once(metrics, "/metrics").unwrap().text();
+    let zergling_requests = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("zergpool_zergling_requests{"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(wait_until(T, || zergling_requests(&scrape()) >= 21), "{}", scrape());
+    let parsed = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sys, json\n\
+             from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+             out = {}\n\
+             for f in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   for s in f.samples:\n\
+             \x20       key = s.name + ''.join(sorted('{%s=%s}' % kv for kv in s.labels.items()))\n\
+             \x20       out[key] = s.value\n\
+             print(json.dumps(out))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(c.stdin.as_mut().unwrap(), scrape().as_bytes())?;
+            drop(c.stdin.take());
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(parsed.status.success(), "the parser rejected it: {}", String::from_utf8_lossy(&parsed.stderr));
+    let m: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let get = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} in {m}"));
+    assert!(get("zergpool_connections_accepted_total") >= 24.0, "{m}");
+    assert!(get("zergpool_connections_handed_off_total") >= 21.0, "{m}");
+    assert_eq!(get("zergpool_static_responses_total{class=2xx}"), 1.0);
+    assert_eq!(get("zergpool_static_responses_total{class=3xx}"), 1.0);
+    assert_eq!(get("zergpool_tls_handshakes_total"), 1.0);
+    assert!(get("zergpool_tls_handshake_failures_total") >= 1.0, "{m}");
+    assert_eq!(get("zergpool_zerglings{state=ready}"), 1.0);
+    assert!(get("zergpool_queue_wait_seconds_count") >= 21.0, "{m}");
+    assert!(get("zergpool_handoff_seconds_count") >= 21.0, "{m}");
+    let requests: f64 = m
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("zergpool_zergling_requests{"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert!(requests >= 21.0, "the zergling's own count: {m}");
+    // The last zergling drains: the load balancer hears it.
+    zergling.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(zergling.wait_exit(T).is_some());
+    assert!(wait_until(T, || health() == 503));
+}

@@ -255,6 +255,8 @@ pub struct Config {
     pub chmod_socket: Option<u32>,
     /// The uWSGI stats server (`stats`): TCP, or a Unix socket path.
     pub stats: Option<UwsgiAddr>,
+    /// Prometheus metrics and health (`metrics`).
+    pub metrics: Option<SocketAddr>,
     /// Answer on `stats` with an HTTP response (`stats-http`).
     pub stats_http: bool,
     /// The stats document on one line (`stats-minified`).
@@ -353,6 +355,7 @@ impl Default for Config {
             uwsgi_buffer_size: 4096,
             chmod_socket: None,
             stats: None,
+            metrics: None,
             stats_http: false,
             stats_minified: false,
             chown_socket: None,
@@ -478,6 +481,7 @@ impl Config {
                         UwsgiAddr::Unix(PathBuf::from(non_empty(o)?))
                     })
                 }
+                "metrics" => c.metrics = Some(parse_tcp_addr(o)?),
                 "stats-http" => c.stats_http = options::truthy(&o.value),
                 "stats-minified" => c.stats_minified = options::truthy(&o.value),
                 "http" => c.http.push(match o.value.trim().strip_prefix('=') {

@@ -141,6 +141,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
     pool("stats", Value, false, "ADDR", "serve uWSGI's stats JSON document on ADDR (host:port, :port, or a Unix socket path) to each connection, as uwsgitop reads it"),
     pool("stats-server", Value, false, "ADDR", "the same as stats"),
+    pool("metrics", Value, false, "ADDR", "serve Prometheus metrics (GET /metrics) and health (GET /health: 200 while a zergling is ready, else 503) over HTTP on ADDR (host:port)"),
     pool("stats-http", Flag, false, "", "answer on the stats address with an HTTP response (as uWSGI: HTTP/1.0, Content-Type: application/json)"),
     pool("stats-minified", Flag, false, "", "write the stats document on one line"),
     pool("events", Value, false, "PATH", "write one JSON line per event for machines (listening, ready, attached, detached, reload-complete, stopped) to PATH, or to stdout with -"),

@@ -393,6 +393,7 @@ async fn run_session(
                         sent_n += 1;
                         match sent {
                             Ok(Ok(())) => {
+                                crate::metrics::metrics().handed_off.inc();
                                 sent_at.push_back((conn, tokio::time::Instant::now()));
                                 if unacked.insert(conn, p).is_some() {
                                     warn!(%id, %conn, "two connections with one id");
@@ -431,6 +432,7 @@ async fn run_session(
                         match unacked.remove(&conn) {
                             Some(p) => {
                                 acked_n += 1;
+                                crate::metrics::metrics().handoff.observe(crate::metrics::since(p.arrived));
                                 let mut record = p.meta;
                                 record.prefix = bytes::Bytes::new();
                                 owned.insert(conn, record);

@@ -241,6 +241,9 @@ impl Dispatcher {
     /// Answers a connection that will not be served (503, 431, …) and closes it,
     /// in a task the pool awaits before it exits.
     pub fn answer(&self, fd: OwnedFd, canned: crate::reply::Canned) {
+        if canned.status() == 503 {
+            crate::metrics::metrics().unavailable.inc();
+        }
         self.answers.spawn(crate::reply::answer_fd(fd, canned));
     }
 
@@ -294,6 +297,7 @@ impl Dispatcher {
     /// Sends again a connection whose zergling vanished before acknowledging it. It
     /// goes ahead of the queue (it arrived earlier) and is never refused for size.
     pub fn redispatch(&self, p: Pending) {
+        crate::metrics::metrics().redispatched.inc();
         {
             let mut st = self.lock();
             if let Err(back) = try_send(&mut st, p) {
@@ -412,6 +416,7 @@ impl Dispatcher {
 
     /// A connection given back by a zergling.
     pub fn hand_back(&self, fd: OwnedFd, meta: ConnMeta) {
+        crate::metrics::metrics().handed_back.inc();
         let sink = self.handbacks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match sink {
             Some(tx) => {
@@ -485,9 +490,11 @@ fn try_send(st: &mut State, mut p: Pending) -> Result<ZerglingId, Pending> {
         let Some(i) = select(&st.slots, st.rotation) else { return Err(p) };
         st.rotation = st.rotation.wrapping_add(1);
         let slot = &mut st.slots[i];
+        let arrived = p.arrived;
         match slot.orders.send(Order::Conn(p)) {
             Ok(()) => {
                 slot.outstanding += 1;
+                crate::metrics::metrics().queue_wait.observe(crate::metrics::since(arrived));
                 return Ok(slot.id);
             }
             Err(mpsc::error::SendError(order)) => {

@@ -184,6 +184,7 @@ pub async fn accept_loop<F, Fut>(
         match res {
             Ok(conn) => {
                 accepted += 1;
+                crate::metrics::metrics().accepted.inc();
                 let span = tracing::debug_span!("conn", listener = %info.name, peer = %conn.peer, n = accepted);
                 tracker.spawn(handle(info.clone(), conn, slot).instrument(span));
             }

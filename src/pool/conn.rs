@@ -122,12 +122,13 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             };
             match served {
                 Ok(Outcome::NotStatic) => {}
-                Ok(Outcome::Served { keep_alive: true }) => {
+                Ok(Outcome::Served { keep_alive: true, status }) => {
+                    crate::metrics::static_response(status);
                     debug!(target = %head.target, "static");
                     buf.advance(head.len);
                     continue;
                 }
-                Ok(Outcome::Served { keep_alive: false }) => return,
+                Ok(Outcome::Served { keep_alive: false, status }) => return crate::metrics::static_response(status),
                 Err(e) => {
                     debug!(error = %e, "static response failed");
                     return;
@@ -177,12 +178,17 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
         _ = wait.evicted() => return debug!("closed during the TLS handshake, to make room (zerg-max-connections)"),
     };
     let tls = match handshake {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            crate::metrics::metrics().tls_handshakes.inc();
+            tls
+        }
         Ok(Err(e)) => {
+            crate::metrics::metrics().tls_failures.inc();
             debug!(error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            crate::metrics::metrics().tls_failures.inc();
             debug!("TLS handshake timed out");
             return;
         }
@@ -292,7 +298,7 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta, 
     if !statics.is_empty() {
         match offload::try_serve_vars(&statics, &mut stream, |k| request.var(k)).await {
             Ok(Outcome::NotStatic) => {}
-            Ok(Outcome::Served { .. }) => return,
+            Ok(Outcome::Served { status, .. }) => return crate::metrics::static_response(status),
             Err(e) => {
                 debug!(error = %e, "static response failed");
                 return;
@@ -361,7 +367,10 @@ fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
     let conn = p.meta.conn;
     match dispatcher.submit(p) {
         Submitted::Dispatched(id) => debug!(%conn, zergling = %id, "dispatched"),
-        Submitted::Queued => debug!(%conn, "queued: no zergling can take it now"),
+        Submitted::Queued => {
+            crate::metrics::metrics().queued.inc();
+            debug!(%conn, "queued: no zergling can take it now")
+        }
         Submitted::Rejected(p) => {
             crate::warn_limited!(%conn, "zergling queue full (zerg-queue): 503");
             dispatcher.answer(p.fd, Canned::Unavailable);

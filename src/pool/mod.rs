@@ -135,6 +135,8 @@ pub struct Pool {
     limit: Arc<ConnLimit>,
     /// The stats server's socket (`stats`).
     stats: Option<(Bound, Endpoint)>,
+    /// The metrics listener (`metrics`).
+    metrics: Option<(Bound, Endpoint)>,
 }
 
 impl Pool {
@@ -219,6 +221,13 @@ impl Pool {
                 Some((Bound::Unix(l), Endpoint::unix(&path.display().to_string())))
             }
         };
+        let metrics = match config.metrics {
+            Some(a) => {
+                let (l, local) = bind_tcp("metrics", a)?;
+                Some((Bound::Tcp(l), local))
+            }
+            None => None,
+        };
         let mut statics = config.statics.resolve()?;
         statics.set_send_timeout(config.http_timeout);
         let path = config
@@ -247,7 +256,18 @@ impl Pool {
             }
         }
         privileges::drop_privileges(config.uid, config.gid)?;
-        Ok(Pool { config: Arc::new(config), listeners, tls_stores, statics, attach, fifo, unix_paths, limit, stats })
+        Ok(Pool {
+            config: Arc::new(config),
+            listeners,
+            tls_stores,
+            statics,
+            attach,
+            fifo,
+            unix_paths,
+            limit,
+            stats,
+            metrics,
+        })
     }
 
     /// The connection limit in effect.
@@ -279,8 +299,8 @@ impl Pool {
         tx: mpsc::UnboundedSender<Control>,
         mut rx: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(), PoolError> {
-        let Pool { config, listeners, tls_stores, statics, attach, fifo, unix_paths, limit, stats } = self;
-        let running = Running::start(config, Sockets { listeners, fifo, stats }, statics, &attach, limit, &tx);
+        let Pool { config, listeners, tls_stores, statics, attach, fifo, unix_paths, limit, stats, metrics } = self;
+        let running = Running::start(config, Sockets { listeners, fifo, stats, metrics }, statics, &attach, limit, &tx);
         let kind = running.control_loop(&tls_stores, &mut rx).await;
         running.shutdown(kind, &mut rx).await;
         attach.remove_file();
@@ -298,6 +318,7 @@ struct Sockets {
     listeners: Vec<(Arc<ListenerInfo>, Bound)>,
     fifo: Option<(PathBuf, tokio::net::unix::pipe::Receiver)>,
     stats: Option<(Bound, Endpoint)>,
+    metrics: Option<(Bound, Endpoint)>,
 }
 
 /// A started pool: what its control loop and its shutdown work with.
@@ -329,7 +350,7 @@ impl Running {
         limit: Arc<ConnLimit>,
         tx: &mpsc::UnboundedSender<Control>,
     ) -> Running {
-        let Sockets { listeners, fifo, stats } = sockets;
+        let Sockets { listeners, fifo, stats, metrics } = sockets;
         let ctx = Arc::new(Ctx {
             config: config.clone(),
             dispatcher: Arc::new(Dispatcher::new(config.queue_limit, config.queue_timeout)),
@@ -446,6 +467,19 @@ impl Running {
             sessions.clone(),
         ));
         background.spawn(expire_queue(ctx.dispatcher.clone(), stop_attach.clone()));
+        if let Some((bound, local)) = metrics {
+            let source = Arc::new(crate::metrics::Source {
+                dispatcher: ctx.dispatcher.clone(),
+                limit: ctx.limit.clone(),
+                listeners: stats_source.sockets.iter().map(|s| s.addr.clone()).collect(),
+            });
+            match AnyListener::from_bound(bound) {
+                Ok(l) => {
+                    background.spawn(crate::metrics::serve(l, local, source, stop_attach.clone()));
+                }
+                Err(e) => warn!(error = %e, "cannot serve metrics"),
+            }
+        }
         if let Some((bound, local)) = stats {
             match AnyListener::from_bound(bound) {
                 Ok(l) => {

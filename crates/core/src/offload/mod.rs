@@ -77,6 +77,8 @@ pub enum Outcome {
     Served {
         /// Whether the connection may carry another request.
         keep_alive: bool,
+        /// The response's status code.
+        status: u16,
     },
 }
 
@@ -104,7 +106,7 @@ where
         return Ok(Outcome::NotStatic);
     };
     send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive })
+    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive, status: answer.plan.status })
 }
 
 /// Serves an HTTP request from static-map if it is one, on a plain TCP connection,
@@ -119,7 +121,7 @@ pub async fn try_serve_tcp(
         return Ok(Outcome::NotStatic);
     };
     send::write_response_tcp(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive })
+    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive, status: answer.plan.status })
 }
 
 /// Serves a uwsgi request (nginx's `uwsgi_pass`) from static-map if it is one.
@@ -151,7 +153,7 @@ where
         return Ok(Outcome::NotStatic);
     };
     send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: false })
+    Ok(Outcome::Served { keep_alive: false, status: answer.plan.status })
 }
 
 /// Decides the response to an HTTP request head without writing anything: `None`
