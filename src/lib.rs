@@ -45,6 +45,7 @@ pub mod dispatch;
 pub mod events;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod pool;
 pub mod reply;
 pub mod stats;

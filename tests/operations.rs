@@ -269,3 +269,91 @@ fn metrics_parse_and_count_and_health_follows_the_zerglings() {
     assert!(zergling.wait_exit(T).is_some());
     assert!(wait_until(T, || health() == 503));
 }
+
+/// `NOTIFY_SOCKET`, as systemd sets it: READY once listening, RELOADING (with
+/// MONOTONIC_USEC) then READY around a SIGHUP reload, STOPPING at the end.
+#[test]
+fn systemd_hears_ready_reloading_ready_and_stopping_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let notify = path.display().to_string();
+    let mut pool = Pool::start_with(&["--zergling", common::demo()], &[("NOTIFY_SOCKET", notify.as_str())]);
+    let mut seen: Vec<String> = Vec::new();
+    let next_state = |seen: &mut Vec<String>| -> String {
+        // The next message that is not only a STATUS line.
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = sock.recv(&mut buf).expect("a notification");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if !msg.lines().all(|l| l.starts_with("STATUS=")) {
+                return msg;
+            }
+        }
+    };
+    assert_eq!(next_state(&mut seen).trim(), "READY=1");
+    pool.wait_attached(1);
+    // STATUS follows the zerglings (at most once a second).
+    loop {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a STATUS with the zergling");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        if msg.starts_with("STATUS=1 zergling(s) ready") {
+            break;
+        }
+    }
+    pool.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloading = next_state(&mut seen);
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert!(pool.wait_reloads(1, T));
+    assert_eq!(next_state(&mut seen).trim(), "READY=1", "after the reload: {seen:?}");
+    pool.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(next_state(&mut seen).trim(), "STOPPING=1");
+    assert!(pool.proc.wait_exit(T).is_some());
+}
+
+/// `pidfile` (before the privilege drop, as root) and `pidfile2` (after it, as
+/// the user the pool becomes), both removed at a graceful stop; a pid file that
+/// cannot be written stops the start with its path.
+#[test]
+fn pid_files_are_written_before_and_after_the_privilege_drop_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, after) = (dir.path().join("root.pid"), dir.path().join("nobody/pool.pid"));
+    std::fs::create_dir(dir.path().join("nobody")).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let mut args = vec![
+        "--pidfile".to_owned(),
+        before.display().to_string(),
+        "--pidfile2".to_owned(),
+        after.display().to_string(),
+    ];
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path().join("nobody"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        args.extend(["--uid", "nobody", "--gid", "nogroup"].map(String::from));
+    } else {
+        eprintln!("not root: pid files without the privilege drop");
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut pool = Pool::start(&args);
+    let pid = pool.proc.pid().to_string();
+    assert!(wait_until(T, || std::fs::read_to_string(&after).is_ok_and(|p| p.trim() == pid)), "{}", pool.proc.log());
+    assert_eq!(std::fs::read_to_string(&before).unwrap().trim(), pid);
+    if root {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&before).unwrap().uid(), 0, "pidfile: written as root");
+        assert_eq!(std::fs::metadata(&after).unwrap().uid(), 65534, "pidfile2: written as nobody");
+    }
+    pool.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(pool.proc.wait_exit(T).is_some());
+    assert!(!after.exists() && (!before.exists() || root), "pid files removed at exit");
+    // A folder that does not exist: the start fails, naming the file.
+    let bad = dir.path().join("missing/pool.pid").display().to_string();
+    let out = Command::new(common::POOL).args(["--http", "127.0.0.1:0", "--pidfile", &bad]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&bad), "{}", String::from_utf8_lossy(&out.stderr));
+}

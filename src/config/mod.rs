@@ -255,6 +255,9 @@ pub struct Config {
     pub chmod_socket: Option<u32>,
     /// The uWSGI stats server (`stats`): TCP, or a Unix socket path.
     pub stats: Option<UwsgiAddr>,
+    /// Pid files: written before the privilege drop (`pidfile`, `safe-pidfile`,
+    /// the latter atomically) and after it (`pidfile2`).
+    pub pidfiles: PidFiles,
     /// Prometheus metrics and health (`metrics`).
     pub metrics: Option<SocketAddr>,
     /// Answer on `stats` with an HTTP response (`stats-http`).
@@ -355,6 +358,7 @@ impl Default for Config {
             uwsgi_buffer_size: 4096,
             chmod_socket: None,
             stats: None,
+            pidfiles: PidFiles::default(),
             metrics: None,
             stats_http: false,
             stats_minified: false,
@@ -395,6 +399,57 @@ impl Default for Config {
             superseded: Vec::new(),
         }
     }
+}
+
+/// The pool's pid files (uWSGI's `pidfile`, `safe-pidfile`, `pidfile2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PidFiles {
+    /// `pidfile`: written as the user the pool starts as.
+    pub before_drop: Option<PathBuf>,
+    /// `safe-pidfile`: the same, written to a temporary file and renamed.
+    pub safe: Option<PathBuf>,
+    /// `pidfile2`: written as the user the pool becomes.
+    pub after_drop: Option<PathBuf>,
+}
+
+impl PidFiles {
+    /// Writes the files due before the privilege drop.
+    pub fn write_before_drop(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        if let Some(p) = &self.before_drop {
+            write_pid(p, false).map_err(|e| (p.clone(), e))?;
+        }
+        if let Some(p) = &self.safe {
+            write_pid(p, true).map_err(|e| (p.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `pidfile2`.
+    pub fn write_after_drop(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        match &self.after_drop {
+            Some(p) => write_pid(p, false).map_err(|e| (p.clone(), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every pid file (at exit), ignoring those already gone.
+    pub fn remove(&self) {
+        for p in [&self.before_drop, &self.safe, &self.after_drop].into_iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes this process's pid and a newline to `path` (through a temporary file
+/// in the same folder, renamed, when `atomic`).
+fn write_pid(path: &std::path::Path, atomic: bool) -> std::io::Result<()> {
+    let text = format!("{}\n", std::process::id());
+    if !atomic {
+        return std::fs::write(path, text);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Where a uwsgi listener listens.
@@ -482,6 +537,9 @@ impl Config {
                     })
                 }
                 "metrics" => c.metrics = Some(parse_tcp_addr(o)?),
+                "pidfile" => c.pidfiles.before_drop = Some(PathBuf::from(non_empty(o)?)),
+                "safe-pidfile" => c.pidfiles.safe = Some(PathBuf::from(non_empty(o)?)),
+                "pidfile2" => c.pidfiles.after_drop = Some(PathBuf::from(non_empty(o)?)),
                 "stats-http" => c.stats_http = options::truthy(&o.value),
                 "stats-minified" => c.stats_minified = options::truthy(&o.value),
                 "http" => c.http.push(match o.value.trim().strip_prefix('=') {

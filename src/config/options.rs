@@ -141,6 +141,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
     pool("stats", Value, false, "ADDR", "serve uWSGI's stats JSON document on ADDR (host:port, :port, or a Unix socket path) to each connection, as uwsgitop reads it"),
     pool("stats-server", Value, false, "ADDR", "the same as stats"),
+    pool("pidfile", Value, false, "PATH", "write the pool's pid to PATH before dropping privileges (removed at exit)"),
+    pool("pidfile2", Value, false, "PATH", "write the pool's pid to PATH after dropping privileges (removed at exit)"),
+    pool("safe-pidfile", Value, false, "PATH", "write the pool's pid to PATH atomically (a temporary file renamed) before dropping privileges"),
     pool("metrics", Value, false, "ADDR", "serve Prometheus metrics (GET /metrics) and health (GET /health: 200 while a zergling is ready, else 503) over HTTP on ADDR (host:port)"),
     pool("stats-http", Flag, false, "", "answer on the stats address with an HTTP response (as uWSGI: HTTP/1.0, Content-Type: application/json)"),
     pool("stats-minified", Flag, false, "", "write the stats document on one line"),
@@ -177,7 +180,6 @@ pub const OPTIONS: &[OptionSpec] = &[
     planned("check-static", Value, true),
     planned("mime-file", Value, true),
     planned("umask", Value, false),
-    planned("pidfile", Value, false),
     planned("logto", Value, false),
     // uWSGI's application side: the zerglings' business.
     app("module", Value, false),

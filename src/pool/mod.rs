@@ -76,6 +76,15 @@ pub enum PoolError {
     /// The attach socket could not be set up.
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// A pid file could not be written.
+    #[error("cannot write the pid file {path} (pidfile, safe-pidfile, pidfile2): check that its folder exists and is writable by the user the pool is then")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
@@ -255,7 +264,10 @@ impl Pool {
                 })?;
             }
         }
+        let pid_err = |(path, source)| PoolError::PidFile { path, source };
+        config.pidfiles.write_before_drop().map_err(pid_err)?;
         privileges::drop_privileges(config.uid, config.gid)?;
+        config.pidfiles.write_after_drop().map_err(pid_err)?;
         Ok(Pool {
             config: Arc::new(config),
             listeners,
@@ -307,6 +319,7 @@ impl Pool {
         for path in running.fifo_path.iter().chain(&unix_paths) {
             let _ = std::fs::remove_file(path);
         }
+        running.ctx.config.pidfiles.remove();
         info!("stopped");
         crate::events::emit("stopped", serde_json::json!({}));
         Ok(())
@@ -448,6 +461,7 @@ impl Running {
             "ready",
             serde_json::json!({ "pid": std::process::id(), "zerg_server": attach.path().display().to_string() }),
         );
+        crate::notify::ready();
         background.spawn(attach::serve(
             attach.clone(),
             ctx.dispatcher.clone(),
@@ -467,6 +481,7 @@ impl Running {
             sessions.clone(),
         ));
         background.spawn(expire_queue(ctx.dispatcher.clone(), stop_attach.clone()));
+        background.spawn(crate::notify::run(ctx.dispatcher.clone(), stop_attach.clone()));
         if let Some((bound, local)) = metrics {
             let source = Arc::new(crate::metrics::Source {
                 dispatcher: ctx.dispatcher.clone(),
@@ -524,9 +539,11 @@ impl Running {
                     info!(trigger = why, "reload");
                     reload_certificates(tls_stores);
                     reload_statics(&self.ctx);
+                    crate::notify::reloading();
                     let sup = self.supervisor.clone();
                     tokio::spawn(async move {
                         let _ = sup.chain_reload().await;
+                        crate::notify::ready();
                     });
                 }
                 Some(Control::GracefulStop) => return StopKind::Graceful,
@@ -541,6 +558,7 @@ impl Running {
         let ctx = &self.ctx;
         let mercy = ctx.config.reload_mercy;
         info!(?kind, "stopping");
+        crate::notify::stopping();
         self.stop_accept.cancel();
         ctx.stopping.cancel();
         ctx.dispatcher.set_stopping();
