@@ -26,6 +26,11 @@ pub enum Control {
         /// The trigger.
         why: &'static str,
     },
+    /// Open the log file again; `why` names the trigger.
+    ReopenLog {
+        /// The trigger.
+        why: &'static str,
+    },
     /// Stop gracefully.
     GracefulStop,
     /// Stop at once.
@@ -39,6 +44,7 @@ pub fn control_for(action: SignalAction, name: &'static str) -> Control {
         SignalAction::ImmediateStop => Control::ImmediateStop,
         // There is one kind of reload: zerglings replaced one by one.
         SignalAction::GracefulReload | SignalAction::Reload => Control::ChainReload { why: name },
+        SignalAction::ReopenLog => Control::ReopenLog { why: name },
     }
 }
 
@@ -155,10 +161,11 @@ pub async fn read_fifo(
             let c = match b {
                 b'r' | b'c' | b'w' => Control::ChainReload { why: "master FIFO" },
                 b'q' => Control::GracefulStop,
+                b'l' => Control::ReopenLog { why: "master FIFO" },
                 b'Q' => Control::ImmediateStop,
                 b'\n' | b'\r' | b' ' => continue,
                 other => {
-                    warn!(command = %char::from(other), "unknown master FIFO command (known: r c w q Q)");
+                    warn!(command = %char::from(other), "unknown master FIFO command (known: r c w q Q l)");
                     continue;
                 }
             };

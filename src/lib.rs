@@ -44,6 +44,7 @@ pub mod control;
 pub mod dispatch;
 pub mod events;
 pub mod listener;
+pub mod logfile;
 pub mod metrics;
 pub mod notify;
 pub mod pool;

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         }
     };
     // Before the options get their meaning: parsing may warn (ignored ciphers).
-    init_tracing();
+    init_tracing(list.last("logto").is_some() || list.last("logto2").is_some());
     let config = match Config::from_options(&list) {
         Ok(c) => c,
         Err(e) => {
@@ -63,6 +63,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    // logto: opened as the user the pool starts as (before the privilege drop).
+    if let Some(path) = &config.logto {
+        if let Err(e) = zergpool::logfile::log_to(path) {
+            eprintln!("zergpool: logto {}: {e}; fix the `logto` option", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     if let Some(path) = &config.events {
         if let Err(e) = zergpool::events::open(path) {
             eprintln!("zergpool: events {}: {e}; fix the `events` option", path.display());
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let logto2 = config.logto2.clone();
         let pool = match Pool::bind(config) {
             Ok(p) => p,
             Err(e) => {
@@ -89,6 +97,13 @@ fn main() -> ExitCode {
                 };
             }
         };
+        // logto2: opened as the user the pool became.
+        if let Some(path) = &logto2 {
+            if let Err(e) = zergpool::logfile::log_to(path) {
+                tracing::error!("logto2 {}: {e}; fix the `logto2` option (the folder must be writable by the user the pool runs as)", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
         match pool.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -99,12 +114,13 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(to_file: bool) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("ZERGPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The writer follows `logto`/`logto2` once they are opened (logfile).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(zergpool::logfile::LogWriter)
+        .with_ansi(std::io::stderr().is_terminal() && !to_file)
         .init();
 }

@@ -357,3 +357,117 @@ fn pid_files_are_written_before_and_after_the_privilege_drop_and_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&bad), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `logto` and Debian's logrotate: the log file is renamed while requests
+/// arrive, the postrotate script sends SIGUSR1, and the pool writes on in a new
+/// file; no line is lost or torn (one `dispatched` line per connection, across
+/// both files). The zerglings' output goes into the same file.
+#[test]
+fn logrotate_rotates_the_log_under_load_and_no_line_is_lost() {
+    if !common::require_program("logrotate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pool.log");
+    let log_s = log.display().to_string();
+    let pool = Pool::start_with(
+        &["--logto", &log_s, "--zergling", common::demo()],
+        &[("ZERGPOOL_LOG", "info,zergpool::pool::conn=debug")],
+    );
+    pool.wait_attached(1);
+    let conf = dir.path().join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{log_s} {{\n  rotate 3\n  missingok\n  create 0644\n  postrotate\n    kill -USR1 {}\n  endscript\n}}\n",
+            pool.proc.pid()
+        ),
+    )
+    .unwrap();
+    let addr = pool.addr;
+    let load =
+        std::thread::spawn(move || (0..600).filter(|_| get_once(addr, "/").is_ok_and(|r| r.status == 200)).count());
+    std::thread::sleep(Duration::from_millis(200));
+    let state = dir.path().join("logrotate.state");
+    let out = Command::new("logrotate").arg("-f").arg("-s").arg(&state).arg(&conf).output().unwrap();
+    assert!(out.status.success(), "logrotate: {}", String::from_utf8_lossy(&out.stderr));
+    let ok = load.join().unwrap();
+    assert_eq!(ok, 600);
+    let rotated = dir.path().join("pool.log.1");
+    assert!(wait_until(T, || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("log reopened"))));
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.contains("dispatched conn=")).count()
+    };
+    let (old, new) = (count(&rotated), count(&log));
+    assert!(old > 0 && new > 0, "the rotation fell in the load: {old} before, {new} after");
+    assert_eq!(old + new, 600, "one line per connection across both files");
+    let all = std::fs::read_to_string(&rotated).unwrap() + &std::fs::read_to_string(&log).unwrap();
+    assert!(all.contains("[zergling0 pid"), "the zerglings' output is in the same file");
+    for line in all.lines() {
+        assert!(line.len() > 20 && line.as_bytes()[4] == b'-', "every line whole: {line:?}");
+    }
+}
+
+/// Debian's supervisor runs the shipped program (`config/supervisord/galaxy.conf`,
+/// its command pointed at this build): start, status, a stop with a request in
+/// flight (it completes: SIGINT is the pool's graceful stop), start and restart.
+#[test]
+fn supervisord_runs_the_shipped_program_and_its_stop_lets_requests_finish() {
+    if !common::require_program("supervisord") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let port = common::nginx::free_port();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/supervisord/galaxy.conf")).unwrap();
+    let mut program = String::new();
+    for line in shipped.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "command" => program.push_str(&format!(
+                "command = {} --http 127.0.0.1:{port} --zerg-server {d}/zerg.sock --zergling {}\n",
+                common::POOL,
+                common::demo()
+            )),
+            "directory" => program.push_str(&format!("directory = {d}\n")),
+            "user" => {}
+            "startsecs" => program.push_str("startsecs = 1\n"),
+            _ => program.push_str(&format!("{line}\n")),
+        }
+    }
+    assert!(program.contains("stopsignal      = INT") && program.contains("stopwaitsecs    = 65"), "{program}");
+    let conf = dir.path().join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[unix_http_server]\nfile = {d}/supervisor.sock\n\n[supervisord]\nlogfile = {d}/supervisord.log\n\
+             pidfile = {d}/supervisord.pid\nchildlogdir = {d}\n\n\
+             [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+             [supervisorctl]\nserverurl = unix://{d}/supervisor.sock\n\n{program}"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("supervisord");
+    cmd.arg("-n").arg("-c").arg(&conf);
+    let _supervisord = common::Proc::spawn(cmd, true);
+    let ctl = |args: &[&str]| {
+        let out = Command::new("supervisorctl").arg("-c").arg(&conf).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let serving = || get_once(addr, "/").is_ok_and(|r| r.status == 200);
+    assert!(wait_until(T, || ctl(&["status", "web"]).contains("RUNNING") && serving()), "{}", ctl(&["status"]));
+    // A request in flight when supervisorctl stops the program completes.
+    let slow = std::thread::spawn(move || get_once(addr, "/sleep?ms=1500").map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = ctl(&["stop", "web"]);
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert_eq!(slow.join().unwrap().unwrap(), 200, "the request in flight finished");
+    assert!(ctl(&["status", "web"]).contains("STOPPED"));
+    assert!(ctl(&["start", "web"]).contains("started"));
+    assert!(wait_until(T, serving));
+    assert!(ctl(&["restart", "web"]).contains("started"));
+    assert!(wait_until(T, serving));
+    ctl(&["shutdown"]);
+}

@@ -258,6 +258,14 @@ pub struct Config {
     /// Pid files: written before the privilege drop (`pidfile`, `safe-pidfile`,
     /// the latter atomically) and after it (`pidfile2`).
     pub pidfiles: PidFiles,
+    /// The log file, opened before the privilege drop (`logto`).
+    pub logto: Option<PathBuf>,
+    /// The log file, opened after the privilege drop (`logto2`).
+    pub logto2: Option<PathBuf>,
+    /// Reopen the log file at every reload (`log-reopen`).
+    pub log_reopen: bool,
+    /// Files whose touch reopens the log (`touch-logreopen`).
+    pub touch_logreopen: Vec<PathBuf>,
     /// Prometheus metrics and health (`metrics`).
     pub metrics: Option<SocketAddr>,
     /// Answer on `stats` with an HTTP response (`stats-http`).
@@ -359,6 +367,10 @@ impl Default for Config {
             chmod_socket: None,
             stats: None,
             pidfiles: PidFiles::default(),
+            logto: None,
+            logto2: None,
+            log_reopen: false,
+            touch_logreopen: Vec::new(),
             metrics: None,
             stats_http: false,
             stats_minified: false,
@@ -537,6 +549,10 @@ impl Config {
                     })
                 }
                 "metrics" => c.metrics = Some(parse_tcp_addr(o)?),
+                "logto" => c.logto = Some(PathBuf::from(non_empty(o)?)),
+                "logto2" => c.logto2 = Some(PathBuf::from(non_empty(o)?)),
+                "log-reopen" => c.log_reopen = options::truthy(&o.value),
+                "touch-logreopen" => c.touch_logreopen.push(PathBuf::from(non_empty(o)?)),
                 "pidfile" => c.pidfiles.before_drop = Some(PathBuf::from(non_empty(o)?)),
                 "safe-pidfile" => c.pidfiles.safe = Some(PathBuf::from(non_empty(o)?)),
                 "pidfile2" => c.pidfiles.after_drop = Some(PathBuf::from(non_empty(o)?)),

@@ -141,6 +141,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("zerg-direct-accept", Flag, false, "", "zerglings accept on the uwsgi sockets themselves while any is ready (the pool accepts when none is): behind nginx the pool is out of the data path"),
     pool("stats", Value, false, "ADDR", "serve uWSGI's stats JSON document on ADDR (host:port, :port, or a Unix socket path) to each connection, as uwsgitop reads it"),
     pool("stats-server", Value, false, "ADDR", "the same as stats"),
+    pool("logto", Value, false, "PATH", "append the log (the pool's and its zerglings' output) to PATH, opened before dropping privileges; reopened on SIGUSR1"),
+    pool("logto2", Value, false, "PATH", "the same, opened after dropping privileges"),
+    pool("log-reopen", Flag, false, "", "reopen the log file at every reload"),
+    pool("touch-logreopen", Value, true, "FILE", "reopen the log file when FILE is touched"),
     pool("pidfile", Value, false, "PATH", "write the pool's pid to PATH before dropping privileges (removed at exit)"),
     pool("pidfile2", Value, false, "PATH", "write the pool's pid to PATH after dropping privileges (removed at exit)"),
     pool("safe-pidfile", Value, false, "PATH", "write the pool's pid to PATH atomically (a temporary file renamed) before dropping privileges"),
@@ -180,7 +184,6 @@ pub const OPTIONS: &[OptionSpec] = &[
     planned("check-static", Value, true),
     planned("mime-file", Value, true),
     planned("umask", Value, false),
-    planned("logto", Value, false),
     // uWSGI's application side: the zerglings' business.
     app("module", Value, false),
     app("wsgi-file", Value, false),

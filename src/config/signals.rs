@@ -2,7 +2,8 @@
 //! that change it.
 //!
 //! Defaults: SIGTERM and SIGINT stop gracefully, SIGQUIT stops at once, SIGHUP
-//! reloads gracefully. uWSGI's `hook-master-start = unix_signal:N FUNCTION` maps
+//! reloads gracefully, SIGUSR1 reopens the log file (uWSGI prints its stats on
+//! SIGUSR1; the pool has the `stats` server, and logrotate wants a reopen). uWSGI's `hook-master-start = unix_signal:N FUNCTION` maps
 //! signal N to one of uWSGI's master functions:
 //!
 //! | uWSGI function             | [`SignalAction`]   |
@@ -42,6 +43,8 @@ pub enum SignalAction {
     GracefulReload,
     /// Replace the zerglings at once (uWSGI's brutal reload); keep the listeners.
     Reload,
+    /// Open the log file again (after logrotate renamed it).
+    ReopenLog,
 }
 
 impl SignalAction {
@@ -64,6 +67,7 @@ impl fmt::Display for SignalAction {
             SignalAction::ImmediateStop => "immediate stop",
             SignalAction::GracefulReload => "graceful reload",
             SignalAction::Reload => "reload",
+            SignalAction::ReopenLog => "reopen the log",
         })
     }
 }
@@ -82,6 +86,7 @@ impl Default for SignalTable {
         t.set(Signal::SIGINT as i32, SignalAction::GracefulStop);
         t.set(Signal::SIGQUIT as i32, SignalAction::ImmediateStop);
         t.set(Signal::SIGHUP as i32, SignalAction::GracefulReload);
+        t.set(Signal::SIGUSR1 as i32, SignalAction::ReopenLog);
         t
     }
 }

@@ -514,6 +514,12 @@ impl Running {
             }
             None => None,
         };
+        background.spawn(control::watch_touch_files(
+            config.touch_logreopen.clone(),
+            Control::ReopenLog { why: "touch-logreopen" },
+            tx.clone(),
+            stop_attach.clone(),
+        ));
         for (files, why) in [(&config.touch_reload, "touch-reload"), (&config.touch_chain_reload, "touch-chain-reload")]
         {
             background.spawn(control::watch_touch_files(
@@ -535,7 +541,18 @@ impl Running {
     async fn control_loop(&self, tls_stores: &[Arc<TlsStore>], rx: &mut mpsc::UnboundedReceiver<Control>) -> StopKind {
         loop {
             match rx.recv().await {
+                Some(Control::ReopenLog { why }) => match crate::logfile::reopen() {
+                    Ok(()) => info!(trigger = why, "log reopened"),
+                    Err(e) => {
+                        warn!(trigger = why, error = %e, "cannot reopen the log file; still writing to the old one")
+                    }
+                },
                 Some(Control::ChainReload { why }) => {
+                    if self.ctx.config.log_reopen {
+                        if let Err(e) = crate::logfile::reopen() {
+                            warn!(error = %e, "cannot reopen the log file (log-reopen); still writing to the old one");
+                        }
+                    }
                     info!(trigger = why, "reload");
                     reload_certificates(tls_stores);
                     reload_statics(&self.ctx);
