@@ -533,6 +533,8 @@ fn django_admin_csrf_and_static_files() {
         &map,
         "--https",
         &https,
+        "--socket",
+        "127.0.0.1:0",
         "--threads",
         "2",
     ]);
@@ -559,6 +561,51 @@ fn django_admin_csrf_and_static_files() {
     if common::require_program("curl") {
         let out = curl_https(&pool, &[], "/admin/login/");
         assert!(out.contains("Django"), "{out}");
+        // CSRF over HTTPS: Django sees a secure request (wsgi.url_scheme https,
+        // from the pool's TLS termination), so it also wants the Origin to be
+        // this very https host.
+        let jar = tempfile::NamedTempFile::new().unwrap();
+        let jar_s = jar.path().display().to_string();
+        let token = curl_https(&pool, &["-c", &jar_s], "/form/").strip_prefix("token=").expect("a token").to_owned();
+        let port = listening_addr(&pool.proc.log(), "https0").unwrap().port();
+        let origin = format!("Origin: https://localhost:{port}");
+        let form = format!("name=ada&csrfmiddlewaretoken={token}");
+        let out = curl_https(&pool, &["-b", &jar_s, "-H", &origin, "--data", &form], "/form/");
+        assert_eq!(out, "posted ada");
+        // The same POST claiming to come from plain http is refused: the
+        // request really is secure to Django.
+        let out = curl_https(
+            &pool,
+            &[
+                "-b",
+                &jar_s,
+                "-H",
+                &format!("Origin: http://localhost:{port}"),
+                "--data",
+                &form,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ],
+            "/form/",
+        );
+        assert_eq!(out, "403");
+    }
+    // Through nginx's uwsgi_pass: the login page, and a CSRF-protected POST.
+    if common::require_program("nginx") {
+        let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0");
+        let nginx = common::nginx::Nginx::start(&uwsgi.to_string());
+        let mut c = Client::connect(nginx.addr());
+        let r = c.get("/admin/login/").unwrap();
+        assert!(r.status == 200 && r.text().contains("Django"), "{}", r.status);
+        let r = c.get("/form/").unwrap();
+        let token = r.text().strip_prefix("token=").expect("a token").to_owned();
+        let cookie = r.header("set-cookie").and_then(|v| v.split(';').next()).expect("csrftoken cookie").to_owned();
+        let headers = format!("Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n");
+        let r =
+            c.request("POST", "/form/", &headers, format!("name=bob&csrfmiddlewaretoken={token}").as_bytes()).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "posted bob"));
     }
 }
 
