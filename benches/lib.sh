@@ -64,6 +64,7 @@ quiet_second() { # wait (up to 10 s) for both CPUs under 10 % busy
     for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
     [ "$total" -gt 0 ] && [ $(( 100 * (total - idle) / total )) -lt 10 ] && return 0
   done
+  return 0 # best effort: a machine that never quiets down is measured as it is
 }
 
 cpu_ticks() { # PIDS... → utime+stime summed (clock ticks)

@@ -182,7 +182,7 @@ pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, 
             Ok(conn) => {
                 let source = source.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(conn.stream, &source).await {
+                    if let Err(e) = answer(conn.stream, source).await {
                         debug!(error = %e, "metrics client");
                     }
                 });
@@ -193,7 +193,7 @@ pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, 
     }
 }
 
-async fn answer(mut stream: ConnStream, source: &Source) -> std::io::Result<()> {
+async fn answer(mut stream: ConnStream, source: Arc<Source>) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut got = 0;
     let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -218,10 +218,16 @@ async fn answer(mut stream: ConnStream, source: &Source) -> std::io::Result<()> 
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
-            let m = metrics();
-            m.refresh(source);
-            let mut text = String::new();
-            encode(&mut text, &m.registry).map_err(std::io::Error::other)?;
+            // /proc reads: off the runtime's threads.
+            let text = tokio::task::spawn_blocking(move || {
+                let m = metrics();
+                m.refresh(&source);
+                let mut text = String::new();
+                encode(&mut text, &m.registry).map(|()| text)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
             ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
         }
         ("GET" | "HEAD", "/health") => {

@@ -74,7 +74,7 @@ pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, 
             Ok(conn) => {
                 let source = source.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(conn.stream, &source).await {
+                    if let Err(e) = answer(conn.stream, source).await {
                         debug!(error = %e, "stats client");
                     }
                 });
@@ -85,7 +85,7 @@ pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, 
     }
 }
 
-async fn answer(mut stream: ConnStream, source: &Source) -> io::Result<()> {
+async fn answer(mut stream: ConnStream, source: Arc<Source>) -> io::Result<()> {
     if source.http {
         // The request is read (its head, briefly) so that closing does not reset
         // the connection under the client; what it asks does not matter.
@@ -104,11 +104,15 @@ async fn answer(mut stream: ConnStream, source: &Source) -> io::Result<()> {
         })
         .await;
     }
-    let doc = document(source);
-    let mut body = if source.minified { serde_json::to_vec(&doc) } else { serde_json::to_vec_pretty(&doc) }
+    // /proc reads: off the runtime's threads.
+    let (http, minified) = (source.http, source.minified);
+    let doc = tokio::task::spawn_blocking(move || document(&source)).await.map_err(io::Error::other)?;
+    let source = (http, minified);
+    let (http, minified) = source;
+    let mut body = if minified { serde_json::to_vec(&doc) } else { serde_json::to_vec_pretty(&doc) }
         .map_err(io::Error::other)?;
     body.push(b'\n');
-    if source.http {
+    if http {
         // Exactly uWSGI's head (uwsgi_exporter checks the content type).
         let head = format!(
             "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -255,14 +259,25 @@ struct AcceptQueue {
 
 /// The accept queues of this process's network namespace's listening TCP
 /// sockets: for a socket in LISTEN state, `/proc/net/tcp` shows the queue as
-/// `rx_queue`.
+/// `rx_queue`. The file lists every socket of the namespace (tens of thousands
+/// of TIME_WAIT ones under per-connection load), so it is read at most once a
+/// second whatever the polling rate, and callers run this off the runtime's
+/// threads (`spawn_blocking`).
 fn accept_queues() -> Vec<AcceptQueue> {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<AcceptQueue>)>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, queues)) = cache.as_ref() {
+        if at.elapsed() < Duration::from_secs(1) {
+            return queues.clone();
+        }
+    }
     let mut out = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(file) {
             out.extend(parse_proc_net_tcp(&text));
         }
     }
+    *cache = Some((std::time::Instant::now(), out.clone()));
     out
 }
 
