@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    // systemd's socket activation: taken before any thread exists (the
+    // variables are removed).
+    let inherited = zergpool::proto::sys::take_inherited();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let logto2 = config.logto2.clone();
-        let pool = match Pool::bind(config) {
+        let pool = match Pool::bind_inherited(config, inherited) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("{}", error_chain(&e));

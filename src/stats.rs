@@ -109,8 +109,8 @@ async fn answer(mut stream: ConnStream, source: Arc<Source>) -> io::Result<()> {
     let doc = tokio::task::spawn_blocking(move || document(&source)).await.map_err(io::Error::other)?;
     let source = (http, minified);
     let (http, minified) = source;
-    let mut body = if minified { serde_json::to_vec(&doc) } else { serde_json::to_vec_pretty(&doc) }
-        .map_err(io::Error::other)?;
+    let mut body =
+        if minified { serde_json::to_vec(&doc) } else { serde_json::to_vec_pretty(&doc) }.map_err(io::Error::other)?;
     body.push(b'\n');
     if http {
         // Exactly uWSGI's head (uwsgi_exporter checks the content type).

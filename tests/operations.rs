@@ -471,3 +471,33 @@ fn supervisord_runs_the_shipped_program_and_its_stop_lets_requests_finish() {
     assert!(wait_until(T, serving));
     ctl(&["shutdown"]);
 }
+
+/// systemd's socket activation, with systemd's own `systemd-socket-activate`:
+/// it binds an HTTP and a uwsgi socket and starts the pool with them
+/// (`LISTEN_FDS`); the pool takes the first by its name (`--fdname`) and the
+/// second by its address, binds neither again, and serves both.
+#[test]
+fn socket_activation_hands_the_pool_its_listeners() {
+    if !common::require_program("systemd-socket-activate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (http, uwsgi) = (common::nginx::free_port(), common::nginx::free_port());
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.args(["-l", &format!("127.0.0.1:{http}"), "-l", &format!("127.0.0.1:{uwsgi}"), "--fdname=http0:other"])
+        .arg(common::POOL)
+        .args(["--http", &format!("127.0.0.1:{http}"), "--socket", &format!("127.0.0.1:{uwsgi}"), "--zerg-server"])
+        .arg(dir.path().join("zerg.sock"))
+        .args(["--zergling", common::demo()]);
+    let pool = common::Proc::spawn(cmd, true);
+    assert!(pool.wait_log("Listening on", 2, T), "{}", pool.log());
+    // The first connection starts the pool (systemd-socket-activate waits for it).
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let r = get_once(addr, "/").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"), "{}", pool.log());
+    assert_eq!(pool.count("listening socket inherited from the service manager"), 2, "{}", pool.log());
+    if common::require_program("nginx") {
+        let nginx = common::nginx::Nginx::start(&format!("127.0.0.1:{uwsgi}"));
+        assert_eq!(get_once(nginx.addr(), "/").unwrap().text(), "Hello, world!");
+    }
+}

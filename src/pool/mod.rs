@@ -152,10 +152,40 @@ impl Pool {
     /// Binds every listener and the attach socket, reads certificates, then drops
     /// privileges. Must run inside a tokio runtime.
     pub fn bind(config: Config) -> Result<Pool, PoolError> {
+        Self::bind_inherited(config, Vec::new())
+    }
+
+    /// [`Pool::bind`], using the listening sockets a service manager passed
+    /// (systemd's socket activation, [`crate::proto::sys::take_inherited`])
+    /// where one matches a configured listener: by its `FileDescriptorName=`
+    /// (`http0`, `https0`, `uwsgi0`, …) or by its address, as uWSGI matches
+    /// them. A configured listener with no inherited socket is bound as usual;
+    /// an inherited socket no listener wants is closed, with a warning.
+    pub fn bind_inherited(config: Config, inherited: Vec<crate::proto::sys::Inherited>) -> Result<Pool, PoolError> {
         let limit = connection_limit(&config)?;
         let backlog = listener::effective_backlog(config.listen_backlog);
         let mut listeners = Vec::new();
-        let bind_tcp = |name: &str, addr| {
+        let inherited = std::cell::RefCell::new(inherited);
+        let take_inherited = |name: &str, wanted: &dyn Fn(&socket2::SockAddr) -> bool| {
+            let mut all = inherited.borrow_mut();
+            let at = all.iter().position(|i| {
+                i.name.as_deref() == Some(name) || socket2::SockRef::from(&i.fd).local_addr().is_ok_and(|a| wanted(&a))
+            })?;
+            let found = all.remove(at);
+            info!(listener = name, "listening socket inherited from the service manager");
+            Some(found.fd)
+        };
+        let bind_tcp = |name: &str, addr: std::net::SocketAddr| {
+            if let Some(fd) = take_inherited(name, &|a| a.as_socket() == Some(addr)) {
+                let l = std::net::TcpListener::from(fd);
+                let ready = l.set_nonblocking(true).and_then(|()| l.local_addr());
+                let local = ready.map_err(|source| PoolError::Bind {
+                    name: name.to_owned(),
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                return Ok::<_, PoolError>((l, Endpoint::Tcp(local)));
+            }
             let l = listener::bind_tcp(addr, backlog).map_err(|source| PoolError::Bind {
                 name: name.to_owned(),
                 addr: addr.to_string(),
@@ -197,6 +227,15 @@ impl Pool {
                 UwsgiAddr::Unix(path) => {
                     let bind_err =
                         |source| PoolError::Bind { name: name.clone(), addr: path.display().to_string(), source };
+                    let same_path = |a: &socket2::SockAddr| a.as_pathname() == Some(path.as_path());
+                    if let Some(fd) = take_inherited(&name, &same_path) {
+                        // The service manager made (and owns) the file: no chmod, no removal.
+                        let l = std::os::unix::net::UnixListener::from(fd);
+                        l.set_nonblocking(true).map_err(bind_err)?;
+                        let local = Endpoint::unix(&path.display().to_string());
+                        listeners.push((Arc::new(ListenerInfo::new(name, Role::Uwsgi, local)), Bound::Unix(l)));
+                        continue;
+                    }
                     let l = listener::bind_unix(path, backlog, config.chmod_socket).map_err(bind_err)?;
                     if let Some((uid, gid)) = config.chown_socket {
                         nix::unistd::chown(
@@ -237,6 +276,10 @@ impl Pool {
             }
             None => None,
         };
+        for unused in std::mem::take(&mut *inherited.borrow_mut()) {
+            let addr = socket2::SockRef::from(&unused.fd).local_addr().ok().and_then(|a| a.as_socket());
+            warn!(name = ?unused.name, ?addr, "the service manager passed a socket no listener is configured for; closing it (add the listener, or remove the socket from the unit)");
+        }
         let mut statics = config.statics.resolve()?;
         statics.set_send_timeout(config.http_timeout);
         let path = config

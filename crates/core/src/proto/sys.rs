@@ -177,3 +177,45 @@ mod tests {
         }
     }
 }
+
+/// A listening socket a service manager passed (systemd's socket activation).
+#[derive(Debug)]
+pub struct Inherited {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Its `FileDescriptorName=` (`LISTEN_FDNAMES`), when given.
+    pub name: Option<String>,
+}
+
+/// Takes the sockets systemd passed with socket activation (`LISTEN_PID` is this
+/// process, `LISTEN_FDS` of them from descriptor 3, named by `LISTEN_FDNAMES`),
+/// marks them close-on-exec and removes the variables, so that nothing this
+/// process spawns takes them for its own. Empty when not socket-activated.
+pub fn take_inherited() -> Vec<Inherited> {
+    let var = |k: &str| std::env::var(k).ok();
+    let for_us = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = var("LISTEN_FDS").and_then(|n| n.parse::<i32>().ok()).unwrap_or(0);
+    let names: Vec<String> =
+        var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_owned).collect()).unwrap_or_default();
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    if !for_us || count <= 0 {
+        return Vec::new();
+    }
+    (0..count.min(1024))
+        .filter_map(|i| {
+            let raw: RawFd = 3 + i;
+            // Checked open (F_GETFD succeeds) before anything takes ownership.
+            nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+            // SAFETY: systemd passes descriptors 3..3+LISTEN_FDS to the process
+            // named by LISTEN_PID (checked above) and nothing else in this process
+            // owns them: this is the one place that adopts them, once (the
+            // variables are removed first).
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+            let name = names.get(i as usize).filter(|n| !n.is_empty() && *n != "unknown").cloned();
+            Some(Inherited { fd, name })
+        })
+        .collect()
+}
