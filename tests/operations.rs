@@ -271,7 +271,8 @@ fn metrics_parse_and_count_and_health_follows_the_zerglings() {
 }
 
 /// `NOTIFY_SOCKET`, as systemd sets it: READY once listening, RELOADING (with
-/// MONOTONIC_USEC) then READY around a SIGHUP reload, STOPPING at the end.
+/// MONOTONIC_USEC) then READY around a SIGHUP reload, STOPPING at the end; and
+/// WATCHDOG=1 pings, every half of `WATCHDOG_USEC`.
 #[test]
 fn systemd_hears_ready_reloading_ready_and_stopping_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,16 +280,19 @@ fn systemd_hears_ready_reloading_ready_and_stopping_in_order() {
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let notify = path.display().to_string();
-    let mut pool = Pool::start_with(&["--zergling", common::demo()], &[("NOTIFY_SOCKET", notify.as_str())]);
+    let mut pool = Pool::start_with(
+        &["--zergling", common::demo()],
+        &[("NOTIFY_SOCKET", notify.as_str()), ("WATCHDOG_USEC", "400000")],
+    );
     let mut seen: Vec<String> = Vec::new();
     let next_state = |seen: &mut Vec<String>| -> String {
-        // The next message that is not only a STATUS line.
+        // The next message that is not only a STATUS line or a watchdog ping.
         loop {
             let mut buf = [0u8; 4096];
             let n = sock.recv(&mut buf).expect("a notification");
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             seen.push(msg.clone());
-            if !msg.lines().all(|l| l.starts_with("STATUS=")) {
+            if !msg.lines().all(|l| l.starts_with("STATUS=") || l == "WATCHDOG=1") {
                 return msg;
             }
         }
@@ -313,6 +317,7 @@ fn systemd_hears_ready_reloading_ready_and_stopping_in_order() {
     pool.proc.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(next_state(&mut seen).trim(), "STOPPING=1");
     assert!(pool.proc.wait_exit(T).is_some());
+    assert!(seen.iter().filter(|m| m.trim() == "WATCHDOG=1").count() >= 2, "watchdog pings: {seen:?}");
 }
 
 /// `pidfile` (before the privilege drop, as root) and `pidfile2` (after it, as
