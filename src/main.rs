@@ -38,8 +38,8 @@ fn main() -> ExitCode {
         }
     };
     // Before the options get their meaning: parsing may warn (ignored ciphers).
-    init_tracing(list.last("logto").is_some() || list.last("logto2").is_some());
-    let config = match Config::from_options(&list) {
+    init_tracing(["logto", "logto2", "daemonize", "daemonize2"].iter().any(|k| list.last(k).is_some()));
+    let mut config = match Config::from_options(&list) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("zergpool: {}", error_chain(&e));
@@ -54,6 +54,19 @@ fn main() -> ExitCode {
         print!("{}", list.render());
         println!("; signals: {}", config.signals);
         return ExitCode::SUCCESS;
+    }
+    // daemonize: this process starts the daemon (itself again, in a process
+    // group of its own, detached from the terminal) and exits; the daemon logs
+    // to the file (logto, or logto2 for daemonize2).
+    if let Some((log, after_drop)) = config.daemonize.clone() {
+        if std::env::var_os(DAEMONIZED).is_none() {
+            return daemonize(&log, after_drop);
+        }
+        if after_drop {
+            config.logto2 = Some(log);
+        } else {
+            config.logto = Some(log);
+        }
     }
     // As uWSGI's master: relative paths (static-map, sockets, certificates, the
     // application) resolve from here, for the pool and the zerglings it spawns.
@@ -115,6 +128,44 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Set in the daemon `daemonize` starts (so that it does not start another).
+const DAEMONIZED: &str = "ZERGPOOL_DAEMONIZED";
+
+/// Starts this program again in the background with the same arguments, its
+/// output going to `log` (for `daemonize2`, nowhere until the daemon opens
+/// `log` after dropping privileges), and exits.
+fn daemonize(log: &std::path::Path, after_drop: bool) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let started = (|| -> std::io::Result<u32> {
+        let (out, err) = if after_drop {
+            (Stdio::null(), Stdio::null())
+        } else {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+            (Stdio::from(f.try_clone()?), Stdio::from(f))
+        };
+        let child = Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env(DAEMONIZED, "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()?;
+        Ok(child.id())
+    })();
+    match started {
+        Ok(pid) => {
+            eprintln!("zergpool: daemonized (pid {pid}), logging to {}", log.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zergpool: daemonize {}: {e}", log.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing(to_file: bool) {

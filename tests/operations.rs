@@ -506,3 +506,37 @@ fn socket_activation_hands_the_pool_its_listeners() {
         assert_eq!(get_once(nginx.addr(), "/").unwrap().text(), "Hello, world!");
     }
 }
+
+/// `daemonize`: the command returns at once, a daemon serves in the background
+/// with its log in the file and its pid in `pidfile`, and stops gracefully on
+/// SIGTERM (its pid file removed).
+#[test]
+fn daemonize_serves_in_the_background_and_logs_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let out = Command::new(common::POOL)
+        .args(["--daemonize", &p("pool.log"), "--pidfile", &p("pool.pid"), "--events", &p("events.jsonl")])
+        .args(["--http", "127.0.0.1:0", "--zerg-server", &p("zerg.sock"), "--zergling", common::demo()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemonized"));
+    let pid_of = || std::fs::read_to_string(p("pool.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    assert!(wait_until(T, || pid_of().is_some()), "no pid file");
+    let pid = pid_of().unwrap();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _kill = Kill(pid);
+    let events = || std::fs::read_to_string(p("events.jsonl")).unwrap_or_default();
+    assert!(wait_until(T, || listening_addr(&events(), "http0").is_some() && events().contains("\"attached\"")));
+    let addr = listening_addr(&events(), "http0").unwrap();
+    assert_eq!(get_once(addr, "/").unwrap().text(), "Hello, world!");
+    let log = std::fs::read_to_string(p("pool.log")).unwrap();
+    assert!(log.contains("zergling attached") && log.contains("[zergling0 pid"), "the daemon's log: {log}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(wait_until(T, || pid_of().is_none()), "a graceful stop removes the pid file");
+}

@@ -262,6 +262,9 @@ pub struct Config {
     pub logto: Option<PathBuf>,
     /// The log file, opened after the privilege drop (`logto2`).
     pub logto2: Option<PathBuf>,
+    /// Run in the background, logging to this file (`daemonize`; `daemonize2`:
+    /// the file opened after the privilege drop, the `bool`).
+    pub daemonize: Option<(PathBuf, bool)>,
     /// Reopen the log file at every reload (`log-reopen`).
     pub log_reopen: bool,
     /// Files whose touch reopens the log (`touch-logreopen`).
@@ -369,6 +372,7 @@ impl Default for Config {
             pidfiles: PidFiles::default(),
             logto: None,
             logto2: None,
+            daemonize: None,
             log_reopen: false,
             touch_logreopen: Vec::new(),
             metrics: None,
@@ -550,6 +554,8 @@ impl Config {
                 }
                 "metrics" => c.metrics = Some(parse_tcp_addr(o)?),
                 "logto" => c.logto = Some(PathBuf::from(non_empty(o)?)),
+                "daemonize" => c.daemonize = Some((PathBuf::from(non_empty(o)?), false)),
+                "daemonize2" => c.daemonize = Some((PathBuf::from(non_empty(o)?), true)),
                 "logto2" => c.logto2 = Some(PathBuf::from(non_empty(o)?)),
                 "log-reopen" => c.log_reopen = options::truthy(&o.value),
                 "touch-logreopen" => c.touch_logreopen.push(PathBuf::from(non_empty(o)?)),

@@ -143,6 +143,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     pool("stats-server", Value, false, "ADDR", "the same as stats"),
     pool("logto", Value, false, "PATH", "append the log (the pool's and its zerglings' output) to PATH, opened before dropping privileges; reopened on SIGUSR1"),
     pool("logto2", Value, false, "PATH", "the same, opened after dropping privileges"),
+    pool("daemonize", Value, false, "PATH", "run in the background, logging to PATH (opened before dropping privileges); not under systemd or supervisord, which want the foreground"),
+    pool("daemonize2", Value, false, "PATH", "the same, PATH opened after dropping privileges"),
     pool("log-reopen", Flag, false, "", "reopen the log file at every reload"),
     pool("touch-logreopen", Value, true, "FILE", "reopen the log file when FILE is touched"),
     pool("pidfile", Value, false, "PATH", "write the pool's pid to PATH before dropping privileges (removed at exit)"),
