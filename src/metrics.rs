@@ -19,11 +19,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::dispatch::{Dispatcher, SlotState};
 use crate::listener::limit::ConnLimit;
-use crate::listener::{AnyListener, Endpoint, ListenAddr};
+use crate::listener::{AnyListener, Endpoint};
 use crate::stream::ConnStream;
 
 type Labels = Vec<(String, String)>;
@@ -172,25 +172,7 @@ pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, 
         "listening",
         serde_json::json!({ "listener": "metrics", "kind": "metrics", "addr": local.to_string() }),
     );
-    let local = ListenAddr::new(local);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept(&local) => r,
-        };
-        match accepted {
-            Ok(conn) => {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(conn.stream, source).await {
-                        debug!(error = %e, "metrics client");
-                    }
-                });
-            }
-            Err(e) if zergpool_core::net::is_fd_exhaustion(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => debug!(error = %e, "metrics accept failed"),
-        }
-    }
+    crate::listener::serve_each(listener, local, stop, "metrics", |stream| answer(stream, source.clone())).await;
 }
 
 async fn answer(mut stream: ConnStream, source: Arc<Source>) -> std::io::Result<()> {

@@ -28,11 +28,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::dispatch::{Dispatcher, SlotState};
 use crate::listener::limit::ConnLimit;
-use crate::listener::{AnyListener, Endpoint, ListenAddr};
+use crate::listener::{AnyListener, Endpoint};
 use crate::stream::ConnStream;
 
 /// A listener as the document shows it.
@@ -64,25 +64,7 @@ pub struct Source {
 pub async fn serve(listener: AnyListener, local: Endpoint, source: Arc<Source>, stop: CancellationToken) {
     info!(addr = %local, http = source.http, "stats server ready");
     crate::events::emit("listening", json!({ "listener": "stats", "kind": "stats", "addr": local.to_string() }));
-    let local = ListenAddr::new(local);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept(&local) => r,
-        };
-        match accepted {
-            Ok(conn) => {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(conn.stream, source).await {
-                        debug!(error = %e, "stats client");
-                    }
-                });
-            }
-            Err(e) if zergpool_core::net::is_fd_exhaustion(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => debug!(error = %e, "stats accept failed"),
-        }
-    }
+    crate::listener::serve_each(listener, local, stop, "stats", |stream| answer(stream, source.clone())).await;
 }
 
 async fn answer(mut stream: ConnStream, source: Arc<Source>) -> io::Result<()> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{get_once, listening_addr, venv, wait_until, Pool};
+use common::{get_once, https_arg, listening_addr, venv, wait_until, Pool};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
@@ -177,11 +177,6 @@ fn uwsgitop_shows_one_row_per_zergling_with_growing_counts() {
         screen()
     );
     assert!(screen().contains("req:"), "uwsgitop's header line: {}", screen());
-}
-
-fn https_arg() -> String {
-    let cert = |n: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs").join(n).display().to_string();
-    format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"))
 }
 
 /// `GET /metrics` parses with the real Prometheus client library's OpenMetrics

@@ -11,27 +11,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get_once, listening_addr, venv, Client, Pool};
+use common::{cert, get_once, https_arg, listening_addr, python_data, root, venv, Client, Pool};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data(name: &str) -> String {
-    root().join("tests/data/python").join(name).display().to_string()
-}
-
-fn cert(name: &str) -> String {
-    root().join("certs").join(name).display().to_string()
-}
-
-fn https_arg() -> String {
-    format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"))
-}
 
 fn json(r: &common::Response) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
@@ -64,7 +48,7 @@ fn count_events(path: &Path, event: &str) -> usize {
 #[test]
 fn the_asgi_bridge_speaks_http_scope_receive_and_send() {
     let Some(venv) = venv() else { return };
-    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), data(""));
+    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), python_data(""));
     let pool = Pool::start(&["--https", &https_arg(), "--zergling", &cmd]);
     pool.wait_attached(1);
     let addr = pool.addr;
@@ -142,7 +126,7 @@ fn galaxyish_pool(venv: &Path, dir: &Path, record: &Path, extra_uwsgi: &str, arg
              static-map: /static=static\n  env: GALAXYISH_RECORD={record}\n{extra_uwsgi}",
             dir = dir.display(),
             venv = venv.display(),
-            py = data(""),
+            py = python_data(""),
             record = record.display(),
         ),
     )
@@ -240,7 +224,7 @@ fn a_failed_startup_exits_with_its_message_and_never_attaches() {
     let Some(venv) = venv() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(venv.join("bin/zergling"))
-        .args(["--module", "galaxyish:factory()", "--pythonpath", &data(""), "--attach"])
+        .args(["--module", "galaxyish:factory()", "--pythonpath", &python_data(""), "--attach"])
         .arg(dir.path().join("no-pool.sock"))
         .env("GALAXYISH_FAIL_STARTUP", "1")
         .output()
@@ -328,7 +312,7 @@ fn asgi_websockets_echo_over_ws_and_wss_and_go_away_with_1001_on_reload() {
 #[test]
 fn concurrent_requests_are_all_answered() {
     let Some(venv) = venv() else { return };
-    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), data(""));
+    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), python_data(""));
     let pool = Pool::start(&["--zergling", &cmd]);
     pool.wait_attached(1);
     let addr = pool.addr;
@@ -358,7 +342,7 @@ fn concurrent_requests_are_all_answered() {
 #[test]
 fn a_client_that_stops_reading_holds_the_application_not_memory() {
     let Some(venv) = venv() else { return };
-    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), data(""));
+    let cmd = format!("{} --module asgi_app:app --pythonpath {}", venv.join("bin/zergling").display(), python_data(""));
     let pool = Pool::start(&["--zergling", &cmd]);
     pool.wait_attached(1);
     let mut slow = Client::connect(pool.addr);

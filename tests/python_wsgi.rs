@@ -15,23 +15,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get_once, listening_addr, venv, wait_until, Client, Pool};
+use common::{cert, get_once, listening_addr, python_data, venv, wait_until, Client, Pool};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data(name: &str) -> String {
-    root().join("tests/data/python").join(name).display().to_string()
-}
-
-fn cert(name: &str) -> String {
-    root().join("certs").join(name).display().to_string()
-}
 
 /// A pool serving `app_args` with the Python zergling of `venv`.
 fn python_pool(venv: &Path, app_args: &str, extra: &[&str], env: &[(&str, &str)]) -> Pool {
@@ -69,8 +57,12 @@ fn curl(args: &[&str]) -> (String, String) {
 fn pep_3333_holds_under_wsgiref_validator() {
     let Some(venv) = venv() else { return };
     let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
-    let pool =
-        python_pool(&venv, &format!("--wsgi-file {} --threads 4", data("wsgi_app.py")), &["--https", &https], &[]);
+    let pool = python_pool(
+        &venv,
+        &format!("--wsgi-file {} --threads 4", python_data("wsgi_app.py")),
+        &["--https", &https],
+        &[],
+    );
     let addr = pool.addr;
 
     let r = get_once(addr, "/hello").unwrap();
@@ -156,7 +148,8 @@ fn a_client_leaving_mid_stream_closes_the_iterable() {
     let Some(venv) = venv() else { return };
     let marks = tempfile::tempdir().unwrap();
     let mark_dir = marks.path().display().to_string();
-    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[("CLOSE_MARK", &mark_dir)]);
+    let pool =
+        python_pool(&venv, &format!("--wsgi-file {}", python_data("wsgi_app.py")), &[], &[("CLOSE_MARK", &mark_dir)]);
     let mut c = Client::connect(pool.addr);
     // 1,000 chunks, 10 ms apart: 10 s if nobody leaves.
     c.send_raw(b"GET /stream?n=1000&name=left HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -176,7 +169,7 @@ fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
         return;
     }
     let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
-    let app = format!("--pythonpath {} --module flask_app:app --threads 2", data(""));
+    let app = format!("--pythonpath {} --module flask_app:app --threads 2", python_data(""));
     let pool = python_pool(&venv, &app, &["--https", &https], &[]);
     let base = format!("http://{}", pool.addr);
     assert_eq!(curl(&[&base]).0, "Hello from Flask");
@@ -200,7 +193,7 @@ fn flask_forms_uploads_json_streams_files_redirects_and_sessions() {
         (Some("big.bin"), Some(10 << 20), Some(42))
     );
     assert_eq!(curl(&[&format!("{base}/stream")]).0, "line 0\nline 1\nline 2\nline 3\nline 4\n");
-    let file = std::fs::read_to_string(data("flask_app.py")).unwrap();
+    let file = std::fs::read_to_string(python_data("flask_app.py")).unwrap();
     assert_eq!(curl(&[&format!("{base}/file")]).0, file);
     let (out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", &format!("{base}/go")]);
     assert_eq!(out, format!("302 {base}/"));
@@ -257,7 +250,7 @@ fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
              static-map: /static=static\n  die-on-term: true\n",
             dir = dir.path().display(),
             venv = venv.display(),
-            py = data(""),
+            py = python_data(""),
         ),
     )
     .unwrap();
@@ -291,7 +284,7 @@ fn a_galaxy_yml_like_file_serves_and_chain_reloads() {
 fn a_process_whose_threads_are_all_busy_gets_no_new_connection() {
     let Some(venv) = venv() else { return };
     let venv_s = venv.display().to_string();
-    let py = data("");
+    let py = python_data("");
     let pool = Pool::start(&[
         "--module",
         "wsgi_app",
@@ -344,7 +337,7 @@ fn behind_nginx_every_uwsgi_var_reaches_environ() {
     if !common::require_program("nginx") {
         return;
     }
-    let cmd = format!("{} --wsgi-file {}", venv.join("bin/zergling").display(), data("wsgi_app.py"));
+    let cmd = format!("{} --wsgi-file {}", venv.join("bin/zergling").display(), python_data("wsgi_app.py"));
     let pool = Pool::start(&["--socket", "127.0.0.1:0", "--zergling", &cmd]);
     pool.wait_attached(1);
     let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0 in the log");
@@ -438,7 +431,7 @@ fn finish(clients: Vec<std::thread::JoinHandle<Load>>) -> Load {
 #[test]
 fn chain_reloads_of_flask_under_load_lose_nothing() {
     let Some(venv) = venv() else { return };
-    let (venv_s, py) = (venv.display().to_string(), data(""));
+    let (venv_s, py) = (venv.display().to_string(), python_data(""));
     let pool = Pool::start(&[
         "--module",
         "flask_app:app",
@@ -472,7 +465,7 @@ fn chain_reloads_of_flask_under_load_lose_nothing() {
 #[test]
 fn a_slow_importing_application_reloads_without_stalling_requests() {
     let Some(venv) = venv() else { return };
-    let (venv_s, py) = (venv.display().to_string(), data(""));
+    let (venv_s, py) = (venv.display().to_string(), python_data(""));
     let pool = Pool::start_with(
         &[
             "--module",
@@ -508,7 +501,7 @@ fn a_slow_importing_application_reloads_without_stalling_requests() {
 #[test]
 fn django_admin_csrf_and_static_files() {
     let Some(venv) = venv() else { return };
-    let project = data("djangoproj");
+    let project = python_data("djangoproj");
     let statics = tempfile::tempdir().unwrap();
     let static_root = statics.path().join("static").display().to_string();
     let out = Command::new(venv.join("bin/python"))
@@ -615,7 +608,7 @@ fn django_admin_csrf_and_static_files() {
 #[test]
 fn lengths_bodiless_statuses_and_exc_info() {
     let Some(venv) = venv() else { return };
-    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[]);
+    let pool = python_pool(&venv, &format!("--wsgi-file {}", python_data("wsgi_app.py")), &[], &[]);
     // Shorter than said: the connection ends before the promised bytes.
     let mut c = Client::connect(pool.addr);
     assert!(c.get("/short").is_err(), "a short body must not complete a response");
@@ -649,7 +642,7 @@ fn the_zergling_command_reads_a_uwsgi_yaml_file() {
         format!(
             "galaxy:\n  x: 1\nuwsgi:\n  http: 127.0.0.1:0\n  pythonpath: {}\n  module: wsgi_app\n  threads: 3\n  \
              env: FROM_FILE=%(threads)\n",
-            data("")
+            python_data("")
         ),
     )
     .unwrap();
@@ -671,7 +664,7 @@ fn the_zergling_command_reads_a_uwsgi_yaml_file() {
 #[test]
 fn application_output_reaches_the_pools_log() {
     let Some(venv) = venv() else { return };
-    let pool = python_pool(&venv, &format!("--wsgi-file {}", data("wsgi_app.py")), &[], &[]);
+    let pool = python_pool(&venv, &format!("--wsgi-file {}", python_data("wsgi_app.py")), &[], &[]);
     assert_eq!(get_once(pool.addr, "/output").unwrap().text(), "ok");
     for line in ["printed by the application", "written to wsgi.errors", "WARNING the.app: logged by the application"] {
         assert!(pool.proc.wait_log(line, 1, T), "{line}:\n{}", pool.proc.log());

@@ -19,23 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{listening_addr, venv, Client, Pool};
+use common::{cert, https_arg, listening_addr, root, venv, Client, Pool};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cert(name: &str) -> String {
-    root().join("certs").join(name).display().to_string()
-}
-
-fn https_arg() -> String {
-    format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"))
-}
 
 /// `ws_client.py` run with the virtualenv's Python.
 fn ws_client(venv: &Path) -> Command {

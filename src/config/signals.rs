@@ -181,11 +181,12 @@ mod tests {
         assert_eq!(t.action(2), Some(SignalAction::GracefulStop));
         assert_eq!(t.action(3), Some(SignalAction::ImmediateStop));
         assert_eq!(t.action(1), Some(SignalAction::GracefulReload));
-        assert_eq!(t.action(10), None);
-        assert_eq!(t.iter().map(|(s, _)| s).collect::<Vec<_>>(), [1, 2, 3, 15]);
+        assert_eq!(t.action(10), Some(SignalAction::ReopenLog), "SIGUSR1");
+        assert_eq!(t.action(12), None);
+        assert_eq!(t.iter().map(|(s, _)| s).collect::<Vec<_>>(), [1, 2, 3, 10, 15]);
         assert_eq!(
             t.to_string(),
-            "SIGHUP (1): graceful reload, SIGINT (2): graceful stop, SIGQUIT (3): immediate stop, SIGTERM (15): graceful stop"
+            "SIGHUP (1): graceful reload, SIGINT (2): graceful stop, SIGQUIT (3): immediate stop, SIGUSR1 (10): reopen the log, SIGTERM (15): graceful stop"
         );
     }
 

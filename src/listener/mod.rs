@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::proto::ListenerKind;
+use crate::stream::ConnStream;
 use zergpool_core::net::is_fd_exhaustion;
 pub use zergpool_core::net::{Accepted, AnyListener, Bound, Endpoint, ListenAddr};
 
@@ -199,6 +200,40 @@ pub async fn accept_loop<F, Fut>(
                 // ECONNABORTED and friends concern one connection only.
                 tracing::debug!(listener = %info.name, error = %e, "accept failed");
             }
+        }
+    }
+}
+
+/// Serves every connection of a side listener (`stats`, `metrics`: one short
+/// answer per connection, outside the connection limit) with `answer`, each in
+/// a task of its own, until `stop`. `what` names it in the logs.
+pub async fn serve_each<F, Fut>(
+    listener: AnyListener,
+    local: Endpoint,
+    stop: CancellationToken,
+    what: &'static str,
+    answer: F,
+) where
+    F: Fn(ConnStream) -> Fut,
+    Fut: Future<Output = io::Result<()>> + Send + 'static,
+{
+    let local = ListenAddr::new(local);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept(&local) => r,
+        };
+        match accepted {
+            Ok(conn) => {
+                let fut = answer(conn.stream);
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, what, "client");
+                    }
+                });
+            }
+            Err(e) if is_fd_exhaustion(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => tracing::debug!(error = %e, what, "accept failed"),
         }
     }
 }

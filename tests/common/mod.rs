@@ -33,6 +33,26 @@ pub fn demo() -> &'static str {
     })
 }
 
+/// The repository's root.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of `tests/data/python/` (the Python applications and clients).
+pub fn python_data(name: &str) -> String {
+    root().join("tests/data/python").join(name).display().to_string()
+}
+
+/// A file of `certs/` (the test CA and the `localhost` certificate).
+pub fn cert(name: &str) -> String {
+    root().join("certs").join(name).display().to_string()
+}
+
+/// An `https` option for 127.0.0.1:0 with the `localhost` certificate.
+pub fn https_arg() -> String {
+    format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"))
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;

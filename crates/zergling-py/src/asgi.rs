@@ -53,6 +53,7 @@ use tokio::sync::{oneshot, Notify};
 use zergling::ConnInfo;
 
 use crate::asgi_ws::{self, WsExchange, WsProto};
+use crate::wsgi::Head;
 
 /// Request body bytes read ahead of the application.
 const INBOX_BYTES: usize = 256 * 1024;
@@ -402,11 +403,6 @@ struct State {
     sender: Option<Py<PyAny>>,
 }
 
-struct Head {
-    status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
-}
-
 impl Exchange {
     fn new(reply: oneshot::Sender<Response<AsgiBody>>, head_request: bool) -> Self {
         Exchange {
@@ -459,6 +455,31 @@ impl Exchange {
         }
         Ok(())
     }
+}
+
+/// `receive()` of either scope: `fut` gets the next message now if `next` has
+/// one (and the reader's side hears there is room), else it waits in
+/// `receiver` until the io side changes the state.
+pub(crate) fn receive_into<'py, S>(
+    py: Python<'py>,
+    fut: Bound<'py, PyAny>,
+    mut st: std::sync::MutexGuard<'_, S>,
+    next: impl FnOnce(Python<'py>, &mut S) -> PyResult<Option<Bound<'py, PyDict>>>,
+    receiver: impl Fn(&mut S) -> &mut Option<Py<PyAny>>,
+    room: &Notify,
+) -> PyResult<Bound<'py, PyAny>> {
+    if receiver(&mut st).is_some() {
+        return Err(PyRuntimeError::new_err("receive() called again before the last one completed"));
+    }
+    match next(py, &mut st)? {
+        Some(msg) => {
+            drop(st);
+            room.notify_one();
+            fut.call_method1(pyo3::intern!(py, "set_result"), (msg,))?;
+        }
+        None => *receiver(&mut st) = Some(fut.clone().unbind()),
+    }
+    Ok(fut)
 }
 
 /// Sets a future's result unless it is done (cancelled by the application).
@@ -601,28 +622,15 @@ pub(crate) struct HttpProto {
 impl HttpProto {
     /// ASGI's `receive()`: an awaitable of the next message.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let apps = self.bridge.bind(py).get().apps.bind(py).get();
-        let fut = apps.create_future.bind(py).call0()?;
-        let mut st = self.exchange.lock();
-        if st.receiver.is_some() {
-            return Err(PyRuntimeError::new_err("receive() called again before the last one completed"));
-        }
-        match next_message(py, &mut st)? {
-            Some(msg) => {
-                drop(st);
-                self.exchange.room.notify_one();
-                fut.call_method1(pyo3::intern!(py, "set_result"), (msg,))?;
-            }
-            None => st.receiver = Some(fut.clone().unbind()),
-        }
-        Ok(fut)
+        let fut = self.bridge.bind(py).get().create_future(py)?;
+        let st = self.exchange.lock();
+        receive_into(py, fut, st, next_message, |st| &mut st.receiver, &self.exchange.room)
     }
 
     /// ASGI's `send(message)`: an awaitable that completes once the message is
     /// taken (at once, unless a streamed body is waiting for the client).
     fn send<'py>(&self, py: Python<'py>, message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
-        let apps = self.bridge.bind(py).get().apps.bind(py).get();
-        let fut = apps.create_future.bind(py).call0()?;
+        let fut = self.bridge.bind(py).get().create_future(py)?;
         let ty = message
             .get_item(pyo3::intern!(py, "type"))?
             .ok_or_else(|| PyValueError::new_err("an ASGI message needs a \"type\""))?;
@@ -787,19 +795,6 @@ pub(crate) fn header_pair(pair: &Bound<'_, PyAny>) -> PyResult<(PyBackedBytes, P
         return Err(PyValueError::new_err("a header is a [name, value] pair of bytes"));
     }
     Ok((pair.get_item(0)?.extract()?, pair.get_item(1)?.extract()?))
-}
-
-impl Head {
-    fn into_response(self, body: AsgiBody) -> Response<AsgiBody> {
-        let mut resp = Response::new(body);
-        *resp.status_mut() = self.status;
-        let headers = resp.headers_mut();
-        headers.reserve(self.headers.len());
-        for (name, value) in self.headers {
-            headers.append(name, value);
-        }
-        resp
-    }
 }
 
 pub(crate) fn plain(status: StatusCode) -> Response<AsgiBody> {

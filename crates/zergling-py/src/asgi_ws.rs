@@ -187,19 +187,8 @@ pub(crate) struct WsProto {
 impl WsProto {
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let fut = self.bridge.bind(py).get().create_future(py)?;
-        let mut st = self.exchange.lock();
-        if st.receiver.is_some() {
-            return Err(PyRuntimeError::new_err("receive() called again before the last one completed"));
-        }
-        match next_message(py, &mut st)? {
-            Some(msg) => {
-                drop(st);
-                self.exchange.changed.notify_one();
-                fut.call_method1(pyo3::intern!(py, "set_result"), (msg,))?;
-            }
-            None => st.receiver = Some(fut.clone().unbind()),
-        }
-        Ok(fut)
+        let st = self.exchange.lock();
+        crate::asgi::receive_into(py, fut, st, next_message, |st| &mut st.receiver, &self.exchange.changed)
     }
 
     fn send<'py>(&self, py: Python<'py>, message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {

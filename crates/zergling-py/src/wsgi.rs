@@ -207,9 +207,11 @@ impl hyper::service::Service<Request<Incoming>> for WsgiService {
 }
 
 /// What the application answered, sent to hyper once.
-struct Head {
-    status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
+/// A response head from the application (WSGI's `start_response`, ASGI's
+/// `http.response.start`).
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Head {
@@ -230,7 +232,7 @@ impl Head {
 }
 
 impl Head {
-    fn into_response(self, body: WsgiBody) -> Response<WsgiBody> {
+    pub(crate) fn into_response<B>(self, body: B) -> Response<B> {
         let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
