@@ -39,7 +39,7 @@ start() { # NAME → sets PORT[NAME], PIDS[NAME] (every process of the setup)
   case $name in
     zergpool|zp-direct)
       local direct=(); [ "$name" = zp-direct ] && direct=(--zerg-direct-accept-http)
-      ZERGPOOL_LOG=warn setsid taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$port --listen 4096 \
+      ZERGPOOL_LOG=warn setsid taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$port --listen 4096 \
         --zerg-server "$TMP/$name.sock" --chdir "$APPDIR" --module asgi_bench:app --virtualenv "$VENV" \
         --asgi-loop uvloop "${direct[@]}" 2>"$TMP/$name.log" &
       ;;

@@ -140,7 +140,7 @@ args=(--http 127.0.0.1:$HTTP
   --reload-mercy 5 --worker-reload-mercy 20)
 [ "$DIRECT_ACCEPT" = 1 ] && args+=(--zerg-direct-accept)
 for _ in $(seq 1 "$ZERGLINGS"); do args+=(--zergling "$BIN/zergling-demo"); done
-ZERGPOOL_LOG=${ZERGPOOL_LOG:-info} "$BIN/zergpool" "${args[@]}" >"$TMP/pool.log" 2>&1 &
+ZERGPOOL_LOG=${ZERGPOOL_LOG:-info} "$BIN/zergpool" --disable-logging "${args[@]}" >"$TMP/pool.log" 2>&1 &
 ZP=$!
 
 # --- nginx -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ taskset -c "$SERVER_CPU" "$BIN/zergling-demo" --listen 127.0.0.1:$DPORT 2>"$TMP/
 DPID=$!; PIDS_TO_KILL+=($DPID)
 
 PPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$PPORT --listen 4096 \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PPORT --listen 4096 \
   --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool.log" &
 PPID_=$!; PIDS_TO_KILL+=($PPID_)
 wait_http "http://127.0.0.1:$DPORT/"; wait_http "http://127.0.0.1:$PPORT/"

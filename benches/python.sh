@@ -44,7 +44,7 @@ start() { # NAME → sets PORT[NAME], PIDS[NAME] (every process), APP_PIDS[NAME]
     zergpool-1t|zergpool-4t|zp-direct-1t)
       local threads=1 direct=(); [ "$name" = zergpool-4t ] && threads=4
       [ "$name" = zp-direct-1t ] && direct=(--zerg-direct-accept-http)
-      ZERGPOOL_LOG=warn setsid taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$port --listen 4096 \
+      ZERGPOOL_LOG=warn setsid taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$port --listen 4096 \
         --zerg-server "$TMP/$name.sock" --chdir "$APPDIR" --module wsgi_bench --virtualenv "$VENV" \
         --threads $threads "${direct[@]}" 2>"$TMP/$name.log" &
       ;;

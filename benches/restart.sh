@@ -53,7 +53,7 @@ printf '%-11s %-9s %9s %8s %-44s %8s %8s\n' setup mode requests non-2xx socket-e
 
 # --- zergpool
 PORT=$(free_port)
-ZERGPOOL_LOG=info taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$PORT --listen 4096 \
+ZERGPOOL_LOG=info taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PORT --listen 4096 \
   --zerg-server "$TMP/zp.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" 2>"$TMP/zp.log" &
 ZP=$!; PIDS_TO_KILL+=($ZP)
 wait_http "http://127.0.0.1:$PORT/"

@@ -52,7 +52,7 @@ chmod 755 "$DIR"; chmod 644 "$DIR"/*
 
 # --- zergpool -------------------------------------------------------------------
 ZPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$ZPORT --listen 4096 \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$ZPORT --listen 4096 \
   --zerg-server "$TMP/zerg.sock" --static-map "/s=$DIR" 2>"$TMP/zergpool.log" &
 ZPID=$!; PIDS_TO_KILL+=($ZPID)
 

@@ -17,7 +17,7 @@ BIN=$ROOT/target/release
 TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
 
 PORT=$(free_port); SPORT=$(free_port); MPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --http 127.0.0.1:$PORT --listen 4096 \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PORT --listen 4096 \
   --stats 127.0.0.1:$SPORT --metrics 127.0.0.1:$MPORT \
   --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool.log" &
 PPID_=$!; PIDS_TO_KILL+=($PPID_)

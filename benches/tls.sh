@@ -45,7 +45,7 @@ wait_https() { # URL
 
 # --- zergpool: https listener with the suite pinned by the CIPHERS field.
 PPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --https "127.0.0.1:$PPORT,$CERT,$KEY,$SUITE" \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --https "127.0.0.1:$PPORT,$CERT,$KEY,$SUITE" \
   --listen 4096 --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool.log" &
 POOL=$!; PIDS_TO_KILL+=($POOL)
 

@@ -43,17 +43,17 @@ chmod 755 "$TMP"
 
 # --- zergpool + 2 zerglings -----------------------------------------------------
 ZPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$ZPORT --listen 4096 \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --socket 127.0.0.1:$ZPORT --listen 4096 \
   --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
   2>"$TMP/zergpool.log" &
 ZPID=$!; PIDS_TO_KILL+=($ZPID)
 XPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$XPORT --listen 4096 --zerg-direct-accept \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --socket 127.0.0.1:$XPORT --listen 4096 --zerg-direct-accept \
   --zerg-server "$TMP/zerg-direct.sock" --zergling "$BIN/zergling-demo" --zergling "$BIN/zergling-demo" \
   2>"$TMP/zergpool-direct.log" &
 XPID=$!; PIDS_TO_KILL+=($XPID)
 YPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --socket 127.0.0.1:$YPORT --listen 4096 --zerg-direct-accept \
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --socket 127.0.0.1:$YPORT --listen 4096 --zerg-direct-accept \
   --zerg-server "$TMP/zerg-direct1.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/zergpool-direct1.log" &
 YPID=$!; PIDS_TO_KILL+=($YPID)
 

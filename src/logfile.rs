@@ -45,6 +45,11 @@ pub fn reopen() -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` (whole lines: request log lines) to the log as they are.
+pub fn write_raw(bytes: &[u8]) {
+    let _ = LogWriter.write_all(bytes);
+}
+
 /// The writer tracing formats into: each event is written with one call.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogWriter;

@@ -535,3 +535,77 @@ fn daemonize_serves_in_the_background_and_logs_to_the_file() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(wait_until(T, || pid_of().is_none()), "a graceful stop removes the pid file");
 }
+
+/// Request log lines: one per request, written by whoever answered it (the
+/// zergling library for the application's, the pool for static-map's), in
+/// uWSGI's format by default, as JSON, or with a `log-format` template; with
+/// `disable-logging`, `log-4xx` keeps only the 4xx lines.
+#[test]
+fn request_log_lines_come_from_whoever_answered_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "static hello\n").unwrap();
+    let map = format!("/static={}", dir.path().display());
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--static-map", &map, "--zergling", common::demo()];
+        args.extend_from_slice(extra);
+        let pool = Pool::start(&args);
+        pool.wait_attached(1);
+        for (path, status) in [("/", 200), ("/nope", 404), ("/static/hello.txt", 200)] {
+            let r = common::Client::connect(pool.addr)
+                .request("GET", path, "User-Agent: zergtest/1\r\nConnection: close\r\n", b"")
+                .unwrap();
+            assert_eq!(r.status, status, "{path}");
+        }
+        // The zergling sends its lines every 100 ms.
+        let ours = |p: &Pool| -> Vec<String> {
+            p.proc
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| {
+                    !l.contains(" INFO ")
+                        && !l.contains(" DEBUG ")
+                        && !l.contains(" WARN ")
+                        && !l.starts_with("{\"event\"")
+                })
+                .cloned()
+                .collect()
+        };
+        wait_until(T, || !ours(&pool).is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+        ours(&pool)
+    };
+    let lines = run(&["--disable-logging=false"]);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let find =
+        |needle: &str| lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {lines:?}"));
+    assert!(find("GET / =>").contains("=> generated 13 bytes in") && find("GET / =>").contains("(HTTP/1.1 200)"));
+    assert!(find("GET /nope =>").contains("generated 9 bytes") && find("GET /nope =>").contains("(HTTP/1.1 404)"));
+    assert!(find("GET /static/hello.txt =>").contains("generated 13 bytes"), "the pool's own static answer");
+    assert!(lines.iter().all(|l| l.starts_with("[pid: ") && l.contains("127.0.0.1 ()")), "{lines:?}");
+
+    let lines = run(&["--disable-logging=false", "--log-json"]);
+    let parsed: Vec<Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let app = parsed.iter().find(|v| v["uri"] == "/").unwrap();
+    assert_eq!(
+        (app["method"].as_str(), app["status"].as_u64(), app["size"].as_u64()),
+        (Some("GET"), Some(200), Some(13))
+    );
+    assert_eq!(
+        (app["wid"].as_u64(), app["uagent"].as_str(), app["addr"].as_str()),
+        (Some(1), Some("zergtest/1"), Some("127.0.0.1"))
+    );
+    let stat = parsed.iter().find(|v| v["uri"] == "/static/hello.txt").unwrap();
+    assert_eq!(stat["wid"], 0, "answered by the pool");
+
+    let lines =
+        run(&["--disable-logging=false", "--log-format", "%(method) %(uri) %(status) %(size) w%(wid) %(uagent)"]);
+    assert!(lines.contains(&"GET / 200 13 w1 zergtest/1".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"GET /nope 404 9 w1 zergtest/1".to_owned()), "{lines:?}");
+
+    let lines = run(&["--disable-logging", "--log-4xx"]);
+    assert_eq!(lines.len(), 1, "only the 404: {lines:?}");
+    assert!(lines[0].contains("GET /nope"));
+}

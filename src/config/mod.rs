@@ -265,6 +265,10 @@ pub struct Config {
     /// Run in the background, logging to this file (`daemonize`; `daemonize2`:
     /// the file opened after the privilege drop, the `bool`).
     pub daemonize: Option<(PathBuf, bool)>,
+    /// Which requests get a log line and how (`disable-logging`, `log-4xx`,
+    /// `log-5xx`, `log-slow`, `log-format`, `log-json`); the pool's own answers
+    /// and, through WELCOME, its zerglings'.
+    pub request_log: zergpool_core::reqlog::LogPolicy,
     /// Reopen the log file at every reload (`log-reopen`).
     pub log_reopen: bool,
     /// Files whose touch reopens the log (`touch-logreopen`).
@@ -373,6 +377,7 @@ impl Default for Config {
             logto: None,
             logto2: None,
             daemonize: None,
+            request_log: zergpool_core::reqlog::LogPolicy { all: true, ..Default::default() },
             log_reopen: false,
             touch_logreopen: Vec::new(),
             metrics: None,
@@ -558,6 +563,22 @@ impl Config {
                 "daemonize2" => c.daemonize = Some((PathBuf::from(non_empty(o)?), true)),
                 "logto2" => c.logto2 = Some(PathBuf::from(non_empty(o)?)),
                 "log-reopen" => c.log_reopen = options::truthy(&o.value),
+                "disable-logging" => c.request_log.all = !options::truthy(&o.value),
+                "log-4xx" => c.request_log.client_errors = options::truthy(&o.value),
+                "log-5xx" => c.request_log.server_errors = options::truthy(&o.value),
+                "log-slow" => {
+                    c.request_log.slow_ms =
+                        o.value.trim().parse().map_err(|_| ConfigError::bad(o, "expected milliseconds"))?
+                }
+                "log-format" | "logformat" => {
+                    c.request_log.format = zergpool_core::reqlog::LogFormat::Template(
+                        zergpool_core::reqlog::Template::parse(&o.value).map_err(|e| ConfigError::bad(o, e))?,
+                    )
+                }
+                "log-json" if options::truthy(&o.value) => {
+                    c.request_log.format = zergpool_core::reqlog::LogFormat::Json
+                }
+                "log-json" => {}
                 "touch-logreopen" => c.touch_logreopen.push(PathBuf::from(non_empty(o)?)),
                 "pidfile" => c.pidfiles.before_drop = Some(PathBuf::from(non_empty(o)?)),
                 "safe-pidfile" => c.pidfiles.safe = Some(PathBuf::from(non_empty(o)?)),

@@ -125,6 +125,8 @@ pub struct AttachPolicy {
     pub timeouts: proto::Timeouts,
     /// The largest HTTP request head (`buffer-size`), sent in WELCOME.
     pub buffer_size: u32,
+    /// Which requests zerglings log, and how (WELCOME).
+    pub request_log: zergpool_core::reqlog::LogPolicy,
 }
 
 /// The pool's record of a connection a zergling accepted itself on the shared
@@ -247,6 +249,7 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
         statics: proto::StaticSettings::clone(&policy.statics.load()),
         timeouts: policy.timeouts,
         buffer_size: policy.buffer_size,
+        log: policy.request_log.clone(),
     };
     if let Err(e) = chan.send(&welcome, None).await {
         warn!(%id, error = %e, "could not welcome zergling");
@@ -457,6 +460,7 @@ async fn run_session(
                         dispatcher.set_saturated(id, saturated);
                     }
                     Ok((Message::Stats(stats), _)) => dispatcher.set_stats(id, stats),
+                    Ok((Message::Log { lines }, _)) => crate::logfile::write_raw(&lines),
                     Ok((Message::HandBack(meta), Some(fd))) => {
                         // An idle connection given back (a drain, or room made for new
                         // connections): it counts as closed here, and the pool serves it

@@ -115,6 +115,7 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
         };
         let statics = ctx.statics.load_full();
         if !statics.is_empty() {
+            let started = Instant::now();
             // Boxed: only connections that reach static-map pay for its large future.
             let served = match &mut stream {
                 ConnStream::Tcp(s) => Box::pin(offload::try_serve_tcp(&statics, s, &buf[..head.len], &head)).await,
@@ -122,13 +123,17 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             };
             match served {
                 Ok(Outcome::NotStatic) => {}
-                Ok(Outcome::Served { keep_alive: true, status }) => {
+                Ok(Outcome::Served { keep_alive: true, status, bytes }) => {
                     crate::metrics::static_response(status);
+                    log_request(&ctx, &meta, &head, &buf[..head.len], status, bytes, started);
                     debug!(target = %head.target, "static");
                     buf.advance(head.len);
                     continue;
                 }
-                Ok(Outcome::Served { keep_alive: false, status }) => return crate::metrics::static_response(status),
+                Ok(Outcome::Served { keep_alive: false, status, bytes }) => {
+                    log_request(&ctx, &meta, &head, &buf[..head.len], status, bytes, started);
+                    return crate::metrics::static_response(status);
+                }
                 Err(e) => {
                     debug!(error = %e, "static response failed");
                     return;
@@ -338,6 +343,53 @@ async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_p
     // Let the client read the answer before the socket goes away.
     let _ =
         tokio::time::timeout(Duration::from_millis(500), tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
+}
+
+/// The pool's own request log line (static-map answers), as the pool's
+/// `disable-logging`/`log-*` options ask.
+fn log_request(
+    ctx: &Ctx,
+    meta: &ConnMeta,
+    head: &classify::http::RequestHead,
+    raw: &[u8],
+    status: u16,
+    bytes: u64,
+    started: Instant,
+) {
+    let policy = &ctx.config.request_log;
+    let micros = started.elapsed().as_micros() as u64;
+    if !policy.wants(status, micros) {
+        return;
+    }
+    let header = |name: &str| -> String {
+        let text = String::from_utf8_lossy(raw);
+        text.lines()
+            .skip(1)
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let addr = meta.peer.ip().map_or_else(|| meta.peer.to_string(), |ip| ip.to_string());
+    let entry = zergpool_core::reqlog::Entry {
+        pid: std::process::id(),
+        wid: 0,
+        addr: &addr,
+        method: &head.method,
+        uri: &head.target,
+        proto: if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+        status,
+        size: bytes,
+        micros,
+        host: head.host.as_deref().unwrap_or(""),
+        uagent: &header("user-agent"),
+        referer: &header("referer"),
+        at: std::time::SystemTime::now(),
+    };
+    let mut line = String::new();
+    zergpool_core::reqlog::write_line(&policy.format, &entry, &mut line);
+    crate::logfile::write_raw(line.as_bytes());
 }
 
 /// Gives the connection to dispatch: a fresh id, the descriptor out of the runtime.

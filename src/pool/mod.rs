@@ -519,6 +519,7 @@ impl Running {
                     Some(config.worker_reload_mercy),
                 ),
                 buffer_size: u32::try_from(config.buffer_size).unwrap_or(u32::MAX),
+                request_log: config.request_log.clone(),
             },
             stop_attach.clone(),
             sessions.clone(),

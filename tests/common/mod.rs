@@ -181,7 +181,9 @@ impl Pool {
         env: &[(&str, &str)],
     ) -> Pool {
         let mut cmd = Command::new(program);
-        cmd.args(["--http", "127.0.0.1:0", "--events", "-", "--zerg-server"]).arg(&sock).args(extra);
+        cmd.args(["--http", "127.0.0.1:0", "--events", "-", "--disable-logging", "--zerg-server"])
+            .arg(&sock)
+            .args(extra);
         cmd.env("ZERGPOOL_LOG", "info,zergpool=debug");
         for (k, v) in env {
             cmd.env(k, v);

@@ -9,6 +9,7 @@
 //! * [`stream`]: the connection stream types (TCP or Unix, with bytes already read
 //!   replayed first).
 //! * [`net`]: listening sockets, bound and registered with the runtime.
+//! * [`reqlog`]: request log lines (policy and formats), for whoever answers.
 //! * [`warn_limit`]: rate-limited warnings for what clients and zerglings can cause.
 //!
 //! Nothing here reads configuration, terminates TLS or supervises processes: an
@@ -20,6 +21,7 @@ pub mod classify;
 pub mod net;
 pub mod offload;
 pub mod proto;
+pub mod reqlog;
 pub mod stream;
 pub mod warn_limit;
 

@@ -24,7 +24,7 @@ pub(super) async fn serve_h2<IO, S, B>(
         req.extensions_mut().insert(GoingAway(going_away.clone()));
         let (service, statics, going_away) = (service.clone(), statics.clone(), going_away.clone());
         async move {
-            let mut clock = stats::Clock::start();
+            let mut clock = stats::Clock::start(&req, req.extensions().get::<Arc<ConnInfo>>().map(|i| &**i));
             if let Some(resp) = statics::answer(&statics, &req).await {
                 clock.status(resp.status());
                 return Ok::<_, S::Err>(resp.map(|b| Tracked::fixed(b, None, clock)));

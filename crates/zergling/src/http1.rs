@@ -308,6 +308,9 @@ where
             std::task::Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     stats::sent(d.len());
+                    if let Some(c) = self.clock.as_mut() {
+                        c.size += d.len() as u64;
+                    }
                 }
             }
             std::task::Poll::Ready(None) => {
@@ -510,7 +513,7 @@ where
         req.extensions_mut().insert(GoingAway(going_away.clone()));
         let going_away = going_away.clone();
         let in_flight = InFlight::new(act.clone());
-        let mut clock = stats::Clock::start();
+        let mut clock = stats::Clock::start(&req, Some(&info));
         act.served.fetch_add(1, Ordering::Relaxed);
         let (service, statics) = (service.clone(), statics.clone());
         Box::pin(async move {

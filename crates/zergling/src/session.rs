@@ -29,12 +29,27 @@ pub(super) async fn attach(
     };
     chan.send(&hello, None).await?;
     match chan.recv_timeout(HANDSHAKE_TIMEOUT).await? {
-        (Message::Welcome { id, statics, timeouts, buffer_size, .. }, _) => {
+        (Message::Welcome { id, statics, timeouts, buffer_size, log, .. }, _) => {
+            stats::set_policy(log);
             Ok((chan, id, statics, timeouts, buffer_size))
         }
         (Message::Refuse { reason }, _) => Err(AttachFailure::Refused(reason)),
         (other, _) => Err(AttachFailure::Other(format!("unexpected {} during the handshake", other.name()).into())),
     }
+}
+
+/// Sends request log lines, in frames that fit.
+async fn send_log(chan: &Channel, lines: String) -> Result<(), zergpool_core::proto::ChannelError> {
+    let mut rest = lines.as_str();
+    // Well under MAX_FRAME, cut at line ends.
+    const CHUNK: usize = 64 * 1024;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= CHUNK { rest.len() } else { rest[..CHUNK].rfind('\n').map_or(CHUNK, |i| i + 1) };
+        let cut = (1..=cut).rev().find(|&i| rest.is_char_boundary(i)).unwrap_or(rest.len());
+        chan.send(&Message::Log { lines: Bytes::copy_from_slice(&rest.as_bytes()[..cut]) }, None).await?;
+        rest = &rest[cut..];
+    }
+    Ok(())
 }
 
 /// Serves one attachment until the pool goes away or confirms our drain.
@@ -60,6 +75,9 @@ where
     let mut report = tokio::time::interval(stats::REPORT_EVERY);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported = zergpool_core::proto::ZerglingStats::default();
+    // LOG: request log lines, in batches.
+    let mut log_tick = tokio::time::interval(stats::LOG_EVERY);
+    log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let load_changed = async {
             match &mut load {
@@ -71,6 +89,12 @@ where
             }
         };
         tokio::select! {
+            _ = log_tick.tick() => {
+                let lines = stats::take_lines();
+                if !lines.is_empty() && send_log(&chan, lines).await.is_err() {
+                    return;
+                }
+            }
             _ = report.tick() => {
                 let now = stats::snapshot();
                 if now != reported {

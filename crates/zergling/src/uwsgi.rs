@@ -185,7 +185,7 @@ where
         match zergpool_core::offload::try_serve_vars(statics, &mut io, |k| request.var(k)).await {
             Ok(zergpool_core::offload::Outcome::NotStatic) => {}
             Ok(zergpool_core::offload::Outcome::Served { .. }) => {
-                drop(crate::stats::Clock::start());
+                drop(crate::stats::Clock::counted());
                 let _ = io.shutdown().await;
                 return;
             }
@@ -218,7 +218,7 @@ where
         *req.version_mut() = version;
         req.extensions_mut().insert(conn_info.clone());
         req.extensions_mut().insert(uwsgi.clone());
-        let mut clock = crate::stats::Clock::start();
+        let mut clock = crate::stats::Clock::start(&req, Some(&conn_info));
         let call = service.call(req);
         async move {
             let resp = call.await?;

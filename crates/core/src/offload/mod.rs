@@ -79,6 +79,8 @@ pub enum Outcome {
         keep_alive: bool,
         /// The response's status code.
         status: u16,
+        /// Body bytes sent.
+        bytes: u64,
     },
 }
 
@@ -106,7 +108,11 @@ where
         return Ok(Outcome::NotStatic);
     };
     send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive, status: answer.plan.status })
+    Ok(Outcome::Served {
+        keep_alive: answer.plan.keep_alive,
+        status: answer.plan.status,
+        bytes: answer.plan.body_len(),
+    })
 }
 
 /// Serves an HTTP request from static-map if it is one, on a plain TCP connection,
@@ -121,7 +127,11 @@ pub async fn try_serve_tcp(
         return Ok(Outcome::NotStatic);
     };
     send::write_response_tcp(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: answer.plan.keep_alive, status: answer.plan.status })
+    Ok(Outcome::Served {
+        keep_alive: answer.plan.keep_alive,
+        status: answer.plan.status,
+        bytes: answer.plan.body_len(),
+    })
 }
 
 /// Serves a uwsgi request (nginx's `uwsgi_pass`) from static-map if it is one.
@@ -153,7 +163,7 @@ where
         return Ok(Outcome::NotStatic);
     };
     send::write_response(stream, &answer.plan, answer.file.as_ref(), opts.send_timeout()).await?;
-    Ok(Outcome::Served { keep_alive: false, status: answer.plan.status })
+    Ok(Outcome::Served { keep_alive: false, status: answer.plan.status, bytes: answer.plan.body_len() })
 }
 
 /// Decides the response to an HTTP request head without writing anything: `None`

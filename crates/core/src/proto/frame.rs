@@ -37,6 +37,7 @@ mod kind {
     pub(super) const LISTEN: u8 = 10;
     pub(super) const LOAD: u8 = 11;
     pub(super) const STATS: u8 = 12;
+    pub(super) const LOG: u8 = 13;
 }
 
 /// Field tags.
@@ -78,6 +79,10 @@ mod tag {
     pub(super) const TX_BYTES: u8 = 35;
     pub(super) const RUNNING_US: u8 = 36;
     pub(super) const IN_FLIGHT: u8 = 37;
+    pub(super) const LOG_FLAGS: u8 = 38;
+    pub(super) const LOG_SLOW_MS: u8 = 39;
+    pub(super) const LOG_FORMAT: u8 = 40;
+    pub(super) const LINES: u8 = 41;
 }
 
 /// Tags inside the nested value of a STATIC_MAP or STATIC_EXPIRES field.
@@ -124,6 +129,8 @@ pub enum Message {
         /// zergling refuses (431) on later requests what the pool refuses on the
         /// first; 0: not said (the library's default).
         buffer_size: u32,
+        /// Which requests the zergling logs, and how (absent: none).
+        log: crate::reqlog::LogPolicy,
     },
     /// Pool → zergling: not attached, and why. The pool closes the channel after it.
     Refuse {
@@ -181,6 +188,12 @@ pub enum Message {
     /// Zergling → pool: its counters since it started (for `stats` and
     /// metrics), sent periodically when they changed.
     Stats(ZerglingStats),
+    /// Zergling → pool: request log lines (each ending with a newline), written
+    /// by the pool to its log as they are.
+    Log {
+        /// The lines.
+        lines: Bytes,
+    },
 }
 
 /// What a zergling reports with STATS: counters since it started.
@@ -220,6 +233,7 @@ impl Message {
             Message::Listen { .. } => "LISTEN",
             Message::Load { .. } => "LOAD",
             Message::Stats(_) => "STATS",
+            Message::Log { .. } => "LOG",
         }
     }
 }
@@ -284,6 +298,9 @@ pub enum DecodeError {
     /// An ALPN protocol that is not `h2` or `http/1.1`.
     #[error("unknown ALPN protocol {0:?}")]
     UnknownAlpn(String),
+    /// LOG_FORMAT does not parse.
+    #[error("LOG_FORMAT is not a valid log-format template")]
+    BadTemplate,
     /// A scheme that is not `http` or `https`.
     #[error("unknown scheme {0:?}")]
     UnknownScheme(String),
@@ -521,7 +538,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put(&mut out, tag::ACCEPT_DIRECT, &[1]);
             }
         }
-        Message::Welcome { version, id, statics, timeouts, buffer_size } => {
+        Message::Welcome { version, id, statics, timeouts, buffer_size, log } => {
             out.push(kind::WELCOME);
             put(&mut out, tag::VERSION, &version.to_le_bytes());
             put(&mut out, tag::ZERGLING_ID, &id.0.to_le_bytes());
@@ -533,6 +550,17 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             statics.encode(&mut out);
             if *buffer_size != 0 {
                 put(&mut out, tag::BUFFER_SIZE, &buffer_size.to_le_bytes());
+            }
+            if log.any() {
+                let flags = u8::from(log.all)
+                    | u8::from(log.client_errors) << 1
+                    | u8::from(log.server_errors) << 2
+                    | u8::from(log.format == crate::reqlog::LogFormat::Json) << 3;
+                put(&mut out, tag::LOG_FLAGS, &[flags]);
+                put(&mut out, tag::LOG_SLOW_MS, &log.slow_ms.to_le_bytes());
+                if let crate::reqlog::LogFormat::Template(t) = &log.format {
+                    put(&mut out, tag::LOG_FORMAT, t.source().as_bytes());
+                }
             }
         }
         Message::Refuse { reason } => {
@@ -582,6 +610,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         Message::Load { saturated } => {
             out.push(kind::LOAD);
             put(&mut out, tag::SATURATED, &[u8::from(*saturated)]);
+        }
+        Message::Log { lines } => {
+            out.push(kind::LOG);
+            put(&mut out, tag::LINES, lines);
         }
         Message::Stats(st) => {
             out.push(kind::STATS);
@@ -653,6 +685,23 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                 mercy: f.mercy.map(Duration::from_millis),
             },
             buffer_size: f.buffer_size.unwrap_or(0) as u32,
+            log: {
+                let flags = f.log_flags.unwrap_or(0);
+                let format = match (f.log_format, flags & 8 != 0) {
+                    (Some(t), _) => crate::reqlog::LogFormat::Template(
+                        crate::reqlog::Template::parse(&t).map_err(|_| DecodeError::BadTemplate)?,
+                    ),
+                    (None, true) => crate::reqlog::LogFormat::Json,
+                    (None, false) => crate::reqlog::LogFormat::Uwsgi,
+                };
+                crate::reqlog::LogPolicy {
+                    all: flags & 1 != 0,
+                    client_errors: flags & 2 != 0,
+                    server_errors: flags & 4 != 0,
+                    slow_ms: f.log_slow_ms.unwrap_or(0) as u32,
+                    format,
+                }
+            },
         },
         kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
         kind::CONN | kind::HANDBACK => {
@@ -687,6 +736,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::DRAINING => Message::Draining,
         kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
         kind::LOAD => Message::Load { saturated: need(f.saturated, tag::SATURATED)? != 0 },
+        kind::LOG => Message::Log { lines: f.prefix.unwrap_or_default() },
         kind::STATS => Message::Stats(ZerglingStats {
             requests: need(f.requests, tag::REQUESTS)?,
             exceptions: need(f.exceptions, tag::EXCEPTIONS)?,
@@ -734,6 +784,9 @@ struct Fields {
     tx_bytes: Option<u64>,
     running_us: Option<u64>,
     in_flight: Option<u64>,
+    log_flags: Option<u64>,
+    log_slow_ms: Option<u64>,
+    log_format: Option<String>,
     statics: StaticSettings,
     accept_direct: bool,
     buffer_size: Option<u64>,
@@ -763,6 +816,11 @@ impl Fields {
             tag::TX_BYTES => self.tx_bytes = Some(uint(t, v, 8)?),
             tag::RUNNING_US => self.running_us = Some(uint(t, v, 8)?),
             tag::IN_FLIGHT => self.in_flight = Some(uint(t, v, 4)?),
+            tag::LOG_FLAGS => self.log_flags = Some(uint(t, v, 1)?),
+            tag::LOG_SLOW_MS => self.log_slow_ms = Some(uint(t, v, 4)?),
+            tag::LOG_FORMAT => self.log_format = Some(text(t, v)?),
+            // Carried like PREFIX (bytes, bounded by the frame).
+            tag::LINES => self.prefix = Some(Bytes::copy_from_slice(v)),
             tag::BUFFER_SIZE => self.buffer_size = Some(uint(t, v, 4)?),
             tag::HEAD_TIMEOUT => self.head_timeout = Some(uint(t, v, 4)?),
             tag::KEEPALIVE_TIMEOUT => self.keepalive_timeout = Some(uint(t, v, 4)?),
@@ -856,6 +914,15 @@ mod tests {
                     mercy: Some(Duration::from_secs(3)),
                 },
                 buffer_size: 8192,
+                log: crate::reqlog::LogPolicy {
+                    all: false,
+                    client_errors: true,
+                    server_errors: true,
+                    slow_ms: 250,
+                    format: crate::reqlog::LogFormat::Template(
+                        crate::reqlog::Template::parse("%(method) %(uri) %(status)").unwrap(),
+                    ),
+                },
             },
             Message::Welcome {
                 version: 2,
@@ -863,7 +930,21 @@ mod tests {
                 statics: StaticSettings::default(),
                 timeouts: Timeouts::default(),
                 buffer_size: 0,
+                log: crate::reqlog::LogPolicy::default(),
             },
+            Message::Welcome {
+                version: 2,
+                id: ZerglingId(5),
+                statics: StaticSettings::default(),
+                timeouts: Timeouts::default(),
+                buffer_size: 0,
+                log: crate::reqlog::LogPolicy {
+                    all: true,
+                    format: crate::reqlog::LogFormat::Json,
+                    ..Default::default()
+                },
+            },
+            Message::Log { lines: Bytes::from_static(b"GET / 200\nGET /x 404\n") },
             Message::Refuse { reason: "no".into() },
             sample_conn(),
             Message::Ack { conn: ConnId(1) },
