@@ -20,7 +20,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::dispatch::{Dispatcher, SlotState};
+use crate::dispatch::Dispatcher;
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -54,26 +54,24 @@ pub async fn run(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
     }
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut last = String::new();
+    let mut last = None;
     loop {
-        let now = status(&dispatcher);
-        if now != last {
-            send(&[NotifyState::Status(&now)]);
-            last = now;
+        let now = dispatcher.counts();
+        if Some(now) != last {
+            let (ready, draining, queued) = now;
+            let status = format!("{ready} zergling(s) ready, {draining} draining, {queued} connection(s) queued");
+            send(&[NotifyState::Status(&status)]);
+            last = Some(now);
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ping.tick(), if watchdog.is_some() => send(&[NotifyState::Watchdog]),
+            // Checked at every change of the dispatcher: a comparison of three
+            // counts, no allocation; then at most one STATUS a second.
             _ = async {
-                dispatcher.wait_until(|d| status(d) != last).await;
+                dispatcher.wait_until(|d| Some(d.counts()) != last).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             } => {}
         }
     }
-}
-
-fn status(d: &Dispatcher) -> String {
-    let z = d.zerglings();
-    let ready = z.iter().filter(|z| z.state == SlotState::Ready).count();
-    format!("{ready} zergling(s) ready, {} draining, {} connection(s) queued", z.len() - ready, d.queue_len())
 }

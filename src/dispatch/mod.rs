@@ -447,6 +447,14 @@ impl Dispatcher {
         out
     }
 
+    /// Zerglings ready, zerglings draining, connections queued: one lock, no
+    /// allocation (for watchers woken at every change).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        let ready = st.slots.iter().filter(|s| s.state == SlotState::Ready).count();
+        (ready, st.slots.len() - ready, st.queue.len())
+    }
+
     /// Connections waiting.
     pub fn queue_len(&self) -> usize {
         self.lock().queue.len()

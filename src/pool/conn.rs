@@ -361,16 +361,18 @@ fn log_request(
     if !policy.wants(status, micros) {
         return;
     }
-    let header = |name: &str| -> String {
-        let text = String::from_utf8_lossy(raw);
-        text.lines()
-            .skip(1)
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-            })
-            .unwrap_or_default()
-    };
+    // The two headers the line may show, in one pass over the head.
+    let text = String::from_utf8_lossy(raw);
+    let (mut uagent, mut referer) = ("", "");
+    for line in text.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("user-agent") {
+                uagent = v.trim();
+            } else if k.trim().eq_ignore_ascii_case("referer") {
+                referer = v.trim();
+            }
+        }
+    }
     let addr = meta.peer.ip().map_or_else(|| meta.peer.to_string(), |ip| ip.to_string());
     let entry = zergpool_core::reqlog::Entry {
         pid: std::process::id(),
@@ -383,8 +385,8 @@ fn log_request(
         size: bytes,
         micros,
         host: head.host.as_deref().unwrap_or(""),
-        uagent: &header("user-agent"),
-        referer: &header("referer"),
+        uagent,
+        referer,
         at: std::time::SystemTime::now(),
     };
     let mut line = String::new();
