@@ -219,6 +219,65 @@ fn a_galaxy_shaped_fastapi_factory_serves_through_http_https_and_nginx() {
     assert_eq!(records(&record).iter().find(|r| r["event"] == "shutdown").unwrap()["pid"], pids[0]);
 }
 
+/// A long poll that works without writing (`/api/wait`, Starlette's
+/// `request.is_disconnected()` in a loop) hears that its client left within a
+/// second, over HTTP, HTTPS (the pool's TLS relay) and nginx's `uwsgi_pass`.
+#[test]
+fn an_application_working_without_writing_hears_its_client_leave() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    let pool = galaxyish_pool(&venv, dir.path(), &record, "", &["--https", &https_arg(), "--socket", "127.0.0.1:0"]);
+    let heard = |n: usize, leave_after: f64, how: &str| {
+        assert!(
+            common::wait_until(T, || count_events(&record, "wait_disconnected") == n),
+            "{how}: the application never heard its client leave: {:?}\n{}",
+            records(&record),
+            pool.proc.log()
+        );
+        let after = records(&record).iter().filter(|r| r["event"] == "wait_disconnected").nth(n - 1).unwrap()["after"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            after >= leave_after - 0.05 && after < leave_after + 1.0,
+            "{how}: heard {after:.2} s into the request, the client left after {leave_after} s"
+        );
+    };
+
+    // Plain HTTP: the client closes its socket.
+    let mut c = Client::connect(pool.addr);
+    c.send_raw(b"GET /api/wait?limit=20 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(c);
+    heard(1, 0.5, "HTTP");
+
+    // HTTPS: curl gives up after 1 s.
+    let (resolve, url) = https_url(&pool, "/api/wait?limit=20");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "1", "--cacert", &cert("ca.pem"), "--resolve", &resolve, &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(28), "curl timed out: {}", String::from_utf8_lossy(&out.stderr));
+    heard(2, 1.0, "HTTPS");
+
+    // Behind nginx: the client leaves nginx, nginx leaves the zergling.
+    if common::require_program("nginx") {
+        let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0");
+        let nginx = common::nginx::Nginx::start_with(&uwsgi.to_string(), "");
+        let mut c = Client::connect(nginx.addr());
+        c.send_raw(b"GET /api/wait?limit=20 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        drop(c);
+        heard(3, 0.5, "nginx uwsgi_pass");
+    }
+
+    // A client that stays gets its answer: nothing is mistaken for a departure.
+    let v = json(&get_once(pool.addr, "/api/wait?limit=0.3").unwrap());
+    assert_eq!(v["gone"], false);
+    assert_eq!(count_events(&record, "wait_timeout"), 1);
+    assert!(!pool.proc.log().contains("without a complete response"), "{}", pool.proc.log());
+}
+
 #[test]
 fn a_failed_startup_exits_with_its_message_and_never_attaches() {
     let Some(venv) = venv() else { return };

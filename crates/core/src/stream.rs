@@ -4,7 +4,7 @@
 //! ([`Prefixed`], linkerd's `PrefixedIo` habit).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -54,6 +54,22 @@ impl ConnStream {
         }
     }
 
+    /// Waits until the peer has gone (end of file, or an error such as a reset:
+    /// `true`) or has sent bytes (`false`), without reading anything: what is
+    /// there stays for the stream's reader.
+    pub async fn peer_gone(&self) -> bool {
+        let fd = self.as_raw_fd();
+        let peek = || {
+            let mut byte = [0u8; 1];
+            nix::sys::socket::recv(fd, &mut byte, nix::sys::socket::MsgFlags::MSG_PEEK).map_err(io::Error::from)
+        };
+        let r = match self {
+            ConnStream::Tcp(s) => s.async_io(tokio::io::Interest::READABLE, peek).await,
+            ConnStream::Unix(s) => s.async_io(tokio::io::Interest::READABLE, peek).await,
+        };
+        !matches!(r, Ok(n) if n > 0)
+    }
+
     /// Turns the stream into a descriptor (to hand it over).
     pub fn into_fd(self) -> io::Result<OwnedFd> {
         Ok(match self {
@@ -77,17 +93,38 @@ macro_rules! delegate {
 pub trait Readable {
     /// Ready when a read would not block (bytes, end of file, or an error).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// A duplicate of the stream's descriptor (to watch it without reading it),
+    /// or `None` for a stream without one.
+    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+        None
+    }
 }
 
 impl Readable for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
+    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+        Some(self.as_fd().try_clone_to_owned())
+    }
 }
 
 impl Readable for UnixStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         UnixStream::poll_read_ready(self, cx)
+    }
+    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+        Some(self.as_fd().try_clone_to_owned())
+    }
+}
+
+impl AsRawFd for ConnStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            ConnStream::Tcp(s) => s.as_raw_fd(),
+            ConnStream::Unix(s) => s.as_raw_fd(),
+        }
     }
 }
 
@@ -96,6 +133,12 @@ impl Readable for ConnStream {
         match self {
             ConnStream::Tcp(s) => s.poll_read_ready(cx),
             ConnStream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+        match self {
+            ConnStream::Tcp(s) => s.duplicate(),
+            ConnStream::Unix(s) => s.duplicate(),
         }
     }
 }

@@ -24,7 +24,12 @@
 //!
 //! `http.disconnect` is what `receive()` returns once the request body was
 //! read and either the response is complete or the client went away (the
-//! response body was dropped by hyper, a request body that broke off); `send()`
+//! response body was dropped by hyper, a request body that broke off, or the
+//! library's [`zergling::ClientWatch`] saw the connection end: an application
+//! that waits in `receive()` while it works without writing, as Starlette's
+//! `request.is_disconnected()` and streamed responses do, hears it at once,
+//! not at its next write). A `receive()` the application cancelled takes no
+//! message and does not block the next one. `send()`
 //! after the client went away raises `ConnectionError`, an `OSError` (ASGI 2.4:
 //! Starlette stops a streamed response on it). Trailers (`trailers: True`) are
 //! refused with an exception in `send()`.
@@ -277,7 +282,8 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
         }
         let (parts, body) = req.into_parts();
         let (reply, response) = oneshot::channel();
-        let exchange = Arc::new(Exchange::new(reply, parts.method == http::Method::HEAD));
+        let client = parts.extensions.get::<zergling::ClientWatch>().cloned();
+        let exchange = Arc::new(Exchange::new(reply, parts.method == http::Method::HEAD, client));
         let bridge = self.bridge.clone();
         if body.is_end_stream() {
             exchange.lock().body_ended = true;
@@ -288,12 +294,42 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
         Box::pin(async move {
             // Dropped by hyper before the answer (the client went away): the
             // application hears http.disconnect.
-            let gone = Gone(Some((exchange, bridge)));
-            let resp = response.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR));
+            let gone = Gone(Some((exchange.clone(), bridge.clone())));
+            let mut response = response;
+            let watch = watch_client(exchange.clone());
+            tokio::pin!(watch);
+            let resp = tokio::select! {
+                r = &mut response => r,
+                () = &mut watch => {
+                    // Gone while the application works without writing.
+                    exchange.client_gone(&bridge);
+                    response.await
+                }
+            };
             gone.disarm();
-            Ok(resp)
+            Ok(resp.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR)))
         })
     }
+}
+
+/// Completes when the client of `exchange` has gone, watched only from the
+/// moment the application waits for `http.disconnect` (a `receive()` after the
+/// whole body: see [`Exchange::want_watch`]); never without a
+/// [`zergling::ClientWatch`].
+async fn watch_client(exchange: Arc<Exchange>) {
+    let Some(client) = exchange.client.clone() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let wanted = exchange.watch.notified();
+        tokio::pin!(wanted);
+        wanted.as_mut().enable();
+        if exchange.watch_wanted.load(Ordering::SeqCst) {
+            break;
+        }
+        wanted.await;
+    }
+    client.gone().await;
 }
 
 /// Tells the exchange the client went away when dropped armed.
@@ -373,6 +409,12 @@ pub(crate) struct Exchange {
     /// An [`Event::Wake`] for it is queued.
     wake_queued: AtomicBool,
     head_request: bool,
+    /// Tells when the client has gone (the library's, when it watches clients).
+    client: Option<zergling::ClientWatch>,
+    /// The application waits for `http.disconnect`: the client is watched.
+    watch_wanted: AtomicBool,
+    /// Signalled when `watch_wanted` is set.
+    watch: Notify,
 }
 
 #[derive(Default)]
@@ -404,12 +446,29 @@ struct State {
 }
 
 impl Exchange {
-    fn new(reply: oneshot::Sender<Response<AsgiBody>>, head_request: bool) -> Self {
+    fn new(
+        reply: oneshot::Sender<Response<AsgiBody>>,
+        head_request: bool,
+        client: Option<zergling::ClientWatch>,
+    ) -> Self {
         Exchange {
             state: Mutex::new(State { reply: Some(reply), ..State::default() }),
             room: Notify::new(),
             wake_queued: AtomicBool::new(false),
             head_request,
+            client,
+            watch_wanted: AtomicBool::new(false),
+            watch: Notify::new(),
+        }
+    }
+
+    /// The application waits for `http.disconnect` (a `receive()` pending after
+    /// the whole body): from now on the client is watched, so that it hears of a
+    /// departure at once, not at its next write. Watched only then: an
+    /// application that never asks pays nothing for it.
+    fn want_watch(&self) {
+        if self.client.is_some() && !self.watch_wanted.swap(true, Ordering::SeqCst) {
+            self.watch.notify_waiters();
         }
     }
 
@@ -436,6 +495,7 @@ impl Exchange {
     /// where the state now allows.
     fn resolve_pending(&self, py: Python<'_>, _apps: &AsgiApps) -> PyResult<()> {
         let mut st = self.lock();
+        forget_cancelled(py, &mut st.receiver)?;
         if st.receiver.is_some() {
             if let Some(msg) = next_message(py, &mut st)? {
                 let fut = st.receiver.take();
@@ -468,6 +528,9 @@ pub(crate) fn receive_into<'py, S>(
     receiver: impl Fn(&mut S) -> &mut Option<Py<PyAny>>,
     room: &Notify,
 ) -> PyResult<Bound<'py, PyAny>> {
+    // One the application cancelled (Starlette's `is_disconnected()` does it
+    // on purpose) is forgotten: it took no message.
+    forget_cancelled(py, receiver(&mut st))?;
     if receiver(&mut st).is_some() {
         return Err(PyRuntimeError::new_err("receive() called again before the last one completed"));
     }
@@ -480,6 +543,18 @@ pub(crate) fn receive_into<'py, S>(
         None => *receiver(&mut st) = Some(fut.clone().unbind()),
     }
     Ok(fut)
+}
+
+/// Forgets a waiting `receive()` whose future is done already (the application
+/// cancelled it), so that no message is taken for it and a new `receive()` may
+/// wait.
+fn forget_cancelled(py: Python<'_>, receiver: &mut Option<Py<PyAny>>) -> PyResult<()> {
+    if let Some(fut) = receiver {
+        if fut.bind(py).call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+            *receiver = None;
+        }
+    }
+    Ok(())
 }
 
 /// Sets a future's result unless it is done (cancelled by the application).
@@ -624,7 +699,16 @@ impl HttpProto {
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let fut = self.bridge.bind(py).get().create_future(py)?;
         let st = self.exchange.lock();
-        receive_into(py, fut, st, next_message, |st| &mut st.receiver, &self.exchange.room)
+        let fut = receive_into(py, fut, st, next_message, |st| &mut st.receiver, &self.exchange.room)?;
+        if self.exchange.client.is_some() {
+            let st = self.exchange.lock();
+            let waits_for_disconnect = st.receiver.is_some() && st.body_told && !st.disconnected;
+            drop(st);
+            if waits_for_disconnect {
+                self.exchange.want_watch();
+            }
+        }
+        Ok(fut)
     }
 
     /// ASGI's `send(message)`: an awaitable that completes once the message is
@@ -665,7 +749,7 @@ impl HttpProto {
     fn finished(&self, failed: bool) {
         let mut st = self.exchange.lock();
         if let Some(reply) = st.reply.take() {
-            if !failed {
+            if !failed && !st.disconnected {
                 tracing::error!("the ASGI application returned without a complete response: 500");
             }
             let _ = reply.send(plain(StatusCode::INTERNAL_SERVER_ERROR));
@@ -759,8 +843,15 @@ impl HttpProto {
                 st.outbox.push_back(body);
             }
             drop(st);
-            let stream =
-                AsgiBody::Stream(StreamBody { exchange: self.exchange.clone(), bridge: self.bridge.clone_ref(py) });
+            let watch: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = match self.exchange.client {
+                Some(_) => Some(Box::pin(watch_client(self.exchange.clone()))),
+                None => None,
+            };
+            let stream = AsgiBody::Stream(StreamBody {
+                exchange: self.exchange.clone(),
+                bridge: self.bridge.clone_ref(py),
+                watch,
+            });
             let _ = reply.send(head.into_response(stream));
             return Ok(false);
         }
@@ -813,6 +904,8 @@ pub(crate) enum AsgiBody {
 pub(crate) struct StreamBody {
     exchange: Arc<Exchange>,
     bridge: Py<Bridge>,
+    /// [`watch_client`], polled while the body waits for the application.
+    watch: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl Drop for StreamBody {
@@ -854,6 +947,14 @@ impl Body for AsgiBody {
                     return Poll::Ready(Some(Err(io::Error::other("the application did not finish its response"))));
                 }
                 st.body_waker = Some(cx.waker().clone());
+                drop(st);
+                if s.watch.as_mut().is_some_and(|w| w.as_mut().poll(cx).is_ready()) {
+                    // Gone while the application has nothing to write: the
+                    // connection is aborted (dropping the body tells the
+                    // application, see Drop).
+                    s.watch = None;
+                    return Poll::Ready(Some(Err(io::Error::other("the client has gone"))));
+                }
                 Poll::Pending
             }
         }

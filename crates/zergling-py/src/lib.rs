@@ -101,6 +101,8 @@ fn serve_asgi(
     config.io_threads = Some(io_threads.max(1));
     config.tags.push("lang=python".into());
     config.tags.push("interface=asgi".into());
+    // http.disconnect while the application works without writing.
+    config.watch_clients = true;
     let service = asgi::AsgiService { bridge: Arc::new(bridge.clone_ref(py)) };
     let call_soon = event_loop.getattr("call_soon_threadsafe")?.unbind();
     std::thread::Builder::new()

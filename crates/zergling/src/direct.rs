@@ -136,6 +136,7 @@ pub(super) async fn accept_loop<S, B>(
                     timeouts: **worker.timeouts.load(),
                     head_limit: worker.head_limit.load(Ordering::Relaxed),
                     idle: Some(worker.idle.clone()),
+                    watch_clients: worker.config.watch_clients,
                 };
                 let end = Box::pin(run_http1(Prefixed::new(Bytes::new(), stream), ctx, handback)).await;
                 drop(owned);
@@ -151,7 +152,13 @@ pub(super) async fn accept_loop<S, B>(
         let mut settings = acceptor.settings.clone();
         // Static-map as the pool's last WELCOME said.
         settings.statics = Some(worker.statics.load_full());
+        let release = super::watch_of(&worker.config, &stream).map(|(w, r)| {
+            settings.watch = Some(w);
+            r
+        });
         worker.conns.spawn(async move {
+            // Released (the duplicate closed) when the connection is over.
+            let _release = release;
             Box::pin(uwsgi::serve_uwsgi(stream, info, service, settings)).await;
             drop(owned);
         });

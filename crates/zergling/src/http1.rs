@@ -350,6 +350,8 @@ pub(super) struct Http1Ctx<S> {
     pub(super) head_limit: usize,
     /// Where the connection registers while idle; `None` outside a pool.
     pub(super) idle: Option<Arc<IdleConns>>,
+    /// Put a [`ClientWatch`] in every request ([`ZerglingConfig::watch_clients`]).
+    pub(super) watch_clients: bool,
 }
 
 /// Serves HTTP/1.1 with keep-alive on one connection.
@@ -383,6 +385,11 @@ where
     let mut served = 0usize;
     let mut had_request = io.prefix_len() > 0;
     let (mut buffered, mut stream) = io.into_parts();
+    // Released (the duplicate closed) when the connection ends, however it ends.
+    let (watch, _release) = match ctx.watch_clients.then(|| ClientWatch::of(&stream)).flatten() {
+        Some((w, r)) => (Some(w), Some(r)),
+        None => (None, None),
+    };
     // When the bytes of a head started to arrive (a head split across reads).
     let mut head_started: Option<tokio::time::Instant> = None;
     loop {
@@ -415,8 +422,13 @@ where
         }
         let before = served;
         // Boxed: an idle connection's task then holds no room for hyper's state.
-        let active =
-            Box::pin(run_hyper(Prefixed::new(std::mem::take(&mut buffered), stream), &ctx, &mut served, &handback));
+        let active = Box::pin(run_hyper(
+            Prefixed::new(std::mem::take(&mut buffered), stream),
+            &ctx,
+            watch.as_ref(),
+            &mut served,
+            &handback,
+        ));
         match active.await {
             Active::Closed => break,
             Active::HandBack { io, buffered } => return Http1End::HandBack { io, buffered },
@@ -493,6 +505,7 @@ pub(super) enum Active<IO> {
 pub(super) async fn run_hyper<IO, S, B>(
     io: Prefixed<IO>,
     ctx: &Http1Ctx<S>,
+    watch: Option<&ClientWatch>,
     served: &mut usize,
     handback: &impl Fn() -> bool,
 ) -> Active<IO>
@@ -508,9 +521,13 @@ where
     // In an Arc: the service type need not be Unpin for hyper's connection to be.
     let (info, service, statics) = (ctx.info.clone(), Arc::new(ctx.service.clone()), ctx.statics.clone());
     let going_away = ctx.going_away.clone();
+    let watch = watch.cloned();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
         req.extensions_mut().insert(GoingAway(going_away.clone()));
+        if let Some(w) = &watch {
+            req.extensions_mut().insert(w.clone());
+        }
         let going_away = going_away.clone();
         let in_flight = InFlight::new(act.clone());
         let mut clock = stats::Clock::start(&req, Some(&info));
@@ -664,6 +681,7 @@ where
         timeouts: proto::Timeouts::default(),
         head_limit: 0,
         idle: None,
+        watch_clients: false,
     };
     let _ = run_http1(Prefixed::new(Bytes::new(), io), ctx, || false).await;
 }

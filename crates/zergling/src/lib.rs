@@ -37,7 +37,9 @@
 //!   with [`GOING_AWAY_GRACE`] to do it; then return.
 //!
 //! Each request carries a [`ConnInfo`] in its extensions: the listener, the
-//! client's address, the scheme, and the zergling's id; and a [`GoingAway`].
+//! client's address, the scheme, and the zergling's id; and a [`GoingAway`];
+//! and, when [`ZerglingConfig::watch_clients`] is set, a [`ClientWatch`] that
+//! tells when the client has gone while the request is in flight.
 //!
 //! **Upgrades** (WebSockets) use hyper's API: answer `101 Switching Protocols`
 //! and take the stream with `hyper::upgrade::on(&mut request)`. An upgraded
@@ -53,7 +55,8 @@
 //! deadlines, idle phase, drain and hand-back; `h2` HTTP/2; `uwsgi` uwsgi
 //! connections; `statics` static-map answers; `idle` the owned and idle
 //! connections; `direct` accepting on the pool's listeners (`zerg-direct-accept`);
-//! `stats` the request counters reported to the pool (STATS).
+//! `stats` the request counters reported to the pool (STATS); `watch` the
+//! client watch.
 
 mod direct;
 mod h2;
@@ -63,12 +66,14 @@ mod session;
 mod statics;
 mod stats;
 pub mod uwsgi;
+mod watch;
 
 use h2::*;
 pub use http1::serve_http1;
 use http1::*;
 use idle::*;
 use session::*;
+pub use watch::ClientWatch;
 
 use std::error::Error as StdError;
 use std::os::fd::{AsFd, OwnedFd};
@@ -212,6 +217,11 @@ pub struct ZerglingConfig {
     /// An application that does its work on threads of its own (the Python
     /// binding) needs few: every extra thread is a context switch away.
     pub io_threads: Option<usize>,
+    /// Put a [`ClientWatch`] in every HTTP/1 and uwsgi request, which tells
+    /// when the client has gone while the request is in flight. It costs a
+    /// duplicate descriptor per connection, so it is off by default; the
+    /// Python binding's ASGI bridge turns it on (`http.disconnect`).
+    pub watch_clients: bool,
 }
 
 impl ZerglingConfig {
@@ -225,6 +235,7 @@ impl ZerglingConfig {
             handle_signals: true,
             io_threads: None,
             saturation: None,
+            watch_clients: false,
         }
     }
 
@@ -512,6 +523,15 @@ where
     Ok(())
 }
 
+/// A client watch on a uwsgi connection, when the configuration asks for one.
+fn watch_of(config: &ZerglingConfig, stream: &ConnStream) -> Option<(ClientWatch, watch::Release)> {
+    if config.watch_clients {
+        ClientWatch::of(stream)
+    } else {
+        None
+    }
+}
+
 /// Runs a zergling on a new multi-threaded runtime; returns once it has drained.
 pub fn serve_blocking<S, B>(config: ZerglingConfig, service: S) -> Result<(), ZerglingError>
 where
@@ -692,6 +712,7 @@ mod tests {
             timeouts: proto::Timeouts::default(),
             head_limit: 0,
             idle: None,
+            watch_clients: false,
         };
         tokio::spawn(run_http1(io, ctx, || true))
     }

@@ -127,6 +127,7 @@ where
                         buffer_size: buffer_size as usize,
                         packet_timeout: Duration::from_millis(u64::from(head_timeout_ms)),
                         statics: None, // taken from `worker.statics` for each connection
+                        watch: None,   // made for each connection
                     };
                     match direct::Acceptor::new(fd, listener, kind, local, settings) {
                         Ok(acceptor) => {
@@ -197,8 +198,14 @@ pub(super) async fn accept_conn<S, B>(
     if meta.kind == ListenerKind::Uwsgi {
         // One request per connection, closed after the response (what nginx expects).
         worker.conns.clone().spawn(async move {
+            let mut settings = uwsgi::UwsgiSettings::handed_over();
+            // Released (the duplicate closed) when the connection is over.
+            let _release = watch_of(&worker.config, &stream).map(|(w, r)| {
+                settings.watch = Some(w);
+                r
+            });
             let io = Prefixed::new(meta.prefix.clone(), stream);
-            Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), uwsgi::UwsgiSettings::handed_over())).await;
+            Box::pin(uwsgi::serve_uwsgi(io, info, worker.service.clone(), settings)).await;
             drop(owned);
             let _ = chan.send(&Message::Closed { conn }, None).await;
         });
@@ -240,6 +247,7 @@ pub(super) async fn accept_conn<S, B>(
             timeouts: **worker.timeouts.load(),
             head_limit: worker.head_limit.load(Ordering::Relaxed),
             idle: Some(worker.idle.clone()),
+            watch_clients: worker.config.watch_clients,
         };
         let end = Box::pin(run_http1(io, ctx, handback)).await;
         drop(owned);

@@ -78,6 +78,8 @@ pub struct UwsgiSettings {
     /// Static-map, when this zergling must apply it (connections it accepted
     /// itself); `None` when the pool already did.
     pub statics: Option<Arc<StaticOptions>>,
+    /// Put in the request's extensions (see [`crate::ZerglingConfig::watch_clients`]).
+    pub watch: Option<crate::ClientWatch>,
 }
 
 impl UwsgiSettings {
@@ -87,6 +89,7 @@ impl UwsgiSettings {
             buffer_size: zergpool_core::classify::uwsgi::MAX_BUFFER_SIZE,
             packet_timeout: PACKET_TIMEOUT,
             statics: None,
+            watch: None,
         }
     }
 }
@@ -214,10 +217,14 @@ where
     let conn_info = Arc::new(uwsgi_conn_info(&info, &request));
     let version = client_version(&request);
     let uwsgi = Arc::new(UwsgiInfo { request, gateway: info.peer.clone() });
+    let watch = settings.watch;
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         *req.version_mut() = version;
         req.extensions_mut().insert(conn_info.clone());
         req.extensions_mut().insert(uwsgi.clone());
+        if let Some(w) = &watch {
+            req.extensions_mut().insert(w.clone());
+        }
         let mut clock = crate::stats::Clock::start(&req, Some(&conn_info));
         let call = service.call(req);
         async move {

@@ -6,7 +6,8 @@ never end by themselves, uploads streamed to disk, a background task, and a
 WebSocket endpoint.
 
 ``GALAXYISH_RECORD`` names a file where lifecycle events are appended as JSON
-lines (``startup``, ``shutdown``, ``disconnected``, ``background``), with the
+lines (``startup``, ``shutdown``, ``disconnected``, ``wait_disconnected``,
+``wait_timeout``, ``background``), with the
 process id: the tests read what happened inside the application from it.
 ``GALAXYISH_FAIL_STARTUP`` makes the startup fail.
 """
@@ -92,6 +93,19 @@ def factory():
                 record("disconnected", ticks=i)
 
         return StreamingResponse(ticks(), media_type="text/event-stream")
+
+    @app.get("/api/wait")
+    async def wait(request: Request, limit: float = 30.0):
+        # A long poll: works without writing, asking whether the client is
+        # still there (Starlette's is_disconnected() cancels a receive() each time).
+        started = time.time()
+        while time.time() - started < limit:
+            if await request.is_disconnected():
+                record("wait_disconnected", after=time.time() - started)
+                return {"gone": True}
+            await asyncio.sleep(0.05)
+        record("wait_timeout")
+        return {"gone": False}
 
     @app.post("/api/jobs")
     async def jobs(background: BackgroundTasks):
