@@ -128,6 +128,8 @@ run_loadgen() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mean() { awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
+# median of the numbers on stdin, one a line (two decimals)
+median() { sort -g | awk '{ v[n++] = $1 } END { if (!n) print "n/a"; else if (n % 2) printf "%.2f", v[int(n/2)]; else printf "%.2f", (v[n/2-1] + v[n/2]) / 2 }'; }
 
 # start_nginx PREFIX HTTP_DIRECTIVES: a private nginx (its own prefix, pid, logs and
 # temp folders under PREFIX; the Debian service stays untouched), one worker pinned

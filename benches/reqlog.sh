@@ -7,13 +7,26 @@
 # Decision it informs (issue 15): logging on must cost no more than 5 % of
 # keep-alive throughput.
 #
-# Usage: benches/reqlog.sh   (DURATION=10 ROUNDS=3 CONNS=50 to change)
+# The log files go to $LOGDIR (default: a new directory under /tmp, on disk
+# here); LOGDIR=/dev/shm measures what logging costs the processes without
+# the disk (this machine's virtual disk stalls everything when the page cache
+# flushes a few hundred megabytes of lines).
+#
+# The machines this runs on are shared and noisy (the same setup swings by
+# 20 % from one run to the next), so each round runs the three pools one after
+# the other and the verdict is the median of the rounds' ratios, not a ratio
+# of means; the order of the three turns from round to round. Then the same
+# pools side by side (see `paired`), the steadier figure; SEQUENTIAL=0 runs
+# only that. MODES=keepalive skips the `Connection: close` runs.
+#
+# Usage: benches/reqlog.sh   (DURATION=10 ROUNDS=3 CONNS=50 LOGDIR=DIR MODES="keepalive close")
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need wrk; need curl; need taskset util-linux
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
-TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP" "$LOGS"' EXIT
+LOGS=$(mktemp -d "${LOGDIR:-/tmp}/zergpool-reqlog.XXXXXX")
 
 declare -A PORT PIDS
 start() { # NAME OPTIONS...
@@ -26,29 +39,86 @@ start() { # NAME OPTIONS...
   PIDS[$name]="$pid $(curl -s "http://127.0.0.1:$port/pid")"
 }
 start off --disable-logging
-start uwsgi --logto "$TMP/uwsgi.log"
-start json --logto "$TMP/json.log" --log-json
+start uwsgi --logto "$LOGS/uwsgi.log"
+start json --logto "$LOGS/json.log" --log-json
 
 echo "request logging: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
 printf '%-8s %-10s %-6s %12s %10s\n' round mode log rps us/req
-declare -A R
+declare -A R U
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in keepalive close; do
+  [ "${SEQUENTIAL:-1}" = 0 ] && break
+  for mode in ${MODES:-keepalive close}; do
     c=0; [ $mode = close ] && c=1
-    for s in off uwsgi json; do
+    # The order turns every round: no setup always runs first or last.
+    order="off uwsgi json"
+    case $((r % 3)) in 2) order="uwsgi json off" ;; 0) order="json off uwsgi" ;; esac
+    for s in $order; do
       # shellcheck disable=SC2086
       read -r rps us _ < <(run_wrk "$s" "http://127.0.0.1:${PORT[$s]}/" $c ${PIDS[$s]})
       R[$mode,$s]+="$rps "
+      U[$mode,$s]+="$us "
       printf '%-8s %-10s %-6s %12s %10s\n' "$r" $mode $s "$rps" "$us"
     done
   done
 done
 echo
-for mode in keepalive close; do
+for mode in ${MODES:-keepalive close}; do
+  [ "${SEQUENTIAL:-1}" = 0 ] && break
   base=$(tr ' ' '\n' <<<"${R[$mode,off]}" | grep . | mean)
+  read -ra offs <<<"${R[$mode,off]}"
+  read -ra offu <<<"${U[$mode,off]}"
   for s in uwsgi json; do
     m=$(tr ' ' '\n' <<<"${R[$mode,$s]}" | grep . | mean)
-    printf 'mean %-10s off %8s rps  %-6s %8s rps  ratio %s\n' $mode "$base" $s "$m" "$(ratio "$m" "$base")"
+    read -ra ons <<<"${R[$mode,$s]}"
+    read -ra onu <<<"${U[$mode,$s]}"
+    med=$(for i in "${!ons[@]}"; do ratio "${ons[$i]}" "${offs[$i]}"; echo; done | median)
+    medu=$(for i in "${!onu[@]}"; do awk -v a="${onu[$i]}" -v b="${offu[$i]}" 'BEGIN { printf "%.2f\n", a - b }'; done | median)
+    printf '%-10s %-6s mean %8s rps (off %8s)  median of round ratios %s  median extra CPU %s us/req\n' \
+      $mode $s "$m" "$base" "$med" "$medu"
   done
 done
-echo "lines written: uwsgi $(wc -l <"$TMP/uwsgi.log"), json $(wc -l <"$TMP/json.log")"
+# Side by side: the pool without logging and one with it, loaded at the same
+# time (two wrk on the client CPU, both pools on the server CPU), so that
+# whatever else the machine does falls on both alike. The CPU each pool spends
+# per request is compared; on a CPU-bound server, throughput is its inverse.
+paired() { # ON CLOSE → "us_off us_on rps_off rps_on"
+  local on=$1 c=$2 hdr=()
+  [ "$c" = 1 ] && hdr=(-H 'Connection: close')
+  local ua="http://127.0.0.1:${PORT[off]}/" ub="http://127.0.0.1:${PORT[$on]}/"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ua" >/dev/null 2>&1 &
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ub" >/dev/null 2>&1
+  wait
+  # shellcheck disable=SC2086
+  local a0 b0; a0=$(cpu_ticks ${PIDS[off]}); b0=$(cpu_ticks ${PIDS[$on]})
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ua" >"$TMP/pa" 2>&1 &
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ub" >"$TMP/pb" 2>&1
+  wait
+  # shellcheck disable=SC2086
+  local a1 b1; a1=$(cpu_ticks ${PIDS[off]}); b1=$(cpu_ticks ${PIDS[$on]})
+  local na nb; na=$(awk '/requests in/ {print $1}' "$TMP/pa"); nb=$(awk '/requests in/ {print $1}' "$TMP/pb")
+  local hz; hz=$(getconf CLK_TCK)
+  awk -v ta=$((a1 - a0)) -v tb=$((b1 - b0)) -v na="$na" -v nb="$nb" -v hz="$hz" -v d="$DURATION" \
+    'BEGIN { printf "%.2f %.2f %.0f %.0f\n", ta * 1e6 / hz / na, tb * 1e6 / hz / nb, na / d, nb / d }'
+}
+echo
+echo "side by side (both pools loaded at once, $ROUNDS rounds of ${DURATION}s):"
+printf '%-8s %-10s %-6s %10s %10s %12s %12s %8s\n' round mode log us_off us_on rps_off rps_on cpu_ratio
+declare -A P
+for r in $(seq 1 "$ROUNDS"); do
+  for mode in ${MODES:-keepalive close}; do
+    c=0; [ $mode = close ] && c=1
+    for s in uwsgi json; do
+      read -r uo un ro rn < <(paired $s $c)
+      q=$(awk -v a="$uo" -v b="$un" 'BEGIN { printf "%.3f", a / b }')
+      P[$mode,$s]+="$q "
+      printf '%-8s %-10s %-6s %10s %10s %12s %12s %8s\n' "$r" $mode $s "$uo" "$un" "$ro" "$rn" "$q"
+    done
+  done
+done
+for mode in ${MODES:-keepalive close}; do
+  for s in uwsgi json; do
+    printf '%-10s %-6s CPU per request off/on, median of %s rounds: %s (the throughput a CPU-bound server keeps)\n' \
+      $mode $s "$ROUNDS" "$(tr ' ' '\n' <<<"${P[$mode,$s]}" | grep . | median)"
+  done
+done
+echo "lines written: uwsgi $(wc -l <"$LOGS/uwsgi.log"), json $(wc -l <"$LOGS/json.log") (in $LOGS)"

@@ -6,7 +6,11 @@
 //! every reload with `log-reopen`.
 //!
 //! The zerglings the pool spawns write to it too: their output is relayed line
-//! by line through the pool's log. Every line is one `write` to a file opened
+//! by line through the pool's log. Request log lines of every zergling go
+//! straight into the file (each attach session gives its zergling the file's
+//! descriptor, LOGFILE, and a new one after each reopen): no copy through the
+//! pool on every request. A zergling's lines written between a rename and the
+//! new LOGFILE go to the renamed file, whole. Every line is one `write` to a file opened
 //! with `O_APPEND`, under a lock that a reopen takes to swap the file: a line
 //! goes whole to the old file or whole to the new one, never torn or lost.
 
@@ -28,10 +32,38 @@ fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Counts the log files opened: each attach session watches it and gives every
+/// new file to its zergling (LOGFILE), so that request log lines go to the
+/// file the pool writes, rotation included.
+fn opened_count() -> &'static tokio::sync::watch::Sender<u64> {
+    static OPENED: OnceLock<tokio::sync::watch::Sender<u64>> = OnceLock::new();
+    OPENED.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Changes each time a log file is opened (see [`file_for_zergling`]).
+pub fn opened() -> tokio::sync::watch::Receiver<u64> {
+    opened_count().subscribe()
+}
+
+/// A copy of the log file's descriptor for a zergling (LOGFILE), or `None`
+/// while the log goes to stderr (the zerglings then send their lines in LOG).
+pub fn file_for_zergling() -> Option<std::os::fd::OwnedFd> {
+    let t = target().lock().unwrap_or_else(|p| p.into_inner());
+    let (path, file) = t.as_ref()?;
+    match file.try_clone() {
+        Ok(f) => Some(f.into()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot share the log file with a zergling; it sends its lines instead");
+            None
+        }
+    }
+}
+
 /// Sends the log to `path` from now on (appended to).
 pub fn log_to(path: &Path) -> io::Result<()> {
     let file = open(path)?;
     *target().lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_owned(), file));
+    opened_count().send_modify(|n| *n += 1);
     Ok(())
 }
 
@@ -41,6 +73,8 @@ pub fn reopen() -> io::Result<()> {
     let mut t = target().lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, file)) = t.as_mut() {
         *file = open(path)?;
+        drop(t);
+        opened_count().send_modify(|n| *n += 1);
     }
     Ok(())
 }

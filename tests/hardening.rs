@@ -433,8 +433,8 @@ fn a_graceful_stop_does_not_wait_for_idle_keep_alive_connections() {
     assert!(c.closed_within(Duration::from_secs(1)));
 }
 
-/// Protocol version 3 (version 2: typed static-map in WELCOME, typed
-/// direct-accept flag in HELLO; 3: LOAD): a zergling that speaks an older version
+/// Protocol version 4 (version 2: typed static-map in WELCOME, typed
+/// direct-accept flag in HELLO; 3: LOAD; 4: STATS, LOG, LOGFILE): a zergling that speaks an older version
 /// is refused with a message naming both versions, and never welcomed.
 #[test]
 fn a_zergling_speaking_another_protocol_version_is_told_which_one_the_pool_speaks() {
@@ -443,7 +443,7 @@ fn a_zergling_speaking_another_protocol_version_is_told_which_one_the_pool_speak
     z.send(&Message::Hello { version: 2, pid: 1, capacity: 1, tags: Vec::new(), accept_direct: false }, None);
     match z.recv(T) {
         Some((Message::Refuse { reason }, _)) => {
-            assert!(reason.contains("version 2") && reason.contains("version 3"), "{reason}");
+            assert!(reason.contains("version 2") && reason.contains("version 4"), "{reason}");
         }
         other => panic!("expected REFUSE, got {other:?}"),
     }

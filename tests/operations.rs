@@ -371,7 +371,7 @@ fn logrotate_rotates_the_log_under_load_and_no_line_is_lost() {
     let log = dir.path().join("pool.log");
     let log_s = log.display().to_string();
     let pool = Pool::start_with(
-        &["--logto", &log_s, "--zergling", common::demo()],
+        &["--logto", &log_s, "--disable-logging=false", "--zergling", common::demo()],
         &[("ZERGPOOL_LOG", "info,zergpool::pool::conn=debug")],
     );
     pool.wait_attached(1);
@@ -401,10 +401,27 @@ fn logrotate_rotates_the_log_under_load_and_no_line_is_lost() {
     let (old, new) = (count(&rotated), count(&log));
     assert!(old > 0 && new > 0, "the rotation fell in the load: {old} before, {new} after");
     assert_eq!(old + new, 600, "one line per connection across both files");
+    // The zergling's request log lines, written straight into the file it was
+    // given (LOGFILE), a new one after the reopen: 600 across both files.
+    let requests = |p: &std::path::Path| {
+        std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.starts_with("[pid: ")).count()
+    };
+    assert!(
+        wait_until(T, || requests(&rotated) + requests(&log) == 600),
+        "request lines: {} before, {} after",
+        requests(&rotated),
+        requests(&log)
+    );
+    assert!(requests(&log) > 0, "the zergling writes to the new file after the reopen");
     let all = std::fs::read_to_string(&rotated).unwrap() + &std::fs::read_to_string(&log).unwrap();
     assert!(all.contains("[zergling0 pid"), "the zerglings' output is in the same file");
     for line in all.lines() {
-        assert!(line.len() > 20 && line.as_bytes()[4] == b'-', "every line whole: {line:?}");
+        let whole = if line.starts_with("[pid: ") {
+            line.contains("GET / => generated 13 bytes") && line.ends_with("(1 switches on core 0)")
+        } else {
+            line.len() > 20 && line.as_bytes()[4] == b'-'
+        };
+        assert!(whole, "every line whole: {line:?}");
     }
 }
 
@@ -608,4 +625,63 @@ fn request_log_lines_come_from_whoever_answered_in_every_format() {
     let lines = run(&["--disable-logging", "--log-4xx"]);
     assert_eq!(lines.len(), 1, "only the 404: {lines:?}");
     assert!(lines[0].contains("GET /nope"));
+}
+
+/// LOGFILE: with request logging on and a log file, an attaching zergling gets
+/// the file's descriptor after WELCOME (its lines then go straight into it),
+/// and a new one after each reopen; lines written there land in the pool's
+/// log, before and after the rotation. Without request logging, none is sent.
+#[test]
+fn zerglings_get_the_log_file_and_a_new_one_after_each_reopen() {
+    use std::io::Write as _;
+    use zergpool::proto::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pool.log");
+    let log_s = log.display().to_string();
+    let pool = Pool::start(&["--logto", &log_s, "--disable-logging=false"]);
+    let z = common::RawZergling::attach(&pool.sock, std::process::id(), 1);
+    let Some((Message::LogFile, Some(fd))) = z.recv(T) else { panic!("no LOGFILE after WELCOME") };
+    std::fs::File::from(fd).write_all(b"line written by the zergling before\n").unwrap();
+    assert!(wait_until(T, || std::fs::read_to_string(&log).unwrap().contains("line written by the zergling before")));
+    // logrotate's way: rename, then SIGUSR1.
+    let rotated = dir.path().join("pool.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    pool.proc.signal(nix::sys::signal::Signal::SIGUSR1);
+    let Some((Message::LogFile, Some(fd))) = z.recv(T) else { panic!("no new LOGFILE after the reopen") };
+    std::fs::File::from(fd).write_all(b"line written by the zergling after\n").unwrap();
+    assert!(wait_until(T, || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("by the zergling after"))));
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("by the zergling after"));
+
+    // Request logging off: the file stays the pool's.
+    let quiet = Pool::start(&["--logto", &dir.path().join("quiet.log").display().to_string()]);
+    let z = common::RawZergling::attach(&quiet.sock, std::process::id(), 1);
+    assert!(z.recv(Duration::from_millis(500)).is_none(), "no LOGFILE without request logging");
+}
+
+/// A request that finishes after its zergling's session ended (a chain reload
+/// drains it: DRAIN ends the session, the request goes on) still gets its
+/// line, in the log file (LOGFILE) and on stderr (LOG on the kept channel).
+#[test]
+fn the_last_requests_of_a_draining_zergling_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pool.log");
+    let log_s = log.display().to_string();
+    for to_file in [true, false] {
+        let mut args = vec!["--disable-logging=false", "--zergling", common::demo()];
+        if to_file {
+            args.extend_from_slice(&["--logto", &log_s]);
+        }
+        let pool = Pool::start(&args);
+        pool.wait_attached(1);
+        let addr = pool.addr;
+        let slow = std::thread::spawn(move || get_once(addr, "/sleep?ms=1500").map(|r| r.status));
+        std::thread::sleep(Duration::from_millis(300));
+        pool.proc.signal(nix::sys::signal::Signal::SIGHUP);
+        assert_eq!(slow.join().unwrap().unwrap(), 200);
+        let logged = || {
+            let text = if to_file { std::fs::read_to_string(&log).unwrap_or_default() } else { pool.proc.log() };
+            text.lines().any(|l| l.contains("GET /sleep?ms=1500 => generated"))
+        };
+        assert!(wait_until(T, logged), "to_file={to_file}: no line for the request that outlived its session");
+    }
 }

@@ -284,7 +284,11 @@ async fn zergling_session(chan: Channel, dispatcher: Arc<Dispatcher>, policy: At
     } else {
         Vec::new()
     };
-    let (orders, unacked, end) = run_session(&chan, &dispatcher, id, orders, policy.ack_timeout, &direct_http).await;
+    // Request log lines go straight to the pool's log file (LOGFILE), a new one
+    // after each reopen.
+    let log_files = policy.request_log.any().then(crate::logfile::opened);
+    let (orders, unacked, end) =
+        run_session(&chan, &dispatcher, id, orders, policy.ack_timeout, &direct_http, log_files).await;
     dispatcher.unregister(id);
     let why = crate::error_chain(&end);
     if end.stuck() {
@@ -354,7 +358,12 @@ async fn run_session(
     mut orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
     ack_timeout: Duration,
     direct_http: &[&str],
+    mut log_files: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> (tokio::sync::mpsc::UnboundedReceiver<Order>, HashMap<ConnId, Pending>, SessionEnd) {
+    if let Some(rx) = log_files.as_mut() {
+        rx.borrow_and_update();
+        send_log_file(chan, id, ack_timeout).await;
+    }
     let mut unacked: HashMap<ConnId, Pending> = HashMap::new();
     // CONNs in the order they were sent, with the time: the oldest one still
     // unacknowledged sets the acknowledgement deadline.
@@ -384,10 +393,20 @@ async fn run_session(
                 sent_at.pop_front();
             }
             let deadline = sent_at.front().map(|(_, t)| *t + ack_timeout);
+            let log_reopened = async {
+                let changed = match log_files.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     break SessionEnd::NotAcknowledged(ack_timeout);
                 }
+                () = log_reopened => send_log_file(chan, id, ack_timeout).await,
                 order = orders.recv() => match order {
                     Some(Order::Conn(p)) => {
                         let conn = p.meta.conn;
@@ -509,6 +528,18 @@ async fn run_session(
         }
     }
     (orders, unacked, end)
+}
+
+/// Gives the zergling the pool's log file for its request log lines (LOGFILE),
+/// when the log is a file. A zergling that does not get it sends its lines in
+/// LOG, which the pool writes: nothing is lost either way.
+async fn send_log_file(chan: &Channel, id: ZerglingId, limit: Duration) {
+    let Some(fd) = crate::logfile::file_for_zergling() else { return };
+    match tokio::time::timeout(limit, chan.send(&Message::LogFile, Some(fd.as_fd()))).await {
+        Ok(Ok(())) => debug!(%id, "log file given to the zergling"),
+        Ok(Err(e)) => debug!(%id, error = %e, "LOGFILE not sent"),
+        Err(_) => debug!(%id, "LOGFILE not sent in time"),
+    }
 }
 
 /// Whether `pid` is a child of this process (a zergling the pool spawned), read

@@ -373,11 +373,13 @@ fn log_request(
             }
         }
     }
-    let addr = meta.peer.ip().map_or_else(|| meta.peer.to_string(), |ip| ip.to_string());
+    let ip = meta.peer.ip().map(zergpool_core::reqlog::AddrText::new);
+    let named = if ip.is_none() { meta.peer.to_string() } else { String::new() };
+    let addr = ip.as_ref().map_or(named.as_str(), |t| t.as_str());
     let entry = zergpool_core::reqlog::Entry {
-        pid: std::process::id(),
+        pid: zergpool_core::reqlog::pid(),
         wid: 0,
-        addr: &addr,
+        addr,
         method: &head.method,
         uri: &head.target,
         proto: if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" },

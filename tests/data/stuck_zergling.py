@@ -13,7 +13,7 @@ def field(tag, value):
 
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 sock.connect(os.environ["ZERGPOOL_SOCKET"])
-hello = bytes([1]) + field(1, struct.pack("<H", 3)) + field(2, struct.pack("<I", os.getpid())) + field(3, struct.pack("<I", 100000))
+hello = bytes([1]) + field(1, struct.pack("<H", 4)) + field(2, struct.pack("<I", os.getpid())) + field(3, struct.pack("<I", 100000))
 sock.send(hello)
 sock.recv(65536)  # WELCOME
 while True:

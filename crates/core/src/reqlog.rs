@@ -6,7 +6,6 @@
 //!
 //! Pure: an [`Entry`] in, bytes appended to a buffer out.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which requests get a line.
@@ -50,6 +49,38 @@ pub enum LogFormat {
     Json,
     /// A `log-format` template.
     Template(Template),
+}
+
+impl LogFormat {
+    /// Whether a line shows a request header (`Host`, `User-Agent`,
+    /// `Referer`): uWSGI's line does not, so they need not be kept for it.
+    pub fn shows_headers(&self) -> bool {
+        match self {
+            LogFormat::Uwsgi => false,
+            LogFormat::Json => true,
+            LogFormat::Template(t) => {
+                t.parts.iter().any(|p| matches!(p, Part::Var(Var::Host | Var::Uagent | Var::Referer)))
+            }
+        }
+    }
+}
+
+/// The wall clock read from the monotonic one: `SystemTime::now()` once a
+/// second per thread, and in between the monotonic time already read for the
+/// request's duration, added to it (a request log line needs the time of
+/// day to the microsecond at most, and reading two clocks per request costs).
+pub fn wall_clock(now: std::time::Instant) -> SystemTime {
+    thread_local! {
+        static BASE: std::cell::Cell<Option<(std::time::Instant, SystemTime)>> = const { std::cell::Cell::new(None) };
+    }
+    BASE.with(|base| match base.get() {
+        Some((at, wall)) if now >= at && now - at < std::time::Duration::from_secs(1) => wall + (now - at),
+        _ => {
+            let wall = SystemTime::now();
+            base.set(Some((now, wall)));
+            wall
+        }
+    })
 }
 
 /// A `log-format` template: text with uWSGI's `%(name)` variables.
@@ -168,67 +199,91 @@ pub struct Entry<'a> {
     pub at: SystemTime,
 }
 
-/// Appends `entry`'s line (with its newline) to `out`.
+/// Appends `entry`'s line (with its newline) to `out`. Written piece by piece
+/// (integers with `itoa`, the time from a per-thread cache), not through
+/// `core::fmt`: a line is written for every request, and the formatting
+/// machinery cost more than all the rest of logging it.
 pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
+    let mut n = itoa::Buffer::new();
     match format {
         LogFormat::Uwsgi => {
-            let _ = writeln!(
-                out,
-                "[pid: {}|app: 0|req: -/-] {} () {{0 vars in 0 bytes}} [{}] {} {} => generated {} bytes in {} msecs ({} {}) 0 headers in 0 bytes (1 switches on core 0)",
-                e.pid,
-                e.addr,
-                Ctime(e.at),
-                e.method,
-                e.uri,
-                e.size,
-                e.micros / 1000,
-                e.proto,
-                e.status
-            );
+            out.push_str("[pid: ");
+            out.push_str(n.format(e.pid));
+            out.push_str("|app: 0|req: -/-] ");
+            out.push_str(e.addr);
+            out.push_str(" () {0 vars in 0 bytes} [");
+            push_ctime(out, e.at);
+            out.push_str("] ");
+            out.push_str(e.method);
+            out.push(' ');
+            out.push_str(e.uri);
+            out.push_str(" => generated ");
+            out.push_str(n.format(e.size));
+            out.push_str(" bytes in ");
+            out.push_str(n.format(e.micros / 1000));
+            out.push_str(" msecs (");
+            out.push_str(e.proto);
+            out.push(' ');
+            out.push_str(n.format(e.status));
+            out.push_str(") 0 headers in 0 bytes (1 switches on core 0)\n");
         }
         LogFormat::Json => {
-            let epoch = e.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-            let _ = write!(
-                out,
-                "{{\"time\":{epoch:.6},\"pid\":{},\"wid\":{},\"addr\":{},\"method\":{},\"uri\":{},\"proto\":{},\"status\":{},\"size\":{},\"micros\":{},\"host\":{},\"uagent\":{},\"referer\":{}}}",
-                e.pid,
-                e.wid,
-                json_str(e.addr),
-                json_str(e.method),
-                json_str(e.uri),
-                json_str(e.proto),
-                e.status,
-                e.size,
-                e.micros,
-                json_str(e.host),
-                json_str(e.uagent),
-                json_str(e.referer),
-            );
-            out.push('\n');
+            let since = e.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            out.push_str("{\"time\":");
+            out.push_str(n.format(since.as_secs()));
+            out.push('.');
+            let micros = n.format(since.subsec_micros());
+            out.push_str(&"000000"[micros.len()..]);
+            out.push_str(micros);
+            out.push_str(",\"pid\":");
+            out.push_str(n.format(e.pid));
+            out.push_str(",\"wid\":");
+            out.push_str(n.format(e.wid));
+            out.push_str(",\"addr\":");
+            push_json_str(out, e.addr);
+            out.push_str(",\"method\":");
+            push_json_str(out, e.method);
+            out.push_str(",\"uri\":");
+            push_json_str(out, e.uri);
+            out.push_str(",\"proto\":");
+            push_json_str(out, e.proto);
+            out.push_str(",\"status\":");
+            out.push_str(n.format(e.status));
+            out.push_str(",\"size\":");
+            out.push_str(n.format(e.size));
+            out.push_str(",\"micros\":");
+            out.push_str(n.format(e.micros));
+            out.push_str(",\"host\":");
+            push_json_str(out, e.host);
+            out.push_str(",\"uagent\":");
+            push_json_str(out, e.uagent);
+            out.push_str(",\"referer\":");
+            push_json_str(out, e.referer);
+            out.push_str("}\n");
         }
         LogFormat::Template(t) => {
             for part in &t.parts {
                 match part {
                     Part::Text(s) => out.push_str(s),
-                    Part::Var(v) => {
-                        let _ = match v {
-                            Var::Uri => write!(out, "{}", e.uri),
-                            Var::Method => write!(out, "{}", e.method),
-                            Var::Status => write!(out, "{}", e.status),
-                            Var::Size => write!(out, "{}", e.size),
-                            Var::Msecs => write!(out, "{}", e.micros / 1000),
-                            Var::Micros => write!(out, "{}", e.micros),
-                            Var::Addr => write!(out, "{}", e.addr),
-                            Var::Host => write!(out, "{}", e.host),
-                            Var::Proto => write!(out, "{}", e.proto),
-                            Var::Uagent => write!(out, "{}", e.uagent),
-                            Var::Referer => write!(out, "{}", e.referer),
-                            Var::Pid => write!(out, "{}", e.pid),
-                            Var::Wid => write!(out, "{}", e.wid),
-                            Var::Ltime => write!(out, "{}", Ctime(e.at)),
-                            Var::Epoch => write!(out, "{}", e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
-                        };
-                    }
+                    Part::Var(v) => match v {
+                        Var::Uri => out.push_str(e.uri),
+                        Var::Method => out.push_str(e.method),
+                        Var::Status => out.push_str(n.format(e.status)),
+                        Var::Size => out.push_str(n.format(e.size)),
+                        Var::Msecs => out.push_str(n.format(e.micros / 1000)),
+                        Var::Micros => out.push_str(n.format(e.micros)),
+                        Var::Addr => out.push_str(e.addr),
+                        Var::Host => out.push_str(e.host),
+                        Var::Proto => out.push_str(e.proto),
+                        Var::Uagent => out.push_str(e.uagent),
+                        Var::Referer => out.push_str(e.referer),
+                        Var::Pid => out.push_str(n.format(e.pid)),
+                        Var::Wid => out.push_str(n.format(e.wid)),
+                        Var::Ltime => push_ctime(out, e.at),
+                        Var::Epoch => {
+                            out.push_str(n.format(e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())))
+                        }
+                    },
                 }
             }
             out.push('\n');
@@ -236,47 +291,100 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
     }
 }
 
-/// Writes [`ctime`] without a copy of the cached text.
-struct Ctime(SystemTime);
+/// This process's id, asked of the kernel once (`getpid` is a system call in
+/// glibc, and a line is written for every request).
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
 
-impl std::fmt::Display for Ctime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        thread_local! {
-            static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-        }
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            if last.0 != secs {
-                *last = (secs, ctime_of(secs));
+/// The text of an endpoint as a request line shows it (an IP address without
+/// its port, or the name), on the stack: IPv4 without `core::fmt`.
+pub struct AddrText {
+    buf: [u8; 46],
+    len: usize,
+}
+
+impl AddrText {
+    /// The text of `ip`.
+    pub fn new(ip: std::net::IpAddr) -> AddrText {
+        let mut t = AddrText { buf: [0; 46], len: 0 };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut n = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b".");
+                    }
+                    t.push(n.format(octet).as_bytes());
+                }
             }
-            f.write_str(&last.1)
-        })
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut w = &mut t.buf[..];
+                let _ = write!(w, "{v6}");
+                t.len = 46 - w.len();
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 }
 
-/// A JSON string literal of `s`.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+/// Appends [`ctime`] of `t`, from a per-thread cache of the current second.
+fn push_ctime(out: &mut String, t: SystemTime) {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            *last = (secs, ctime_of(secs));
+        }
+        out.push_str(&last.1);
+    })
+}
+
+/// Appends a JSON string literal of `s`.
+fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    out
+    let mut rest = s;
+    // Runs of characters that need no escape are copied whole.
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || (c as u32) < 0x20) {
+        out.push_str(&rest[..at]);
+        let c = rest.as_bytes()[at];
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(HEX[usize::from(c >> 4)] as char);
+                out.push(HEX[usize::from(c & 15)] as char);
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// `Tue Dec  1 03:32:41 2026` (UTC), as uWSGI's default line shows the time;
 /// made once a second per thread.
 pub fn ctime(t: SystemTime) -> String {
-    Ctime(t).to_string()
+    let mut out = String::new();
+    push_ctime(&mut out, t);
+    out
 }
 
 fn ctime_of(secs: u64) -> String {
@@ -338,7 +446,51 @@ mod tests {
         let mut out = String::new();
         write_line(&LogFormat::Json, &Entry { uri: "/\"x\"", ..entry() }, &mut out);
         assert!(out.contains("\"uri\":\"/\\\"x\\\"\",\"proto\":\"HTTP/1.1\",\"status\":200"), "{out}");
+        let mut out = String::new();
+        let at = UNIX_EPOCH + std::time::Duration::from_micros(1_796_095_961_000_005);
+        write_line(&LogFormat::Json, &Entry { uagent: "a\\b\u{1}c\"", at, ..entry() }, &mut out);
+        assert_eq!(
+            out,
+            "{\"time\":1796095961.000005,\"pid\":42,\"wid\":3,\"addr\":\"127.0.0.1\",\"method\":\"GET\",\"uri\":\"/a?b=1\",\
+             \"proto\":\"HTTP/1.1\",\"status\":200,\"size\":13,\"micros\":2500,\"host\":\"example.org\",\
+             \"uagent\":\"a\\\\b\\u0001c\\\"\",\"referer\":\"\"}\n"
+        );
         assert!(Template::parse("%(nope)").unwrap_err().contains("unknown variable %(nope)"));
+    }
+
+    #[test]
+    fn addresses_as_lines_show_them() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.3.4",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(AddrText::new(parsed).as_str(), parsed.to_string());
+        }
+        assert_eq!(pid(), std::process::id());
+    }
+
+    #[test]
+    fn the_wall_clock_follows_the_monotonic_one() {
+        let start = std::time::Instant::now();
+        let a = wall_clock(start);
+        let b = wall_clock(start + std::time::Duration::from_millis(300));
+        assert_eq!(b.duration_since(a).unwrap(), std::time::Duration::from_millis(300));
+        let real = SystemTime::now();
+        let diff = real.duration_since(a).unwrap_or_else(|e| e.duration());
+        assert!(diff < std::time::Duration::from_millis(100), "{diff:?}");
+        // Past a second, the wall clock is read again.
+        let later = start + std::time::Duration::from_secs(2);
+        let c = wall_clock(later);
+        assert!(c.duration_since(real).unwrap_or_else(|e| e.duration()) < std::time::Duration::from_millis(100));
+        assert!(!LogFormat::Uwsgi.shows_headers() && LogFormat::Json.shows_headers());
+        assert!(LogFormat::Template(Template::parse("%(uagent)").unwrap()).shows_headers());
+        assert!(!LogFormat::Template(Template::parse("%(uri) %(status)").unwrap()).shows_headers());
     }
 
     #[test]

@@ -19,9 +19,10 @@ pub(super) async fn serve_h2<IO, S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let service = Arc::new(service);
+    let going_away = GoingAway::new(going_away);
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        req.extensions_mut().insert(GoingAway(going_away.clone()));
+        req.extensions_mut().insert(going_away.clone());
         let (service, statics, going_away) = (service.clone(), statics.clone(), going_away.clone());
         async move {
             let mut clock = stats::Clock::start(&req, req.extensions().get::<Arc<ConnInfo>>().map(|i| &**i));

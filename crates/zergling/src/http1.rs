@@ -246,7 +246,7 @@ pub(super) struct Tracked<B> {
 /// waited, so a body that never waits allocates nothing).
 pub(super) enum GoingAwayEnd {
     Never,
-    Armed(CancellationToken),
+    Armed(GoingAway),
     Waiting(Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>),
 }
 
@@ -256,7 +256,7 @@ pub(super) enum AnyBody<B> {
 }
 
 impl<B> Tracked<B> {
-    pub(super) fn app(b: B, in_flight: Option<InFlight>, going_away: &CancellationToken, clock: stats::Clock) -> Self
+    pub(super) fn app(b: B, in_flight: Option<InFlight>, going_away: &GoingAway, clock: stats::Clock) -> Self
     where
         B: Body,
     {
@@ -274,7 +274,7 @@ impl<B> Tracked<B> {
     /// Whether the zergling is going away; registers for the wake-up if not.
     fn gone(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         if let GoingAwayEnd::Armed(t) = &self.going_away {
-            self.going_away = GoingAwayEnd::Waiting(Box::pin(t.clone().cancelled_owned()));
+            self.going_away = GoingAwayEnd::Waiting(Box::pin(t.token().cancelled_owned()));
         }
         match &mut self.going_away {
             GoingAwayEnd::Waiting(w) => std::future::Future::poll(w.as_mut(), cx).is_ready(),
@@ -520,11 +520,11 @@ where
     let act = activity.clone();
     // In an Arc: the service type need not be Unpin for hyper's connection to be.
     let (info, service, statics) = (ctx.info.clone(), Arc::new(ctx.service.clone()), ctx.statics.clone());
-    let going_away = ctx.going_away.clone();
+    let going_away = GoingAway::new(ctx.going_away.clone());
     let watch = watch.cloned();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        req.extensions_mut().insert(GoingAway(going_away.clone()));
+        req.extensions_mut().insert(going_away.clone());
         if let Some(w) = &watch {
             req.extensions_mut().insert(w.clone());
         }

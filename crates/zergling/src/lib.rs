@@ -344,7 +344,7 @@ impl Interner {
 /// request's extensions. Streamed response bodies of unknown length are ended by
 /// the library at that moment without the application's help.
 #[derive(Debug, Clone)]
-pub struct GoingAway(CancellationToken);
+pub struct GoingAway(Arc<CancellationToken>);
 
 impl GoingAway {
     /// Waits until the zergling is going away.
@@ -359,7 +359,13 @@ impl GoingAway {
 
     /// A token that fires with it (for `select!` loops that hold one).
     pub fn token(&self) -> CancellationToken {
-        self.0.clone()
+        (*self.0).clone()
+    }
+
+    /// Shared by the requests of a connection: a request's copy is an `Arc`'s,
+    /// not a token's (whose clone takes the token tree's lock).
+    pub(crate) fn new(token: CancellationToken) -> Self {
+        GoingAway(Arc::new(token))
     }
 }
 
@@ -424,6 +430,9 @@ struct Worker<S> {
     /// The largest request head, as the pool's last WELCOME said (0: hyper's
     /// default).
     head_limit: AtomicUsize,
+    /// The channel of the last attach (kept after its session ended: the
+    /// request log lines of a drain's last requests travel on it).
+    log_chan: arc_swap::ArcSwapOption<Channel>,
 }
 
 /// How many connections a zergling received and how each ended.
@@ -457,8 +466,11 @@ where
         timeouts: ArcSwap::from_pointee(proto::Timeouts::default()),
         strings: Interner::default(),
         head_limit: AtomicUsize::new(0),
+        log_chan: arc_swap::ArcSwapOption::empty(),
         idle,
     });
+    let stop_logs = CancellationToken::new();
+    let logs = tokio::spawn(session::flush_logs(worker.clone(), stop_logs.clone()));
     if worker.config.handle_signals {
         install_signals(worker.drain_requested.clone()).map_err(ZerglingError::Runtime)?;
     }
@@ -474,7 +486,9 @@ where
                 worker.timeouts.store(Arc::new(timeouts));
                 worker.head_limit.store(buffer_size as usize, Ordering::Relaxed);
                 info!(zergling = %id, socket = %worker.config.socket.display(), "attached to the pool");
-                session(Arc::new(chan), id, &worker).await;
+                let chan = Arc::new(chan);
+                worker.log_chan.store(Some(chan.clone()));
+                session(chan, id, &worker).await;
                 if !worker.drain_requested.is_cancelled() {
                     warn!("the pool went away; serving owned connections and re-attaching");
                 }
@@ -512,6 +526,9 @@ where
             warn!("connections still open after going away; exiting anyway");
         }
     }
+    // The last requests' log lines.
+    stop_logs.cancel();
+    let _ = logs.await;
     let t = &worker.tally;
     info!(
         received = t.received.load(Ordering::Relaxed),

@@ -38,16 +38,49 @@ pub(super) async fn attach(
     }
 }
 
+/// Writes the request log lines waiting, every [`stats::LOG_EVERY`] or as soon
+/// as they fill a buffer, until `stop` fires, then once more: to the pool's log
+/// file when it gave one (LOGFILE), else in LOG frames on the current channel.
+/// It outlives the sessions, so that the lines of requests that finish during
+/// a drain (after the pool's DRAIN ended the session) are written too.
+pub(super) async fn flush_logs<S>(worker: Arc<Worker<S>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(stats::LOG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopped = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stats::lines_full() => false,
+            _ = stop.cancelled() => true,
+        };
+        let lines = stats::take_lines();
+        if let Some(lines) = stats::write_to_log_file(lines) {
+            match worker.log_chan.load_full() {
+                Some(chan) => {
+                    if let Err(e) = send_log(&chan, lines).await {
+                        debug!(error = %e, "request log lines not delivered (the pool is gone)");
+                    }
+                }
+                None => debug!(bytes = lines.len(), "request log lines dropped: no pool to send them to"),
+            }
+        }
+        if stopped {
+            return;
+        }
+    }
+}
+
 /// Sends request log lines, in frames that fit.
 async fn send_log(chan: &Channel, lines: String) -> Result<(), zergpool_core::proto::ChannelError> {
-    let mut rest = lines.as_str();
-    // Well under MAX_FRAME, cut at line ends.
+    // Frames share the buffer (no copy), each well under MAX_FRAME, cut at line ends.
+    let mut rest = Bytes::from(lines);
     const CHUNK: usize = 64 * 1024;
     while !rest.is_empty() {
-        let cut = if rest.len() <= CHUNK { rest.len() } else { rest[..CHUNK].rfind('\n').map_or(CHUNK, |i| i + 1) };
-        let cut = (1..=cut).rev().find(|&i| rest.is_char_boundary(i)).unwrap_or(rest.len());
-        chan.send(&Message::Log { lines: Bytes::copy_from_slice(&rest.as_bytes()[..cut]) }, None).await?;
-        rest = &rest[cut..];
+        let cut = if rest.len() <= CHUNK {
+            rest.len()
+        } else {
+            rest[..CHUNK].iter().rposition(|&b| b == b'\n').map_or(CHUNK, |i| i + 1)
+        };
+        chan.send(&Message::Log { lines: rest.split_to(cut) }, None).await?;
     }
     Ok(())
 }
@@ -75,9 +108,6 @@ where
     let mut report = tokio::time::interval(stats::REPORT_EVERY);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported = zergpool_core::proto::ZerglingStats::default();
-    // LOG: request log lines, in batches.
-    let mut log_tick = tokio::time::interval(stats::LOG_EVERY);
-    log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let load_changed = async {
             match &mut load {
@@ -89,12 +119,6 @@ where
             }
         };
         tokio::select! {
-            _ = log_tick.tick() => {
-                let lines = stats::take_lines();
-                if !lines.is_empty() && send_log(&chan, lines).await.is_err() {
-                    return;
-                }
-            }
             _ = report.tick() => {
                 let now = stats::snapshot();
                 if now != reported {
@@ -140,6 +164,10 @@ where
                             return;
                         }
                     }
+                }
+                Ok((Message::LogFile, Some(fd))) => {
+                    debug!("request log lines go to the pool's log file directly");
+                    stats::set_log_file(fd);
                 }
                 Ok((Message::Drain { handback }, _)) => {
                     info!(handback, "draining: the pool sends nothing more");

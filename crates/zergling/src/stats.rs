@@ -3,16 +3,18 @@
 //! idle): atomics bumped once per request (a [`Clock`] per request, body bytes
 //! counted as they go out), read by the session's reporting tick; and the
 //! request log lines the pool's policy asks for (WELCOME), formatted when a
-//! request ends and sent to the pool in batches (LOG) by the session.
+//! request ends and written in batches by `session::flush_logs`: straight to
+//! the pool's log file when the pool gave its descriptor (LOGFILE), else to the
+//! pool in LOG frames.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Buf;
 use hyper::body::{Body, Frame};
+use std::sync::Arc;
 use zergpool_core::proto::ZerglingStats;
 use zergpool_core::reqlog::{Entry, LogPolicy};
 
@@ -28,23 +30,94 @@ static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
 /// How often buffered request log lines are sent to the pool.
 pub(crate) const LOG_EVERY: Duration = Duration::from_millis(100);
 
-/// The pool's request-log policy (from WELCOME; none until then).
-fn policy() -> &'static ArcSwap<LogPolicy> {
-    static P: std::sync::OnceLock<ArcSwap<LogPolicy>> = std::sync::OnceLock::new();
-    P.get_or_init(|| ArcSwap::from_pointee(LogPolicy::default()))
-}
+/// The pool's request-log policy (from WELCOME; none until then), and its
+/// generation: each thread keeps a copy ([`policy`]) and looks at the shared
+/// one only when the generation moved, so that a request reads one atomic, not
+/// a lock or an `ArcSwap` guard, twice.
+static POLICY: std::sync::RwLock<Option<Arc<LogPolicy>>> = std::sync::RwLock::new(None);
+static POLICY_GEN: AtomicU64 = AtomicU64::new(0);
 
 /// Takes the pool's request-log policy.
 pub(crate) fn set_policy(p: LogPolicy) {
-    policy().store(std::sync::Arc::new(p));
+    *POLICY.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
+    POLICY_GEN.fetch_add(1, Ordering::Release);
+}
+
+/// Runs `f` with the policy now (this thread's copy, refreshed when it changed).
+fn with_policy<R>(f: impl FnOnce(&LogPolicy) -> R) -> R {
+    thread_local! {
+        static MINE: std::cell::RefCell<(u64, Option<Arc<LogPolicy>>)> = const { std::cell::RefCell::new((0, None)) };
+    }
+    let gen = POLICY_GEN.load(Ordering::Acquire);
+    MINE.with(|mine| {
+        let mut mine = mine.borrow_mut();
+        if mine.0 != gen || mine.1.is_none() {
+            let p = POLICY.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+            *mine = (gen, Some(p));
+        }
+        match &mine.1 {
+            Some(p) => f(p),
+            None => f(&LogPolicy::default()),
+        }
+    })
 }
 
 /// Lines waiting to be sent (LOG).
 static LINES: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
+/// Past this many bytes of lines, the session is asked to send them at once
+/// rather than at its next tick: under load the buffer stays small (in the
+/// cache, reused by the allocator) instead of growing to megabytes every
+/// [`LOG_EVERY`].
+const SEND_AT: usize = 32 * 1024;
+
+/// Signalled when [`LINES`] passed [`SEND_AT`] (once until they are taken).
+static LINES_FULL: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static FULL_SIGNALLED: AtomicBool = AtomicBool::new(false);
+
 /// The lines written since the last call (empty when none).
 pub(crate) fn take_lines() -> String {
-    std::mem::take(&mut *LINES.lock().unwrap_or_else(|p| p.into_inner()))
+    let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
+    FULL_SIGNALLED.store(false, Ordering::Relaxed);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let room = if lines.len() >= SEND_AT { SEND_AT + SEND_AT / 4 } else { 0 };
+    std::mem::replace(&mut *lines, String::with_capacity(room))
+}
+
+/// The pool's log file (LOGFILE), where lines go straight, if it gave one.
+static LOG_FILE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Takes the pool's log file (a new one after each rotation).
+pub(crate) fn set_log_file(fd: std::os::fd::OwnedFd) {
+    *LOG_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::from(fd));
+}
+
+/// Appends `lines` to the pool's log file in one write (the file is opened for
+/// appending: a write goes whole, never between another writer's bytes);
+/// gives them back when there is no such file or it failed (they then go in
+/// LOG). A write to a file lands in the page cache: it does not wait for the
+/// disk.
+pub(crate) fn write_to_log_file(lines: String) -> Option<String> {
+    if lines.is_empty() {
+        return None;
+    }
+    let mut file = LOG_FILE.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(f) = file.as_mut() else { return Some(lines) };
+    match std::io::Write::write_all(f, lines.as_bytes()) {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write request log lines to the pool's log file; sending them to the pool");
+            *file = None;
+            Some(lines)
+        }
+    }
+}
+
+/// Completes when the lines waiting passed [`SEND_AT`].
+pub(crate) async fn lines_full() {
+    LINES_FULL.notified().await
 }
 
 /// What a request's log line needs from its head, captured only when the
@@ -85,7 +158,7 @@ pub(crate) struct Clock {
     status: u16,
     /// Response body bytes (for the log line).
     pub(crate) size: u64,
-    log: Option<Box<LogFields>>,
+    log: Option<LogFields>,
 }
 
 impl Clock {
@@ -99,17 +172,21 @@ impl Clock {
     /// A request starts: `req`'s head and `info` are kept if it may be logged.
     pub(crate) fn start<B>(req: &http::Request<B>, info: Option<&crate::ConnInfo>) -> Clock {
         IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        let log = policy().load().any().then(|| {
-            let h = |name| req.headers().get(name).cloned();
-            Box::new(LogFields {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                version: req.version(),
-                addr: info.map_or_else(|| crate::Endpoint::unix(""), |i| i.peer.clone()),
-                wid: info.map_or(0, |i| i.zergling.0),
-                host: h(http::header::HOST),
-                uagent: h(http::header::USER_AGENT),
-                referer: h(http::header::REFERER),
+        let log = with_policy(|p| {
+            p.any().then(|| {
+                // Only the headers the line shows (uWSGI's shows none).
+                let headers = p.format.shows_headers();
+                let h = |name| if headers { req.headers().get(name).cloned() } else { None };
+                LogFields {
+                    method: req.method().clone(),
+                    uri: req.uri().clone(),
+                    version: req.version(),
+                    addr: info.map_or_else(|| crate::Endpoint::unix(""), |i| i.peer.clone()),
+                    wid: info.map_or(0, |i| i.zergling.0),
+                    host: h(http::header::HOST),
+                    uagent: h(http::header::USER_AGENT),
+                    referer: h(http::header::REFERER),
+                }
             })
         });
         Clock { started: Instant::now(), status: 200, size: 0, log }
@@ -123,7 +200,8 @@ impl Clock {
 
 impl Drop for Clock {
     fn drop(&mut self) {
-        let micros = self.started.elapsed().as_micros() as u64;
+        let now = Instant::now();
+        let micros = now.saturating_duration_since(self.started).as_micros() as u64;
         IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
         REQUESTS.fetch_add(1, Ordering::Relaxed);
         if self.status >= 500 {
@@ -131,49 +209,55 @@ impl Drop for Clock {
         }
         RUNNING_US.fetch_add(micros, Ordering::Relaxed);
         if let Some(f) = self.log.take() {
-            let p = policy().load();
-            if p.wants(self.status, micros) {
-                fn text(v: &Option<http::HeaderValue>) -> &str {
-                    v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+            with_policy(|p| {
+                if p.wants(self.status, micros) {
+                    self.write_line(p, &f, micros, now);
                 }
-                let (host, uagent, referer) = (text(&f.host), text(&f.uagent), text(&f.referer));
-                let uri = f.uri.path_and_query().map_or("/", |p| p.as_str());
-                // The client's IP without its port, formatted on the stack.
-                let mut addr_buf = [0u8; 64];
-                let addr = match f.addr.ip() {
-                    Some(ip) => {
-                        let mut w = &mut addr_buf[..];
-                        let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
-                        let n = 64 - w.len();
-                        std::str::from_utf8(&addr_buf[..n]).unwrap_or("")
-                    }
-                    None => match &f.addr {
-                        crate::Endpoint::Named(n) => n,
-                        _ => "",
-                    },
-                };
-                let entry = Entry {
-                    pid: std::process::id(),
-                    wid: f.wid,
-                    addr,
-                    method: f.method.as_str(),
-                    uri,
-                    proto: match f.version {
-                        http::Version::HTTP_10 => "HTTP/1.0",
-                        http::Version::HTTP_2 => "HTTP/2.0",
-                        _ => "HTTP/1.1",
-                    },
-                    status: self.status,
-                    size: self.size,
-                    micros,
-                    host,
-                    uagent,
-                    referer,
-                    at: std::time::SystemTime::now(),
-                };
-                let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
-                zergpool_core::reqlog::write_line(&p.format, &entry, &mut lines);
-            }
+            });
+        }
+    }
+}
+
+impl Clock {
+    /// Appends the request's line to [`LINES`] (and asks for it to be sent
+    /// when they fill a buffer).
+    fn write_line(&self, p: &LogPolicy, f: &LogFields, micros: u64, now: Instant) {
+        fn text(v: &Option<http::HeaderValue>) -> &str {
+            v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+        }
+        let (host, uagent, referer) = (text(&f.host), text(&f.uagent), text(&f.referer));
+        let uri = f.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The client's IP without its port, formatted on the stack.
+        let ip = f.addr.ip().map(zergpool_core::reqlog::AddrText::new);
+        let addr = match (&ip, &f.addr) {
+            (Some(t), _) => t.as_str(),
+            (None, crate::Endpoint::Named(n)) => n,
+            _ => "",
+        };
+        let entry = Entry {
+            pid: zergpool_core::reqlog::pid(),
+            wid: f.wid,
+            addr,
+            method: f.method.as_str(),
+            uri,
+            proto: match f.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            },
+            status: self.status,
+            size: self.size,
+            micros,
+            host,
+            uagent,
+            referer,
+            at: zergpool_core::reqlog::wall_clock(now),
+        };
+        let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
+        zergpool_core::reqlog::write_line(&p.format, &entry, &mut lines);
+        if lines.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
+            // A permit if the flusher is busy: it takes them at its next turn.
+            LINES_FULL.notify_one();
         }
     }
 }

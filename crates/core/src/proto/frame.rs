@@ -38,6 +38,7 @@ mod kind {
     pub(super) const LOAD: u8 = 11;
     pub(super) const STATS: u8 = 12;
     pub(super) const LOG: u8 = 13;
+    pub(super) const LOG_FILE: u8 = 14;
 }
 
 /// Field tags.
@@ -194,6 +195,11 @@ pub enum Message {
         /// The lines.
         lines: Bytes,
     },
+    /// Pool → zergling: the pool's log file (its descriptor, opened for
+    /// appending): request log lines go straight into it from now on, instead
+    /// of in LOG. Sent after WELCOME when the pool logs to a file, and again
+    /// each time it reopens it (rotation).
+    LogFile,
 }
 
 /// What a zergling reports with STATS: counters since it started.
@@ -215,7 +221,7 @@ pub struct ZerglingStats {
 impl Message {
     /// Whether this message travels with exactly one descriptor (`SCM_RIGHTS`).
     pub fn carries_fd(&self) -> bool {
-        matches!(self, Message::Conn(_) | Message::HandBack(_) | Message::Listen { .. })
+        matches!(self, Message::Conn(_) | Message::HandBack(_) | Message::Listen { .. } | Message::LogFile)
     }
 
     /// The name used in logs and errors.
@@ -234,6 +240,7 @@ impl Message {
             Message::Load { .. } => "LOAD",
             Message::Stats(_) => "STATS",
             Message::Log { .. } => "LOG",
+            Message::LogFile => "LOGFILE",
         }
     }
 }
@@ -615,6 +622,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             out.push(kind::LOG);
             put(&mut out, tag::LINES, lines);
         }
+        Message::LogFile => out.push(kind::LOG_FILE),
         Message::Stats(st) => {
             out.push(kind::STATS);
             put(&mut out, tag::REQUESTS, &st.requests.to_le_bytes());
@@ -737,6 +745,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         kind::DRAIN => Message::Drain { handback: f.handback.unwrap_or(0) != 0 },
         kind::LOAD => Message::Load { saturated: need(f.saturated, tag::SATURATED)? != 0 },
         kind::LOG => Message::Log { lines: f.prefix.unwrap_or_default() },
+        kind::LOG_FILE => Message::LogFile,
         kind::STATS => Message::Stats(ZerglingStats {
             requests: need(f.requests, tag::REQUESTS)?,
             exceptions: need(f.exceptions, tag::EXCEPTIONS)?,
@@ -945,6 +954,7 @@ mod tests {
                 },
             },
             Message::Log { lines: Bytes::from_static(b"GET / 200\nGET /x 404\n") },
+            Message::LogFile,
             Message::Refuse { reason: "no".into() },
             sample_conn(),
             Message::Ack { conn: ConnId(1) },

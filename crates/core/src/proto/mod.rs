@@ -31,7 +31,7 @@ pub use frame::{
 /// request slots are taken), LISTEN for plain http listeners too, and the HELLO
 /// flag named ACCEPT_DIRECT. A peer speaking another version is refused with a
 /// message naming both.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest frame either side sends or accepts, in bytes.
 pub const MAX_FRAME: usize = 160 * 1024;
 /// Largest "bytes already read" prefix carried with a connection.
