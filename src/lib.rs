@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pool;
 pub mod reply;
+pub mod reqlog;
 pub mod stats;
 pub mod supervise;
 

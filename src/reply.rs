@@ -45,6 +45,12 @@ impl Canned {
         }
     }
 
+    /// The length of its body (for the request log).
+    pub fn body_len(self) -> u64 {
+        let b = self.bytes();
+        b.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| (b.len() - i - 4) as u64)
+    }
+
     /// The whole response, head and body.
     pub fn bytes(self) -> &'static [u8] {
         match self {

@@ -13,11 +13,13 @@
 //! | `listen_queue` | the listeners' accept queues (`/proc/net/tcp`, as `ss -lnt` shows) |
 //! | `load` | connections waiting in the pool's queue plus those zerglings hold |
 //! | `sockets[].queue`/`max_queue` | that listener's accept queue, and its backlog (`listen`) |
-//! | `workers[].id` | the zergling's id in the pool (≥ 1, new at each attach) |
+//! | `workers[].id` | a spawned zergling's slot (1 for the first `zergling` command, …: it stays when the process is replaced); others: the number of slots plus their id in the pool |
+//! | `workers[].respawn_count` | processes its slot started before it (crashes and reloads); 0 for others |
 //! | `workers[].requests`, `exceptions` (5xx), `tx`, `running_time`, `avg_rt` | the zergling's STATS |
 //! | `workers[].status` | `busy` while it serves a request, else `idle`; `cheap` while it drains |
 //! | `workers[].rss`, `vsz` | `/proc/PID/status` |
-//! | `workers[].last_spawn` | when it attached |
+//! | `workers[].last_spawn` | when the pool started it (others: when it attached) |
+//! | `listen_queue_errors` | how often a listener's accept queue was seen full (at most once a second, while the document is read) |
 //!
 //! Pool figures uWSGI does not have go under `zergpool`.
 
@@ -48,6 +50,9 @@ pub struct SocketInfo {
 
 /// What the document is made from.
 pub struct Source {
+    /// How many zerglings the pool spawns (`zergling` commands): their worker
+    /// ids are 1 to this; others' come after.
+    pub spawn_slots: usize,
     /// The zerglings and the queue.
     pub dispatcher: Arc<Dispatcher>,
     /// The connection limit (connections held).
@@ -89,8 +94,6 @@ async fn answer(mut stream: ConnStream, source: Arc<Source>) -> io::Result<()> {
     // /proc reads: off the runtime's threads.
     let (http, minified) = (source.http, source.minified);
     let doc = tokio::task::spawn_blocking(move || document(&source)).await.map_err(io::Error::other)?;
-    let source = (http, minified);
-    let (http, minified) = source;
     let mut body =
         if minified { serde_json::to_vec(&doc) } else { serde_json::to_vec_pretty(&doc) }.map_err(io::Error::other)?;
     body.push(b'\n');
@@ -108,13 +111,17 @@ async fn answer(mut stream: ConnStream, source: Arc<Source>) -> io::Result<()> {
 
 /// The stats document now.
 pub fn document(source: &Source) -> Value {
-    let queues = accept_queues();
-    let queue_of = |addr: &Endpoint| -> u64 {
-        match addr {
-            Endpoint::Tcp(a) => queues.iter().find(|q| q.port == a.port()).map_or(0, |q| q.queue),
-            _ => 0,
-        }
+    let (queues, fresh) = accept_queues();
+    let find = |addr: &Endpoint| match addr {
+        Endpoint::Tcp(a) => queues.iter().find(|q| q.port == a.port()),
+        _ => None,
     };
+    let queue_of = |addr: &Endpoint| -> u64 { find(addr).map_or(0, |q| q.queue) };
+    if fresh {
+        // uWSGI's master counts a full queue each time it looks (once a second).
+        let full = full_queues(source.sockets.iter().filter_map(|s| find(&s.addr)));
+        LISTEN_QUEUE_ERRORS.fetch_add(full, std::sync::atomic::Ordering::Relaxed);
+    }
     let sockets: Vec<Value> = source
         .sockets
         .iter()
@@ -144,8 +151,14 @@ pub fn document(source: &Source) -> Value {
                 (_, true) => "busy",
                 _ => "idle",
             };
+            // uWSGI's worker id is the slot: it stays when the process is
+            // replaced, and respawn_count says how often that happened.
+            let id = match z.spawned {
+                Some(s) => s.slot as u64 + 1,
+                None => source.spawn_slots as u64 + z.id.0,
+            };
             json!({
-                "id": z.id.0,
+                "id": id,
                 "pid": z.pid,
                 "accepting": u8::from(z.state == SlotState::Ready),
                 "requests": st.requests,
@@ -158,8 +171,8 @@ pub fn document(source: &Source) -> Value {
                 "rss": rss,
                 "vsz": vsz,
                 "running_time": st.running_us,
-                "last_spawn": epoch_secs(z.attached),
-                "respawn_count": 0,
+                "last_spawn": epoch_secs(z.spawned.map_or(z.attached, |s| s.at)),
+                "respawn_count": z.spawned.map_or(0, |s| s.respawns),
                 "tx": st.tx_bytes,
                 "avg_rt": st.running_us.checked_div(st.requests).unwrap_or(0),
                 "apps": [],
@@ -182,7 +195,7 @@ pub fn document(source: &Source) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listen_queue": listen_queue,
-        "listen_queue_errors": 0,
+        "listen_queue_errors": LISTEN_QUEUE_ERRORS.load(std::sync::atomic::Ordering::Relaxed),
         "signal_queue": 0,
         "load": queued + held,
         "pid": std::process::id(),
@@ -202,7 +215,7 @@ pub fn document(source: &Source) -> Value {
 
 /// Connections waiting in the accept queues of `listeners` (TCP ones).
 pub fn listen_queue(listeners: &[Endpoint]) -> u64 {
-    let queues = accept_queues();
+    let (queues, _) = accept_queues();
     listeners
         .iter()
         .filter_map(|l| match l {
@@ -237,6 +250,8 @@ struct AcceptQueue {
     port: u16,
     /// Connections waiting to be accepted.
     queue: u64,
+    /// The most that may wait (the socket's backlog).
+    backlog: u64,
 }
 
 /// The accept queues of this process's network namespace's listening TCP
@@ -245,12 +260,15 @@ struct AcceptQueue {
 /// of TIME_WAIT ones under per-connection load), so it is read at most once a
 /// second whatever the polling rate, and callers run this off the runtime's
 /// threads (`spawn_blocking`).
-fn accept_queues() -> Vec<AcceptQueue> {
+///
+/// Also returns whether the file was read now (not from the cache): the
+/// caller counts full queues once per reading (`listen_queue_errors`).
+fn accept_queues() -> (Vec<AcceptQueue>, bool) {
     static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<AcceptQueue>)>> = std::sync::Mutex::new(None);
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((at, queues)) = cache.as_ref() {
         if at.elapsed() < Duration::from_secs(1) {
-            return queues.clone();
+            return (queues.clone(), false);
         }
     }
     let mut out = Vec::new();
@@ -260,8 +278,16 @@ fn accept_queues() -> Vec<AcceptQueue> {
         }
     }
     *cache = Some((std::time::Instant::now(), out.clone()));
-    out
+    (out, true)
 }
+
+/// How many of `queues` are full.
+fn full_queues<'a>(queues: impl Iterator<Item = &'a AcceptQueue>) -> u64 {
+    queues.filter(|q| q.backlog > 0 && q.queue >= q.backlog).count() as u64
+}
+
+/// How often one of the pool's listeners was seen with a full accept queue.
+static LISTEN_QUEUE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn parse_proc_net_tcp(text: &str) -> Vec<AcceptQueue> {
     text.lines()
@@ -273,8 +299,13 @@ fn parse_proc_net_tcp(text: &str) -> Vec<AcceptQueue> {
                 return None;
             }
             let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-            let (_, rx) = f.get(4)?.split_once(':')?;
-            Some(AcceptQueue { port, queue: u64::from_str_radix(rx, 16).ok()? })
+            // For a listening socket: tx_queue is its backlog, rx_queue its queue.
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some(AcceptQueue {
+                port,
+                queue: u64::from_str_radix(rx, 16).ok()?,
+                backlog: u64::from_str_radix(tx, 16).ok()?,
+            })
         })
         .collect()
 }
@@ -289,6 +320,8 @@ mod tests {
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0100007F:1F90 00000000:0000 0A 00000400:00000003 00:00000000 00000000     0        0 1234 1\n   \
             1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 1235 1\n";
-        assert_eq!(parse_proc_net_tcp(text), vec![AcceptQueue { port: 8080, queue: 3 }]);
+        assert_eq!(parse_proc_net_tcp(text), vec![AcceptQueue { port: 8080, queue: 3, backlog: 1024 }]);
+        let q = |queue, backlog| AcceptQueue { port: 1, queue, backlog };
+        assert_eq!(full_queues([q(3, 1024), q(16, 16), q(17, 16), q(0, 0)].iter()), 2, "full: at or past the backlog");
     }
 }

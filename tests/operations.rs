@@ -102,6 +102,42 @@ fn the_stats_document_counts_every_zergling_s_requests_over_tcp_and_unix() {
     }
 }
 
+/// Worker ids are uWSGI's: a spawned zergling's slot (1, 2, …), kept when its
+/// process is replaced, with `respawn_count` saying how often; a zergling
+/// started by something else comes after them.
+#[test]
+fn worker_ids_are_slots_that_outlive_their_processes() {
+    let pool = Pool::start(&["--stats", "127.0.0.1:0", "--zergling", common::demo(), "--zergling", common::demo()]);
+    pool.wait_attached(2);
+    let addr = listening_addr(&pool.proc.log(), "stats").expect("stats");
+    let workers = || -> Vec<(u64, u64, u64)> {
+        let doc = stats_tcp(addr);
+        let mut w: Vec<(u64, u64, u64)> = doc["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (w["id"].as_u64().unwrap(), w["pid"].as_u64().unwrap(), w["respawn_count"].as_u64().unwrap()))
+            .collect();
+        w.sort();
+        w
+    };
+    let before = workers();
+    assert_eq!(before.iter().map(|w| (w.0, w.2)).collect::<Vec<_>>(), [(1, 0), (2, 0)]);
+    pool.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(pool.wait_reloads(1, T), "{}", pool.proc.log());
+    assert!(wait_until(T, || workers().len() == 2), "{:?}", workers());
+    let after = workers();
+    assert_eq!(after.iter().map(|w| (w.0, w.2)).collect::<Vec<_>>(), [(1, 1), (2, 1)], "same slots, replaced once");
+    assert!(after.iter().zip(&before).all(|(a, b)| a.1 != b.1), "new processes: {before:?} → {after:?}");
+    let _outsider = pool.zergling(&[]);
+    assert!(wait_until(T, || workers().len() == 3), "{:?}", workers());
+    let all = workers();
+    assert!(
+        all.iter().any(|w| w.0 > 2 && w.2 == 0),
+        "a zergling the pool did not start comes after the slots: {all:?}"
+    );
+}
+
 #[test]
 fn stats_http_answers_exactly_as_uwsgi() {
     if !common::require_program("curl") {
@@ -547,8 +583,13 @@ fn daemonize_serves_in_the_background_and_logs_to_the_file() {
     assert!(wait_until(T, || listening_addr(&events(), "http0").is_some() && events().contains("\"attached\"")));
     let addr = listening_addr(&events(), "http0").unwrap();
     assert_eq!(get_once(addr, "/").unwrap().text(), "Hello, world!");
-    let log = std::fs::read_to_string(p("pool.log")).unwrap();
-    assert!(log.contains("zergling attached") && log.contains("[zergling0 pid"), "the daemon's log: {log}");
+    // The zergling's own lines reach the log through the pool's relay, a moment after the event.
+    let log = || std::fs::read_to_string(p("pool.log")).unwrap_or_default();
+    assert!(
+        wait_until(T, || log().contains("zergling attached") && log().contains("[zergling0 pid")),
+        "the daemon's log: {}",
+        log()
+    );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(wait_until(T, || pid_of().is_none()), "a graceful stop removes the pid file");
 }
@@ -684,4 +725,73 @@ fn the_last_requests_of_a_draining_zergling_are_logged() {
         };
         assert!(wait_until(T, logged), "to_file={to_file}: no line for the request that outlived its session");
     }
+}
+
+/// Every answer the pool gives itself has its line (`wid` 0): 503 when no
+/// zergling takes a request, 400, 431, 408, the `http-to-https` redirect, and
+/// static-map over uwsgi (behind the real nginx), with what the request showed.
+#[test]
+fn the_pool_logs_the_answers_it_gives_itself() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "static hello\n").unwrap();
+    let map = format!("/static={}", dir.path().display());
+    let pool = Pool::start(&[
+        "--disable-logging=false",
+        "--log-json",
+        "--static-map",
+        &map,
+        "--http-timeout",
+        "1",
+        "--zerg-queue-timeout",
+        "1",
+        "--http-to-https",
+        "127.0.0.1:0",
+        "--socket",
+        "127.0.0.1:0",
+    ]);
+    let send = |addr: SocketAddr, bytes: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(send(pool.addr, b"GET /dyn HTTP/1.1\r\nHost: h\r\nUser-Agent: ua/1\r\n\r\n").starts_with("HTTP/1.1 503"));
+    assert!(send(pool.addr, b"G\x01T / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let big = format!("GET /big HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    assert!(send(pool.addr, big.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(send(pool.addr, b"GET /slow HTTP/1.1\r\nHost: h\r\n").starts_with("HTTP/1.1 408"));
+    let redirect = listening_addr(&pool.proc.log(), "redirect0").expect("redirect0");
+    assert!(send(redirect, b"GET /go HTTP/1.1\r\nHost: example.org\r\n\r\n").starts_with("HTTP/1.1 301"));
+    let mut expected = vec![("/dyn", 503), ("/", 400), ("/big", 431), ("/slow", 408), ("/go", 301)];
+    let nginx = common::require_program("nginx").then(|| {
+        let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0");
+        common::nginx::Nginx::start_with(&uwsgi.to_string(), "")
+    });
+    if let Some(nginx) = &nginx {
+        let r = get_once(nginx.addr(), "/static/hello.txt").unwrap();
+        assert_eq!(r.status, 200);
+        expected.push(("/static/hello.txt", 200));
+    }
+    let lines = || -> Vec<Value> {
+        pool.proc.lines.lock().unwrap().iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+    };
+    let logged = |uri: &str, status: u64| lines().into_iter().find(|v| v["uri"] == uri && v["status"] == status);
+    assert!(
+        wait_until(T, || expected.iter().all(|(u, s)| logged(u, *s).is_some())),
+        "expected {expected:?} in {:#?}",
+        lines()
+    );
+    for (uri, status) in &expected {
+        let v = logged(uri, *status).unwrap();
+        assert_eq!((v["wid"].as_u64(), v["addr"].as_str()), (Some(0), Some("127.0.0.1")), "{v}");
+    }
+    let dynamic = logged("/dyn", 503).unwrap();
+    assert_eq!(
+        (dynamic["method"].as_str(), dynamic["uagent"].as_str(), dynamic["size"].as_u64()),
+        (Some("GET"), Some("ua/1"), Some(20))
+    );
+    assert_eq!(logged("/go", 301).unwrap()["host"], "example.org");
 }

@@ -431,7 +431,7 @@ async fn run_session(
                                 dispatcher.closed(id);
                                 let canned = if matches!(e, ChannelError::Oversize) { Canned::HeadTooLarge } else { Canned::Unavailable };
                                 crate::warn_limited!(%id, %conn, error = %e, status = canned.status(), "cannot send the connection to the zergling; answering it");
-                                dispatcher.answer(p.fd, canned);
+                                dispatcher.answer(p, canned);
                             }
                             Err(_elapsed) => {
                                 unacked.insert(conn, p);
@@ -577,7 +577,7 @@ fn recover(
         p.attempts += 1;
         if p.attempts >= super::MAX_ATTEMPTS {
             crate::warn_limited!(conn = %p.meta.conn, peer = %p.meta.peer, attempts = p.attempts, "no zergling took the connection after this many attempts: 503");
-            dispatcher.answer(p.fd, Canned::Unavailable);
+            dispatcher.answer(p, Canned::Unavailable);
         } else {
             dispatcher.redispatch(p);
         }

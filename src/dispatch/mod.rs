@@ -143,6 +143,20 @@ pub struct ZerglingInfo {
     pub attached: std::time::SystemTime,
     /// Its last STATS (zeros until it reports).
     pub stats: proto::ZerglingStats,
+    /// When the pool spawned it: its slot and how often that slot's process
+    /// was replaced before (`None`: a zergling started by something else).
+    pub spawned: Option<Spawned>,
+}
+
+/// A spawned zergling's place among the pool's (`zergling` commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// The slot (0 for the first `zergling` command, …).
+    pub slot: usize,
+    /// Processes the slot started before this one (respawns and reloads).
+    pub respawns: u64,
+    /// When this one was started.
+    pub at: std::time::SystemTime,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +171,8 @@ struct State {
 #[derive(Debug)]
 pub struct Dispatcher {
     state: Mutex<State>,
+    /// The zerglings the pool spawned, by pid (see [`Spawned`]).
+    spawned: Mutex<std::collections::HashMap<u32, Spawned>>,
     queue_limit: usize,
     queue_timeout: Duration,
     next_conn: AtomicU64,
@@ -181,6 +197,7 @@ impl Dispatcher {
     pub fn new(queue_limit: usize, queue_timeout: Duration) -> Self {
         Dispatcher {
             state: Mutex::new(State::default()),
+            spawned: Mutex::new(std::collections::HashMap::new()),
             queue_limit,
             queue_timeout,
             next_conn: AtomicU64::new(1),
@@ -240,11 +257,12 @@ impl Dispatcher {
 
     /// Answers a connection that will not be served (503, 431, …) and closes it,
     /// in a task the pool awaits before it exits.
-    pub fn answer(&self, fd: OwnedFd, canned: crate::reply::Canned) {
+    pub fn answer(&self, p: Pending, canned: crate::reply::Canned) {
         if canned.status() == 503 {
             crate::metrics::metrics().unavailable.inc();
         }
-        self.answers.spawn(crate::reply::answer_fd(fd, canned));
+        crate::reqlog::log_unserved(&p.meta, canned.status(), canned.body_len(), p.arrived);
+        self.answers.spawn(crate::reply::answer_fd(p.fd, canned));
     }
 
     /// Waits (up to `limit`) for the answers in flight; none is started after this.
@@ -462,6 +480,7 @@ impl Dispatcher {
 
     /// The attached zerglings.
     pub fn zerglings(&self) -> Vec<ZerglingInfo> {
+        let spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.lock()
             .slots
             .iter()
@@ -473,8 +492,19 @@ impl Dispatcher {
                 state: s.state,
                 attached: s.attached,
                 stats: s.stats,
+                spawned: spawned.get(&s.pid).copied(),
             })
             .collect()
+    }
+
+    /// The supervisor started `pid` for a slot.
+    pub fn note_spawned(&self, pid: u32, spawned: Spawned) {
+        self.spawned.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, spawned);
+    }
+
+    /// A spawned process is gone.
+    pub fn forget_spawned(&self, pid: u32) {
+        self.spawned.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
     }
 }
 

@@ -111,7 +111,7 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             // An idle connection that never started a request is closed silently, as
             // keep-alive timeouts are; a started head that stalls gets 408.
             Classification::Timeout if buf.is_empty() => return,
-            other => return answer_error(&ctx, &mut stream, other).await,
+            other => return answer_error(&ctx, &mut stream, other, &meta.peer, &buf, arrived).await,
         };
         let statics = ctx.statics.load_full();
         if !statics.is_empty() {
@@ -125,13 +125,25 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
                 Ok(Outcome::NotStatic) => {}
                 Ok(Outcome::Served { keep_alive: true, status, bytes }) => {
                     crate::metrics::static_response(status);
-                    log_request(&ctx, &meta, &head, &buf[..head.len], status, bytes, started);
+                    crate::reqlog::log(
+                        &meta.peer,
+                        &crate::reqlog::http_request(&buf[..head.len]),
+                        status,
+                        bytes,
+                        started,
+                    );
                     debug!(target = %head.target, "static");
                     buf.advance(head.len);
                     continue;
                 }
                 Ok(Outcome::Served { keep_alive: false, status, bytes }) => {
-                    log_request(&ctx, &meta, &head, &buf[..head.len], status, bytes, started);
+                    crate::reqlog::log(
+                        &meta.peer,
+                        &crate::reqlog::http_request(&buf[..head.len]),
+                        status,
+                        bytes,
+                        started,
+                    );
                     return crate::metrics::static_response(status);
                 }
                 Err(e) => {
@@ -146,8 +158,16 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
     }
 }
 
-/// Answers a classification error (400, 431, 408) and closes.
-async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, stream: &mut S, class: Classification) {
+/// Answers a classification error (400, 414, 431, 408) and closes, with a
+/// request log line from what the head (`read`) shows.
+async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    stream: &mut S,
+    class: Classification,
+    peer: &zergpool_core::net::Endpoint,
+    read: &[u8],
+    started: Instant,
+) {
     let canned = match class {
         Classification::Malformed(why) => {
             debug!(why, "malformed request head: 400");
@@ -168,6 +188,7 @@ async fn answer_error<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, stream: &mut
         Classification::Dynamic(_) | Classification::Gone => return,
     };
     let _ = reply::answer(stream, canned).await;
+    crate::reqlog::log(peer, &crate::reqlog::http_request(read), canned.status(), canned.body_len(), started);
 }
 
 /// HTTPS: the handshake (bounded by `http-timeout`), then a socket pair whose one
@@ -209,6 +230,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
         // goes to serve_http as bytes already read, instead of through the relay
         // and the socket pair (two copies and a wake-up less per connection).
         let mut buf = BytesMut::with_capacity(2048);
+        let started = Instant::now();
         let class = tokio::select! {
             c = classify::read_http_head(&mut tls, &mut buf, ctx.config.buffer_size, ctx.config.http_timeout) => c,
             _ = wait.evicted() => return debug!("closed while waiting for a head, to make room (zerg-max-connections)"),
@@ -218,7 +240,7 @@ async fn serve_https(ctx: Arc<Ctx>, store: &tls::TlsStore, stream: ConnStream, m
             Classification::Gone => return,
             Classification::Timeout if buf.is_empty() => return,
             other => {
-                answer_error(&ctx, &mut tls, other).await;
+                answer_error(&ctx, &mut tls, other, &meta.peer, &buf, started).await;
                 let _ = tls.shutdown().await;
                 return;
             }
@@ -303,7 +325,16 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta, 
     if !statics.is_empty() {
         match offload::try_serve_vars(&statics, &mut stream, |k| request.var(k)).await {
             Ok(Outcome::NotStatic) => {}
-            Ok(Outcome::Served { status, .. }) => return crate::metrics::static_response(status),
+            Ok(Outcome::Served { status, bytes, .. }) => {
+                crate::reqlog::log(
+                    &crate::reqlog::uwsgi_client(&request, &meta.peer),
+                    &crate::reqlog::uwsgi_request(&request),
+                    status,
+                    bytes,
+                    arrived,
+                );
+                return crate::metrics::static_response(status);
+            }
             Err(e) => {
                 debug!(error = %e, "static response failed");
                 return;
@@ -322,6 +353,7 @@ async fn serve_uwsgi(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: ConnMeta, 
 /// `http-to-https`: every request gets `301` to the https URL, then the
 /// connection closes.
 async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_port: u16, _slot: ConnSlot) {
+    let started = Instant::now();
     let mut buf = BytesMut::with_capacity(1024);
     let wait = ctx.limit.head_wait();
     let class = tokio::select! {
@@ -333,67 +365,19 @@ async fn redirect(ctx: Arc<Ctx>, mut stream: ConnStream, meta: ConnMeta, https_p
         Classification::Dynamic(head) => head,
         Classification::Gone => return,
         Classification::Timeout if buf.is_empty() => return,
-        other => return answer_error(&ctx, &mut stream, other).await,
+        other => return answer_error(&ctx, &mut stream, other, &meta.peer, &buf, started).await,
     };
     let fallback = meta.local.host();
     let location = reply::https_location(head.host.as_deref(), &head.target, https_port, &fallback);
     debug!(%location, "redirect to https");
-    let _ = stream.write_all(&reply::redirect_response(&location)).await;
+    let response = reply::redirect_response(&location);
+    let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
+    let body = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| response.len() - i - 4);
+    crate::reqlog::log(&meta.peer, &crate::reqlog::http_request(&buf[..head.len]), 301, body as u64, started);
     // Let the client read the answer before the socket goes away.
     let _ =
         tokio::time::timeout(Duration::from_millis(500), tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
-}
-
-/// The pool's own request log line (static-map answers), as the pool's
-/// `disable-logging`/`log-*` options ask.
-fn log_request(
-    ctx: &Ctx,
-    meta: &ConnMeta,
-    head: &classify::http::RequestHead,
-    raw: &[u8],
-    status: u16,
-    bytes: u64,
-    started: Instant,
-) {
-    let policy = &ctx.config.request_log;
-    let micros = started.elapsed().as_micros() as u64;
-    if !policy.wants(status, micros) {
-        return;
-    }
-    // The two headers the line may show, in one pass over the head.
-    let text = String::from_utf8_lossy(raw);
-    let (mut uagent, mut referer) = ("", "");
-    for line in text.lines().skip(1) {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("user-agent") {
-                uagent = v.trim();
-            } else if k.trim().eq_ignore_ascii_case("referer") {
-                referer = v.trim();
-            }
-        }
-    }
-    let ip = meta.peer.ip().map(zergpool_core::reqlog::AddrText::new);
-    let named = if ip.is_none() { meta.peer.to_string() } else { String::new() };
-    let addr = ip.as_ref().map_or(named.as_str(), |t| t.as_str());
-    let entry = zergpool_core::reqlog::Entry {
-        pid: zergpool_core::reqlog::pid(),
-        wid: 0,
-        addr,
-        method: &head.method,
-        uri: &head.target,
-        proto: if head.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
-        status,
-        size: bytes,
-        micros,
-        host: head.host.as_deref().unwrap_or(""),
-        uagent,
-        referer,
-        at: std::time::SystemTime::now(),
-    };
-    let mut line = String::new();
-    zergpool_core::reqlog::write_line(&policy.format, &entry, &mut line);
-    crate::logfile::write_raw(line.as_bytes());
 }
 
 /// Gives the connection to dispatch: a fresh id, the descriptor out of the runtime.
@@ -429,7 +413,7 @@ fn dispatch_or_answer(dispatcher: &Dispatcher, p: Pending) {
         }
         Submitted::Rejected(p) => {
             crate::warn_limited!(%conn, "zergling queue full (zerg-queue): 503");
-            dispatcher.answer(p.fd, Canned::Unavailable);
+            dispatcher.answer(p, Canned::Unavailable);
         }
     }
 }

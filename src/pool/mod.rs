@@ -407,6 +407,7 @@ impl Running {
         tx: &mpsc::UnboundedSender<Control>,
     ) -> Running {
         let Sockets { listeners, fifo, stats, metrics } = sockets;
+        crate::reqlog::set_policy(config.request_log.clone());
         let ctx = Arc::new(Ctx {
             config: config.clone(),
             dispatcher: Arc::new(Dispatcher::new(config.queue_limit, config.queue_timeout)),
@@ -420,6 +421,7 @@ impl Running {
         let conns = TaskTracker::new();
         let background = TaskTracker::new();
         let stats_source = Arc::new(crate::stats::Source {
+            spawn_slots: config.zerglings.len(),
             dispatcher: ctx.dispatcher.clone(),
             limit: ctx.limit.clone(),
             sockets: listeners
@@ -726,7 +728,7 @@ async fn expire_queue(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
         }
         for p in dispatcher.expire(Instant::now()) {
             crate::warn_limited!(conn = %p.meta.conn, waited_ms = p.arrived.elapsed().as_millis() as u64, "no zergling took the connection in time: 503");
-            dispatcher.answer(p.fd, Canned::Unavailable);
+            dispatcher.answer(p, Canned::Unavailable);
         }
     }
 }

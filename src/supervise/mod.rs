@@ -109,6 +109,10 @@ impl std::fmt::Debug for SlotCommand {
 
 /// Everything one slot's task needs.
 struct Slot {
+    /// Its index among the `zergling` commands.
+    index: usize,
+    /// Processes it started (the first is 0; the stats' `respawn_count`).
+    spawns: std::sync::atomic::AtomicU64,
     name: String,
     argv: Vec<String>,
     socket: PathBuf,
@@ -140,6 +144,8 @@ impl Supervisor {
         });
         for ((index, argv), rx) in commands.iter().enumerate().zip(receivers) {
             let slot = Slot {
+                index,
+                spawns: std::sync::atomic::AtomicU64::new(0),
                 name: format!("zergling{index}"),
                 argv: argv.clone(),
                 socket: socket.clone(),
@@ -203,7 +209,7 @@ impl Supervisor {
                 Ok((mut child, mut pid)) => loop {
                     tokio::select! {
                         status = child.wait() => {
-                            self.forget(pid);
+                            self.forget(&slot, pid);
                             if self.stopping.is_cancelled() {
                                 info!(zergling = %slot.name, status = ?status.ok(), "exited");
                                 return;
@@ -269,6 +275,11 @@ impl Supervisor {
             return Err(std::io::Error::other("the spawned process has no pid"));
         };
         self.lock().insert(pid);
+        let respawns = slot.spawns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        slot.dispatcher.note_spawned(
+            pid,
+            crate::dispatch::Spawned { slot: slot.index, respawns, at: std::time::SystemTime::now() },
+        );
         info!(zergling = %slot.name, pid, command = %slot.argv.join(" "), "spawned");
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump_lines(out, slot.name.clone(), pid));
@@ -279,8 +290,9 @@ impl Supervisor {
         Ok((child, pid))
     }
 
-    fn forget(&self, pid: u32) {
+    fn forget(&self, slot: &Slot, pid: u32) {
         self.lock().remove(&pid);
+        slot.dispatcher.forget_spawned(pid);
     }
 
     /// One step of a chain reload: start the replacement, wait until it is
@@ -295,13 +307,13 @@ impl Supervisor {
         tokio::select! {
             _ = ready => {}
             status = new.wait() => {
-                self.forget(new_pid);
+                self.forget(slot, new_pid);
                 return Err(ReloadError::ExitedEarly { pid: new_pid, status: status.ok() });
             }
             _ = tokio::time::sleep(slot.settings.attach_timeout) => {
                 signal_pid(new_pid, Signal::SIGKILL);
                 let _ = new.wait().await;
-                self.forget(new_pid);
+                self.forget(slot, new_pid);
                 return Err(ReloadError::NotAttached { pid: new_pid, timeout: slot.settings.attach_timeout });
             }
         }
@@ -317,7 +329,7 @@ impl Supervisor {
                 let _ = old.wait().await;
             }
         }
-        self.forget(old_pid);
+        self.forget(slot, old_pid);
         Ok((new, new_pid))
     }
 
