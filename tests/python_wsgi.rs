@@ -672,3 +672,49 @@ fn application_output_reaches_the_pools_log() {
         assert!(found.contains("[zergling0 pid "), "prefixed: {found}");
     }
 }
+
+/// `wsgi.file_wrapper`: a regular file goes from its position with
+/// `sendfile(2)` (the application's file object is never read: its position at
+/// `close()` is where the application left it), whole and in step over
+/// keep-alive, over HTTPS, and behind nginx (read in chunks there); HEAD gets
+/// the length and no body; a file-like object without a descriptor is
+/// iterated.
+#[test]
+fn the_file_wrapper_sends_files_with_sendfile() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.txt");
+    let content: String = (0..100_000).map(|i| format!("line {i:07}\n")).collect();
+    std::fs::write(&path, &content).unwrap();
+    let https = format!("127.0.0.1:0,{},{}", cert("localhost.pem"), cert("localhost-key.pem"));
+    let app = format!("--pythonpath {} --module file_app", python_data(""));
+    let pool = python_pool(
+        &venv,
+        &app,
+        &["--https", &https, "--socket", "127.0.0.1:0"],
+        &[("FILE_APP_PATH", &path.display().to_string())],
+    );
+    let mut c = Client::connect(pool.addr);
+    for _ in 0..2 {
+        let r = c.get("/file").unwrap();
+        assert_eq!(r.header("content-length"), Some(content.len().to_string().as_str()));
+        assert!(r.text() == content, "the whole file, twice on one connection");
+    }
+    assert!(c.get("/file?seek=1200").unwrap().text() == content[1200..], "from the file's position");
+    c.send_raw(b"HEAD /file HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let head = c.read_head_response().unwrap();
+    assert_eq!((head.status, head.header("content-length")), (200, Some(content.len().to_string().as_str())));
+    assert!(c.get("/file?seek=5").unwrap().text() == content[5..], "a file after a HEAD, in step");
+    assert_eq!(c.get("/bytesio").unwrap().text(), "x".repeat(100_000), "no descriptor: iterated");
+    let positions: Value = serde_json::from_str(&c.get("/positions").unwrap().text()).unwrap();
+    assert_eq!(positions, serde_json::json!([0, 0, 1200, 0, 5]), "never read by the server: sent with sendfile");
+
+    if common::require_program("curl") {
+        assert!(curl_https(&pool, &[], "/file?seek=7") == content[7..], "over the pool's TLS relay");
+    }
+    if common::require_program("nginx") {
+        let uwsgi = listening_addr(&pool.proc.log(), "uwsgi0").expect("uwsgi0");
+        let nginx = common::nginx::Nginx::start_with(&uwsgi.to_string(), "");
+        assert!(get_once(nginx.addr(), "/file?seek=3").unwrap().text() == content[3..], "behind nginx");
+    }
+}

@@ -99,6 +99,41 @@ pub trait Readable {
     fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
         None
     }
+
+    /// Whether [`Readable::poll_sendfile`] works (a socket).
+    fn can_sendfile(&self) -> bool {
+        false
+    }
+
+    /// Sends up to `count` bytes of `file` from `*offset` (advanced by what
+    /// went) with `sendfile(2)`, when the socket takes them: the kernel copies
+    /// from the page cache, no byte passes through this process.
+    fn poll_sendfile(
+        &self,
+        _cx: &mut Context<'_>,
+        _file: &std::fs::File,
+        _offset: &mut i64,
+        _count: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "this stream cannot sendfile")))
+    }
+}
+
+/// `sendfile(2)` on a tokio socket, driven by its write readiness.
+macro_rules! socket_sendfile {
+    ($sock:expr, $cx:expr, $file:expr, $offset:expr, $count:expr) => {{
+        let sock = $sock;
+        loop {
+            std::task::ready!(sock.poll_write_ready($cx))?;
+            match sock.try_io(tokio::io::Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile64(sock.as_fd(), $file.as_fd(), Some(&mut *$offset), $count)
+                    .map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }};
 }
 
 impl Readable for TcpStream {
@@ -108,6 +143,18 @@ impl Readable for TcpStream {
     fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
         Some(self.as_fd().try_clone_to_owned())
     }
+    fn can_sendfile(&self) -> bool {
+        true
+    }
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        socket_sendfile!(self, cx, file, offset, count)
+    }
 }
 
 impl Readable for UnixStream {
@@ -116,6 +163,18 @@ impl Readable for UnixStream {
     }
     fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
         Some(self.as_fd().try_clone_to_owned())
+    }
+    fn can_sendfile(&self) -> bool {
+        true
+    }
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        socket_sendfile!(self, cx, file, offset, count)
     }
 }
 
@@ -140,6 +199,47 @@ impl Readable for ConnStream {
             ConnStream::Tcp(s) => s.duplicate(),
             ConnStream::Unix(s) => s.duplicate(),
         }
+    }
+    fn can_sendfile(&self) -> bool {
+        true
+    }
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            ConnStream::Tcp(s) => s.poll_sendfile(cx, file, offset, count),
+            ConnStream::Unix(s) => s.poll_sendfile(cx, file, offset, count),
+        }
+    }
+}
+
+/// The prefix is bytes already read: readable at once while any is left.
+impl<S: Readable> Readable for Prefixed<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.inner.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+        self.inner.duplicate()
+    }
+    fn can_sendfile(&self) -> bool {
+        self.inner.can_sendfile()
+    }
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut i64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_sendfile(cx, file, offset, count)
     }
 }
 

@@ -142,6 +142,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asgi::HttpProto>()?;
     m.add_class::<asgi_ws::WsProto>()?;
     m.add_class::<wsgi::Input>()?;
+    m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::StartResponse>()?;
     Ok(())
 }

@@ -21,6 +21,14 @@
 //! aborts the response (the client sees a truncated body, never a valid one);
 //! hop-by-hop headers set by the application are dropped; `start_response` with
 //! `exc_info` replaces a head not yet sent and re-raises once it has been.
+//!
+//! `wsgi.file_wrapper` is [`FileWrapper`]: returned by the application for a
+//! regular file (one with `fileno()`), the file goes from its current position
+//! (`tell()`) as a [`zergling::SendFile`], with `sendfile(2)` on HTTP/1 (no
+//! byte through Python or the process; the application's file object is not
+//! read, its position stays where it was), for `Content-Length` bytes if the
+//! application set it, else to the end. Anything else it wraps is iterated in
+//! `blksize` blocks, as PEP 3333 describes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -356,6 +364,21 @@ impl Exchange {
         Ok(true)
     }
 
+    /// Sends the head with a file for body (see [`FileWrapper`]).
+    fn respond_file(&self, sf: zergling::SendFile) -> PyResult<()> {
+        let mut reply = self.reply.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?;
+        let head = self.pending.lock().ok().and_then(|mut p| p.take());
+        let Some(head) = head else {
+            return Err(PyRuntimeError::new_err("the application sent a body before calling start_response"));
+        };
+        if let Some(tx) = reply.take() {
+            let mut resp = head.into_response(WsgiBody::Whole(None));
+            resp.extensions_mut().insert(sf);
+            let _ = tx.send(resp);
+        }
+        Ok(())
+    }
+
     /// Sends the head with an empty body, if it has not gone out.
     fn finish(&self) -> PyResult<()> {
         self.respond(|| WsgiBody::Whole(None)).map(drop)
@@ -473,6 +496,12 @@ fn as_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 /// without error, when the client is gone.
 fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> PyResult<()> {
     if !exchange.head_sent() {
+        if let Ok(wrapper) = result.cast::<FileWrapper>() {
+            if let Some(sf) = wrapper.get().send_file(py, exchange.declared_length())? {
+                exchange.respond_file(sf)?;
+                return Ok(());
+            }
+        }
         let whole = if let Ok(list) = result.cast::<PyList>() {
             Some(list.iter().map(|i| as_bytes(&i)).collect::<PyResult<Vec<_>>>()?)
         } else if let Ok(tuple) = result.cast::<PyTuple>() {
@@ -512,6 +541,63 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> Py
         }
     }
     exchange.finish()
+}
+
+/// `wsgi.file_wrapper(filelike, blksize=8192)`: an iterable of the file's
+/// blocks, with the file's `close()`; the server sends a regular file itself
+/// (see the module's docs).
+#[pyclass(module = "zergling._native", frozen)]
+pub(crate) struct FileWrapper {
+    filelike: Py<PyAny>,
+    blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        FileWrapper { filelike, blksize: blksize.max(1) }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let block = self.filelike.bind(py).call_method1(pyo3::intern!(py, "read"), (self.blksize,))?;
+        Ok(if block.is_truthy()? { Some(block.unbind()) } else { None })
+    }
+
+    /// Closes the file, if it can be closed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr(pyo3::intern!(py, "close"))? {
+            f.call_method0(pyo3::intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+}
+
+impl FileWrapper {
+    /// The wrapped file as a [`zergling::SendFile`] from its position: `None`
+    /// when it is not a regular file with a descriptor (then it is iterated).
+    /// The descriptor is opened again (`/proc/self/fd/N`): the application's
+    /// file object and its position stay untouched.
+    fn send_file(&self, py: Python<'_>, declared: Option<u64>) -> PyResult<Option<zergling::SendFile>> {
+        let f = self.filelike.bind(py);
+        let Ok(fd) = f.call_method0(pyo3::intern!(py, "fileno")).and_then(|n| n.extract::<i32>()) else {
+            return Ok(None);
+        };
+        let start: u64 = f.call_method0(pyo3::intern!(py, "tell")).and_then(|t| t.extract()).unwrap_or(0);
+        let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else { return Ok(None) };
+        let Ok(meta) = file.metadata() else { return Ok(None) };
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let len = declared.unwrap_or_else(|| meta.len().saturating_sub(start));
+        Ok(Some(zergling::SendFile { file: Arc::new(file), start, len }))
+    }
 }
 
 /// Text as WSGI's native strings: every byte one character (latin-1).
@@ -661,6 +747,7 @@ fn environ<'py>(
     env.set_item(pyo3::intern!(py, "wsgi.multithread"), apps.multithread)?;
     env.set_item(pyo3::intern!(py, "wsgi.multiprocess"), apps.multiprocess)?;
     env.set_item(pyo3::intern!(py, "wsgi.run_once"), false)?;
+    env.set_item(pyo3::intern!(py, "wsgi.file_wrapper"), py.get_type::<FileWrapper>())?;
     // hyper de-chunks a chunked body and ends it at Content-Length.
     env.set_item(pyo3::intern!(py, "wsgi.input_terminated"), true)?;
     if let Some(i) = info {

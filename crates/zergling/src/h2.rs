@@ -30,8 +30,11 @@ pub(super) async fn serve_h2<IO, S, B>(
                 clock.status(resp.status());
                 return Ok::<_, S::Err>(resp.map(|b| Tracked::fixed(b, None, clock)));
             }
-            let resp = service.call(req).await?;
+            let mut resp = service.call(req).await?;
             clock.status(resp.status());
+            if let Some(sf) = crate::SendFile::take(&mut resp) {
+                return Ok(resp.map(|_| Tracked::file(sf, None, None, clock)));
+            }
             Ok(resp.map(|b| Tracked::app(b, None, &going_away, clock)))
         }
     });

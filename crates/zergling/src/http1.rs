@@ -43,6 +43,10 @@ pub(super) struct Activity {
     /// The stream hyper was given has been dropped (after an upgrade: the
     /// application let go of it).
     released: AtomicBool,
+    /// The files whose bytes the marker slices in hyper's writes stand for,
+    /// in order (see [`FileBody`]): a pipelined request's file response can be
+    /// in hyper's queue before the last one was written.
+    file: std::sync::Mutex<std::collections::VecDeque<FileCursor>>,
 }
 
 impl Activity {
@@ -187,13 +191,37 @@ impl<IO: tokio::io::AsyncWrite + Unpin> ConnIo<IO> {
     }
 }
 
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
+impl<IO: zergpool_core::stream::Readable> ConnIo<IO> {
+    /// Sends up to `max` bytes of the current file (see [`FileBody`]).
+    fn send_file(&mut self, cx: &mut std::task::Context<'_>, max: usize) -> std::task::Poll<std::io::Result<usize>> {
+        let mut files = self.activity.file.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = files.front_mut() else {
+            return std::task::Poll::Ready(Err(std::io::Error::other("file bytes to send without a file")));
+        };
+        let count = (max as u64).min(c.left) as usize;
+        let sent = std::task::ready!(self.io.poll_sendfile(cx, &c.file, &mut c.offset, count))?;
+        if sent == 0 && count > 0 {
+            files.clear();
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than the response said: the connection is aborted",
+            )));
+        }
+        c.left -= sent as u64;
+        if c.left == 0 {
+            files.pop_front();
+        }
+        std::task::Poll::Ready(Ok(sent))
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + zergpool_core::stream::Readable + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        let r = if is_marker(buf) { self.send_file(cx, buf.len()) } else { Pin::new(&mut self.io).poll_write(cx, buf) };
         self.watch_write(cx, r)
     }
     fn poll_write_vectored(
@@ -201,7 +229,25 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnIo<IO> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let Some(k) = bufs.iter().position(|b| is_marker(b)) else {
+            let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            return self.watch_write(cx, r);
+        };
+        if k == 0 {
+            let r = self.send_file(cx, bufs[0].len());
+            return self.watch_write(cx, r);
+        }
+        // The bytes before the file's (a head, a chunk size) go first.
+        let before: usize = bufs[..k].iter().map(|b| b.len()).sum();
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, &bufs[..k]);
+        let r = match r {
+            std::task::Poll::Ready(Ok(n)) if n == before => match self.send_file(cx, bufs[k].len()) {
+                std::task::Poll::Ready(Ok(m)) => std::task::Poll::Ready(Ok(n + m)),
+                // What went counts; the error comes again at the next write.
+                _ => std::task::Poll::Ready(Ok(n)),
+            },
+            other => other,
+        };
         self.watch_write(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
@@ -253,6 +299,58 @@ pub(super) enum GoingAwayEnd {
 pub(super) enum AnyBody<B> {
     App(Pin<Box<B>>),
     Static(statics::StaticBody),
+    File(FileBody),
+}
+
+/// What a file response's body carries through hyper: slices of [`MARKER`],
+/// as many bytes as the file's range, that [`ConnIo`] recognises by their
+/// address and replaces with `sendfile(2)` of the file's next bytes (see
+/// [`FileCursor`]). hyper sees an ordinary body of the right length (its
+/// framing, `Content-Length` or chunks, and its keep-alive stay right); the
+/// marker's own bytes never reach the socket. Only on a connection whose stream
+/// can sendfile and whose writes hyper queues as separate slices (vectored
+/// writes: it never copies them into its head buffer), that is plain HTTP/1
+/// through [`ConnIo`].
+pub(super) struct FileBody {
+    /// Installed in the connection's [`Activity`] at the first poll.
+    cursor: Option<FileCursor>,
+    activity: Arc<Activity>,
+    left: u64,
+}
+
+/// The file a connection is sending, and how far.
+pub(super) struct FileCursor {
+    file: Arc<std::fs::File>,
+    offset: i64,
+    left: u64,
+}
+
+/// Zeros whose address marks file bytes in hyper's writes (see [`FileBody`]).
+static MARKER: [u8; MARKER_LEN] = [0; MARKER_LEN];
+const MARKER_LEN: usize = 64 * 1024;
+
+fn is_marker(s: &[u8]) -> bool {
+    let (base, p) = (MARKER.as_ptr() as usize, s.as_ptr() as usize);
+    !s.is_empty() && p >= base && p + s.len() <= base + MARKER_LEN
+}
+
+impl FileBody {
+    fn new(sf: crate::SendFile, activity: Arc<Activity>) -> Self {
+        let cursor = FileCursor { file: sf.file, offset: sf.start.min(i64::MAX as u64) as i64, left: sf.len };
+        FileBody { cursor: Some(cursor), activity, left: sf.len }
+    }
+
+    fn poll_frame(&mut self) -> Option<hyper::body::Frame<Bytes>> {
+        if let Some(c) = self.cursor.take() {
+            self.activity.file.lock().unwrap_or_else(|p| p.into_inner()).push_back(c);
+        }
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(MARKER_LEN as u64) as usize;
+        self.left -= n as u64;
+        Some(hyper::body::Frame::data(Bytes::from_static(&MARKER[..n])))
+    }
 }
 
 impl<B> Tracked<B> {
@@ -269,6 +367,21 @@ impl<B> Tracked<B> {
 
     pub(super) fn fixed(b: statics::StaticBody, in_flight: Option<InFlight>, clock: stats::Clock) -> Self {
         Tracked { inner: AnyBody::Static(b), in_flight, going_away: GoingAwayEnd::Never, clock: Some(clock) }
+    }
+
+    /// A [`crate::SendFile`] body: with `sendfile(2)` through `activity`'s
+    /// stream when there is one that can, else read in chunks.
+    pub(super) fn file(
+        sf: crate::SendFile,
+        activity: Option<Arc<Activity>>,
+        in_flight: Option<InFlight>,
+        clock: stats::Clock,
+    ) -> Self {
+        let inner = match activity {
+            Some(a) => AnyBody::File(FileBody::new(sf, a)),
+            None => AnyBody::Static(statics::StaticBody::file_range(sf.file, sf.start, sf.len)),
+        };
+        Tracked { inner, in_flight, going_away: GoingAwayEnd::Never, clock: Some(clock) }
     }
 
     /// Whether the zergling is going away; registers for the wake-up if not.
@@ -298,6 +411,7 @@ where
         let mut r = match &mut self.inner {
             AnyBody::App(b) => b.as_mut().poll_frame(cx).map_err(Into::into),
             AnyBody::Static(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            AnyBody::File(b) => std::task::Poll::Ready(b.poll_frame().map(Ok)),
         };
         if r.is_pending() && !matches!(self.going_away, GoingAwayEnd::Never) && self.gone(cx) {
             debug!("going away: a streamed response ends here");
@@ -326,6 +440,7 @@ where
         match &self.inner {
             AnyBody::App(b) => b.is_end_stream(),
             AnyBody::Static(b) => b.is_end_stream(),
+            AnyBody::File(b) => b.left == 0,
         }
     }
 
@@ -333,6 +448,7 @@ where
         match &self.inner {
             AnyBody::App(b) => b.size_hint(),
             AnyBody::Static(b) => b.size_hint(),
+            AnyBody::File(b) => hyper::body::SizeHint::with_exact(b.left),
         }
     }
 }
@@ -510,7 +626,7 @@ pub(super) async fn run_hyper<IO, S, B>(
     handback: &impl Fn() -> bool,
 ) -> Active<IO>
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + zergpool_core::stream::Readable + Unpin + Send + 'static,
     S: ZerglingService<B>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -518,6 +634,12 @@ where
     let _active = ActivePhase::new();
     let activity = Arc::new(Activity::default());
     let act = activity.clone();
+    // File responses go with sendfile(2) on a socket whose writes hyper queues
+    // as separate slices (see FileBody).
+    let can_sendfile = {
+        use zergpool_core::stream::Readable;
+        io.can_sendfile() && tokio::io::AsyncWrite::is_write_vectored(&io)
+    };
     // In an Arc: the service type need not be Unpin for hyper's connection to be.
     let (info, service, statics) = (ctx.info.clone(), Arc::new(ctx.service.clone()), ctx.statics.clone());
     let going_away = GoingAway::new(ctx.going_away.clone());
@@ -551,8 +673,14 @@ where
                 clock.status(resp.status());
                 return Ok(resp.map(|b| Tracked::fixed(b, Some(in_flight), clock)));
             }
-            let resp = service.call(req).await?;
+            // A HEAD response has no body: no file bytes may wait for a write.
+            let head = req.method() == hyper::Method::HEAD;
+            let mut resp = service.call(req).await?;
             clock.status(resp.status());
+            if let Some(sf) = crate::SendFile::take(&mut resp) {
+                let file = (can_sendfile && !head).then(|| in_flight.0.clone());
+                return Ok(resp.map(|_| Tracked::file(sf, file, Some(in_flight), clock)));
+            }
             Ok(resp.map(|b| Tracked::app(b, Some(in_flight), &going_away, clock)))
         })
     });

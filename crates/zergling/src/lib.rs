@@ -369,6 +369,38 @@ impl GoingAway {
     }
 }
 
+/// A response body sent straight from a file. Put in a response's extensions,
+/// it replaces the response's body with `len` bytes of `file` from `start`
+/// (and gives the response a `Content-Length` if it has none). On an HTTP/1
+/// connection the bytes go with `sendfile(2)`: from the page cache to the
+/// socket, none through the process; on HTTP/2 and uwsgi they are read in
+/// chunks. A file that turns out shorter than `len` aborts the connection (the
+/// client never takes a cut response for a whole one).
+#[derive(Debug, Clone)]
+pub struct SendFile {
+    /// The file (opened for reading).
+    pub file: Arc<std::fs::File>,
+    /// Where the body starts in it.
+    pub start: u64,
+    /// How many bytes.
+    pub len: u64,
+}
+
+impl SendFile {
+    /// Moves the [`SendFile`] of `resp`, if any, into its head: the
+    /// `Content-Length` it implies, and the body to send instead of `resp`'s.
+    pub(crate) fn take<B>(resp: &mut Response<B>) -> Option<SendFile> {
+        let sf = resp.extensions_mut().remove::<SendFile>()?;
+        let bodiless = resp.status().is_informational()
+            || resp.status() == hyper::StatusCode::NO_CONTENT
+            || resp.status() == hyper::StatusCode::NOT_MODIFIED;
+        if !bodiless && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
+            resp.headers_mut().insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(sf.len));
+        }
+        Some(sf)
+    }
+}
+
 /// How long long-lived exchanges have to end once [`GoingAway`] fired (a close
 /// frame each way), before the zergling returns anyway.
 pub const GOING_AWAY_GRACE: Duration = Duration::from_secs(1);
@@ -628,6 +660,84 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::Mutex;
     use std::task::{Context, Poll, Waker};
+
+    /// A file response ([`SendFile`]) on a real TCP connection: the body is the
+    /// file's range, sent with sendfile (the marker bytes never reach the
+    /// client), framed right so that keep-alive goes on; a file shorter than
+    /// the response said aborts the connection instead of ending it cleanly.
+    #[tokio::test]
+    async fn file_responses_go_with_sendfile_and_keep_the_connection_in_step() {
+        use std::io::Write as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        tmp.write_all(&content).unwrap();
+        let file = Arc::new(std::fs::File::open(tmp.path()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let file = file.clone();
+            async move {
+                let mut resp = Response::new(http_body_util::Full::new(Bytes::from_static(b"small")));
+                let (start, len) = match req.uri().path() {
+                    "/file" => (100, 2_999_000),
+                    "/short" => (0, 4_000_000),
+                    _ => return Ok::<_, Infallible>(resp),
+                };
+                resp.extensions_mut().insert(SendFile { file, start, len });
+                Ok(resp)
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let ctx = Http1Ctx {
+                    info: info(),
+                    service: svc.clone(),
+                    statics: Arc::new(StaticOptions::default()),
+                    drain: CancellationToken::new(),
+                    going_away: CancellationToken::new(),
+                    timeouts: proto::Timeouts::default(),
+                    head_limit: 0,
+                    idle: None,
+                    watch_clients: false,
+                };
+                tokio::spawn(run_http1(Prefixed::new(Bytes::new(), ConnStream::Tcp(stream)), ctx, || false));
+            }
+        });
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Pipelined: two file responses, then a small one.
+        c.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\nGET /file HTTP/1.1\r\nHost: x\r\n\r\nGET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let expected_tail = b"\r\n\r\nsmall";
+        while !got.ends_with(expected_tail) {
+            let mut buf = [0u8; 65536];
+            let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut rest = &got[..];
+        for _ in 0..2 {
+            let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&rest[..head_end]).to_lowercase();
+            assert!(head.starts_with("http/1.1 200") && head.contains("content-length: 2999000"), "{head}");
+            let body = &rest[head_end..head_end + 2_999_000];
+            let first = body.iter().zip(&content[100..]).position(|(a, b)| a != b);
+            assert!(first.is_none(), "the file's range, byte for byte: differs at {first:?}");
+            rest = &rest[head_end + 2_999_000..];
+        }
+        assert!(String::from_utf8_lossy(rest).starts_with("HTTP/1.1 200"), "the next response follows in step");
+
+        // Shorter than said: never a clean end.
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.unwrap();
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(got.len() - head_end, 3_000_000, "what the file had, then the connection ends short of 4 000 000");
+    }
 
     /// A client socket that has sent its request and whose send buffer is not
     /// writable yet (as a descriptor just received, before the reactor has seen it

@@ -99,6 +99,11 @@ impl StaticBody {
     pub(super) fn text(bytes: Bytes) -> Self {
         StaticBody { segments: VecDeque::from([Segment::Bytes(bytes)]), file: None, pending: None }
     }
+
+    /// `len` bytes of `file` from `start`, read one chunk at a time.
+    pub(super) fn file_range(file: Arc<std::fs::File>, start: u64, len: u64) -> Self {
+        StaticBody { segments: VecDeque::from([Segment::File { start, len }]), file: Some(file), pending: None }
+    }
 }
 
 impl Body for StaticBody {

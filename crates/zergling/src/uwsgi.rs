@@ -169,8 +169,7 @@ pub async fn serve_uwsgi<IO, S, B>(mut io: IO, info: Arc<ConnInfo>, service: S, 
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ZerglingService<B>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut buf = BytesMut::new();
@@ -228,9 +227,15 @@ where
         let mut clock = crate::stats::Clock::start(&req, Some(&conn_info));
         let call = service.call(req);
         async move {
-            let resp = call.await?;
+            let mut resp = call.await?;
             clock.status(resp.status());
-            Ok::<_, S::Err>(resp.map(|b| crate::stats::Counted::new(b, clock)))
+            if let Some(sf) = crate::SendFile::take(&mut resp) {
+                let file = crate::statics::StaticBody::file_range(sf.file, sf.start, sf.len);
+                return Ok::<_, S::Err>(
+                    resp.map(|_| crate::stats::Counted::new(http_body_util::Either::Right(file), clock)),
+                );
+            }
+            Ok::<_, S::Err>(resp.map(|b| crate::stats::Counted::new(http_body_util::Either::Left(b), clock)))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -529,8 +534,7 @@ mod tests {
     async fn exchange_with<S, B>(input: &[u8], prefix: usize, piece: usize, service: S) -> Vec<u8>
     where
         S: ZerglingService<B>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let (mut client, server) = tokio::io::duplex(1 << 20);
