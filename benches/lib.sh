@@ -128,6 +128,32 @@ run_loadgen() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mean() { awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
+# paired_wrk URL_A PIDS_A URL_B PIDS_B CLOSE(0/1) → "us_a us_b rps_a rps_b": two
+# setups loaded at the same time (one wrk each, both on $CLIENT_CPU; the servers
+# share $SERVER_CPU), so that whatever else the machine does falls on both
+# alike; each one's CPU per request (PIDS: quoted, space-separated). On a
+# CPU-bound server, the throughput ratio is the inverse of the CPU ratio.
+paired_wrk() {
+  local ua=$1 pa=$2 ub=$3 pb=$4 c=$5 hdr=()
+  [ "$c" = 1 ] && hdr=(-H 'Connection: close')
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ua" >/dev/null 2>&1 &
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ub" >/dev/null 2>&1
+  wait
+  local a0 b0 a1 b1
+  # shellcheck disable=SC2086
+  a0=$(cpu_ticks $pa); b0=$(cpu_ticks $pb)
+  local oa ob; oa=$(mktemp); ob=$(mktemp)
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ua" >"$oa" 2>&1 &
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ub" >"$ob" 2>&1
+  wait
+  # shellcheck disable=SC2086
+  a1=$(cpu_ticks $pa); b1=$(cpu_ticks $pb)
+  local na nb; na=$(awk '/requests in/ {print $1}' "$oa"); nb=$(awk '/requests in/ {print $1}' "$ob")
+  rm -f "$oa" "$ob"
+  awk -v ta=$((a1 - a0)) -v tb=$((b1 - b0)) -v na="${na:-0}" -v nb="${nb:-0}" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
+    'BEGIN { if (na == 0 || nb == 0) { print "0 0 0 0"; exit } printf "%.2f %.2f %.0f %.0f\n", ta * 1e6 / hz / na, tb * 1e6 / hz / nb, na / d, nb / d }'
+}
+
 # median of the numbers on stdin, one a line (two decimals)
 median() { sort -g | awk '{ v[n++] = $1 } END { if (!n) print "n/a"; else if (n % 2) printf "%.2f", v[int(n/2)]; else printf "%.2f", (v[n/2-1] + v[n/2]) / 2 }'; }
 

@@ -113,6 +113,38 @@ for body in 13b 64k; do for mode in keepalive close; do
   u=$(tr ' ' '\n' <<<"${R[uwsgi,$body,$mode]}" | grep . | mean)
   printf '  %-16s %s\n' "$body/$mode" "$(ratio "$z" "$u")"
 done; done
+
+# Side by side with Granian: each zergpool setup and Granian loaded at the same
+# time (benches/lib.sh paired_wrk), PAIRED_ROUNDS rounds; the verdict is the
+# median of the rounds' CPU-per-request ratios, granian/zergpool (above 1: less
+# CPU per request than Granian, more throughput on a CPU-bound server). Steadier
+# than the table above on a shared machine. PAIRED_ROUNDS=0 skips it.
+echo
+echo "side by side with granian (both loaded at once), ${PAIRED_ROUNDS:-3} rounds of ${DURATION}s: median CPU per request, granian/zergpool"
+declare -A PR
+for r in $(seq 1 "${PAIRED_ROUNDS:-3}"); do
+  for s in zp-direct-1t zergpool-1t; do
+    for body in 13b 64k; do
+      path=/; [ $body = 64k ] && path=/64k
+      for mode in keepalive close; do
+        c=0; [ $mode = close ] && c=1
+        read -r uz ug rz rg < <(paired_wrk "http://127.0.0.1:${PORT[$s]}$path" "${PIDS[$s]}" \
+          "http://127.0.0.1:${PORT[granian]}$path" "${PIDS[granian]}" $c)
+        q=$(awk -v a="$ug" -v b="$uz" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')
+        PR[$s,$body,$mode]+="$q "
+        printf '  round %s %-12s %-4s %-10s us/req %6s vs granian %6s  req/s %8s vs %8s  ratio %s\n' \
+          "$r" "$s" $body $mode "$uz" "$ug" "$rz" "$rg" "$q"
+      done
+    done
+  done
+done
+for s in zp-direct-1t zergpool-1t; do
+  printf '%-12s' "$s"
+  for body in 13b 64k; do for mode in keepalive close; do
+    printf ' %s/%s %s' $body $mode "$(tr ' ' '\n' <<<"${PR[$s,$body,$mode]}" | grep . | median)"
+  done; done
+  echo
+done
 echo
 echo "resident memory of each application process after the run (VmRSS, kB)"
 for s in "${SETUPS[@]}"; do

@@ -82,23 +82,7 @@ done
 # whatever else the machine does falls on both alike. The CPU each pool spends
 # per request is compared; on a CPU-bound server, throughput is its inverse.
 paired() { # ON CLOSE → "us_off us_on rps_off rps_on"
-  local on=$1 c=$2 hdr=()
-  [ "$c" = 1 ] && hdr=(-H 'Connection: close')
-  local ua="http://127.0.0.1:${PORT[off]}/" ub="http://127.0.0.1:${PORT[$on]}/"
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ua" >/dev/null 2>&1 &
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "$ub" >/dev/null 2>&1
-  wait
-  # shellcheck disable=SC2086
-  local a0 b0; a0=$(cpu_ticks ${PIDS[off]}); b0=$(cpu_ticks ${PIDS[$on]})
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ua" >"$TMP/pa" 2>&1 &
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "$ub" >"$TMP/pb" 2>&1
-  wait
-  # shellcheck disable=SC2086
-  local a1 b1; a1=$(cpu_ticks ${PIDS[off]}); b1=$(cpu_ticks ${PIDS[$on]})
-  local na nb; na=$(awk '/requests in/ {print $1}' "$TMP/pa"); nb=$(awk '/requests in/ {print $1}' "$TMP/pb")
-  local hz; hz=$(getconf CLK_TCK)
-  awk -v ta=$((a1 - a0)) -v tb=$((b1 - b0)) -v na="$na" -v nb="$nb" -v hz="$hz" -v d="$DURATION" \
-    'BEGIN { printf "%.2f %.2f %.0f %.0f\n", ta * 1e6 / hz / na, tb * 1e6 / hz / nb, na / d, nb / d }'
+  paired_wrk "http://127.0.0.1:${PORT[off]}/" "${PIDS[off]}" "http://127.0.0.1:${PORT[$1]}/" "${PIDS[$1]}" "$2"
 }
 echo
 echo "side by side (both pools loaded at once, $ROUNDS rounds of ${DURATION}s):"
