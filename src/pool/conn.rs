@@ -123,28 +123,16 @@ pub(super) async fn serve_http(ctx: Arc<Ctx>, mut stream: ConnStream, mut meta: 
             };
             match served {
                 Ok(Outcome::NotStatic) => {}
-                Ok(Outcome::Served { keep_alive: true, status, bytes }) => {
+                Ok(Outcome::Served { keep_alive, status, bytes }) => {
                     crate::metrics::static_response(status);
-                    crate::reqlog::log(
-                        &meta.peer,
-                        &crate::reqlog::http_request(&buf[..head.len]),
-                        status,
-                        bytes,
-                        started,
-                    );
+                    let request = crate::reqlog::http_request(&buf[..head.len]);
+                    crate::reqlog::log(&meta.peer, &request, status, bytes, started);
+                    if !keep_alive {
+                        return;
+                    }
                     debug!(target = %head.target, "static");
                     buf.advance(head.len);
                     continue;
-                }
-                Ok(Outcome::Served { keep_alive: false, status, bytes }) => {
-                    crate::reqlog::log(
-                        &meta.peer,
-                        &crate::reqlog::http_request(&buf[..head.len]),
-                        status,
-                        bytes,
-                        started,
-                    );
-                    return crate::metrics::static_response(status);
                 }
                 Err(e) => {
                     debug!(error = %e, "static response failed");

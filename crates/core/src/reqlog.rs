@@ -235,30 +235,27 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
             let micros = n.format(since.subsec_micros());
             out.push_str(&"000000"[micros.len()..]);
             out.push_str(micros);
-            out.push_str(",\"pid\":");
-            out.push_str(n.format(e.pid));
-            out.push_str(",\"wid\":");
-            out.push_str(n.format(e.wid));
-            out.push_str(",\"addr\":");
-            push_json_str(out, e.addr);
-            out.push_str(",\"method\":");
-            push_json_str(out, e.method);
-            out.push_str(",\"uri\":");
-            push_json_str(out, e.uri);
-            out.push_str(",\"proto\":");
-            push_json_str(out, e.proto);
-            out.push_str(",\"status\":");
-            out.push_str(n.format(e.status));
-            out.push_str(",\"size\":");
-            out.push_str(n.format(e.size));
-            out.push_str(",\"micros\":");
-            out.push_str(n.format(e.micros));
-            out.push_str(",\"host\":");
-            push_json_str(out, e.host);
-            out.push_str(",\"uagent\":");
-            push_json_str(out, e.uagent);
-            out.push_str(",\"referer\":");
-            push_json_str(out, e.referer);
+            fn key(out: &mut String, name: &str) {
+                out.push_str(",\"");
+                out.push_str(name);
+                out.push_str("\":");
+            }
+            for (name, number) in [("pid", u64::from(e.pid)), ("wid", e.wid)] {
+                key(out, name);
+                out.push_str(n.format(number));
+            }
+            for (name, text) in [("addr", e.addr), ("method", e.method), ("uri", e.uri), ("proto", e.proto)] {
+                key(out, name);
+                push_json_str(out, text);
+            }
+            for (name, number) in [("status", u64::from(e.status)), ("size", e.size), ("micros", e.micros)] {
+                key(out, name);
+                out.push_str(n.format(number));
+            }
+            for (name, text) in [("host", e.host), ("uagent", e.uagent), ("referer", e.referer)] {
+                key(out, name);
+                push_json_str(out, text);
+            }
             out.push_str("}\n");
         }
         LogFormat::Template(t) => {

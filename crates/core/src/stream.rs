@@ -136,47 +136,34 @@ macro_rules! socket_sendfile {
     }};
 }
 
-impl Readable for TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
-    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
-        Some(self.as_fd().try_clone_to_owned())
-    }
-    fn can_sendfile(&self) -> bool {
-        true
-    }
-    fn poll_sendfile(
-        &self,
-        cx: &mut Context<'_>,
-        file: &std::fs::File,
-        offset: &mut i64,
-        count: usize,
-    ) -> Poll<io::Result<usize>> {
-        socket_sendfile!(self, cx, file, offset, count)
-    }
+/// A tokio socket: readiness, a duplicate of its descriptor, `sendfile(2)`.
+macro_rules! socket_readable {
+    ($t:ty) => {
+        impl Readable for $t {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
+            }
+            fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
+                Some(self.as_fd().try_clone_to_owned())
+            }
+            fn can_sendfile(&self) -> bool {
+                true
+            }
+            fn poll_sendfile(
+                &self,
+                cx: &mut Context<'_>,
+                file: &std::fs::File,
+                offset: &mut i64,
+                count: usize,
+            ) -> Poll<io::Result<usize>> {
+                socket_sendfile!(self, cx, file, offset, count)
+            }
+        }
+    };
 }
 
-impl Readable for UnixStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        UnixStream::poll_read_ready(self, cx)
-    }
-    fn duplicate(&self) -> Option<io::Result<OwnedFd>> {
-        Some(self.as_fd().try_clone_to_owned())
-    }
-    fn can_sendfile(&self) -> bool {
-        true
-    }
-    fn poll_sendfile(
-        &self,
-        cx: &mut Context<'_>,
-        file: &std::fs::File,
-        offset: &mut i64,
-        count: usize,
-    ) -> Poll<io::Result<usize>> {
-        socket_sendfile!(self, cx, file, offset, count)
-    }
-}
+socket_readable!(TcpStream);
+socket_readable!(UnixStream);
 
 impl AsRawFd for ConnStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
