@@ -480,7 +480,9 @@ impl Dispatcher {
 
     /// The attached zerglings.
     pub fn zerglings(&self) -> Vec<ZerglingInfo> {
-        let spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Looked up in place, not copied: this runs at every dispatcher change
+        // while a chain reload waits for its replacement.
+        let spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner());
         self.lock()
             .slots
             .iter()
