@@ -718,3 +718,42 @@ fn the_file_wrapper_sends_files_with_sendfile() {
         assert!(get_once(nginx.addr(), "/file?seek=3").unwrap().text() == content[3..], "behind nginx");
     }
 }
+
+/// The zergling's threads run under `SCHED_BATCH` (fewer context switches per
+/// request: the connection thread and the application thread hand every
+/// request to each other), WSGI and ASGI alike, and `--no-batch-scheduling`
+/// keeps Linux's default policy. Read from `/proc/PID/task/*/sched`.
+#[test]
+fn zergling_threads_run_under_sched_batch_unless_told_not_to() {
+    let Some(venv) = venv() else { return };
+    // The scheduling policy of every thread of the zergling serving `pool`.
+    let policies = |pool: &Pool| -> Vec<String> {
+        let log = pool.proc.log();
+        let pid = log
+            .lines()
+            .find_map(|l| l.split("zergling attached").nth(1)?.split(" pid=").nth(1)?.split(' ').next())
+            .unwrap_or_else(|| panic!("no attached zergling in:\n{log}"))
+            .to_owned();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the zergling's threads");
+        tasks
+            .map(|t| {
+                let sched = std::fs::read_to_string(t.unwrap().path().join("sched")).unwrap_or_default();
+                let policy = sched.lines().find(|l| l.starts_with("policy")).unwrap_or("policy : ?");
+                policy.rsplit(' ').next().unwrap_or("?").to_owned()
+            })
+            .collect()
+    };
+    let wsgi = format!("--wsgi-file {} --threads 2", python_data("wsgi_app.py"));
+    let asgi = format!("--module asgi_app:app --pythonpath {}", python_data(""));
+    for (app, flag, want) in
+        [(&wsgi, "", "3"), (&asgi, "", "3"), (&wsgi, " --no-batch-scheduling", "0")]
+    {
+        let pool = python_pool(&venv, &format!("{app}{flag}"), &[], &[]);
+        // Served (whatever the answer): every thread has started.
+        assert!(get_once(pool.addr, "/").is_ok(), "{app}{flag}: no answer");
+        let seen = policies(&pool);
+        // The main thread, the connection thread and the application threads.
+        assert!(seen.len() >= 3, "{app}{flag}: {seen:?}");
+        assert!(seen.iter().all(|p| p == want), "{app}{flag}: policies {seen:?}, want all {want} (3 = SCHED_BATCH)");
+    }
+}

@@ -1,8 +1,10 @@
 //! zergpool-core: what the zergpool pool and its zergling library share.
 //!
 //! * [`proto`]: THE protocol between a pool and its zerglings (frames, limits, fd
-//!   passing: the workspace's only `unsafe`, in `proto::sys`); `docs/PROTOCOL.md`
-//!   is its description for other languages.
+//!   passing: the workspace's `unsafe` for descriptors, in `proto::sys`);
+//!   `docs/PROTOCOL.md` is its description for other languages.
+//! * [`sched`]: `SCHED_BATCH` for threads that hand requests to each other (one
+//!   system call, the only other `unsafe` block).
 //! * [`classify`]: pure parsers of a request head (HTTP, uwsgi), and the bounded
 //!   read that feeds them.
 //! * [`offload`]: static-map: path rules, resolution, response plans, sending files.
@@ -22,6 +24,7 @@ pub mod net;
 pub mod offload;
 pub mod proto;
 pub mod reqlog;
+pub mod sched;
 pub mod stream;
 pub mod warn_limit;
 

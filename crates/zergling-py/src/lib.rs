@@ -29,9 +29,11 @@ use pyo3::prelude::*;
 /// `wsgi.multiprocess`); `capacity` is the most connections the pool hands this
 /// process at once; `mercy_secs` how long requests in flight get when draining;
 /// `io_threads` how many threads run the connections (HTTP, uwsgi, TLS metadata,
-/// the pool protocol), beside the application threads.
+/// the pool protocol), beside the application threads; `batch_scheduling`
+/// puts this thread and every thread it starts under `SCHED_BATCH` (see
+/// [`batch`]).
 #[pyfunction]
-#[pyo3(signature = (app, attach, threads=1, processes=1, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1))]
+#[pyo3(signature = (app, attach, threads=1, processes=1, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1, batch_scheduling=true))]
 #[allow(clippy::too_many_arguments, reason = "a Python function with keyword arguments")]
 fn serve(
     py: Python<'_>,
@@ -44,8 +46,10 @@ fn serve(
     mounts: Vec<(String, Py<PyAny>)>,
     tags: Vec<String>,
     io_threads: usize,
+    batch_scheduling: bool,
 ) -> PyResult<()> {
     init_tracing();
+    batch(batch_scheduling);
     let apps = wsgi::Apps::new(py, app, mounts, threads.max(1), processes.max(1))?;
     let mut config = zergling::ZerglingConfig::new(attach);
     config.capacity = capacity.max(1);
@@ -75,8 +79,9 @@ fn serve(
 /// (`add_reader(fd, bridge.run_pending)`) and runs the loop. When the zergling
 /// has drained, `done(error)` is called on the loop's thread (`error`: `None`,
 /// or what went wrong). `state` is the lifespan's state, copied into every scope.
+/// `batch_scheduling`: as for [`serve`] (the event loop's thread included).
 #[pyfunction]
-#[pyo3(signature = (app, event_loop, runner, done, attach, state=None, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1))]
+#[pyo3(signature = (app, event_loop, runner, done, attach, state=None, capacity=1024, mercy_secs=60.0, mounts=Vec::new(), tags=Vec::new(), io_threads=1, batch_scheduling=true))]
 #[allow(clippy::too_many_arguments, reason = "a Python function with keyword arguments")]
 fn serve_asgi(
     py: Python<'_>,
@@ -91,8 +96,10 @@ fn serve_asgi(
     mounts: Vec<(String, Py<PyAny>)>,
     tags: Vec<String>,
     io_threads: usize,
+    batch_scheduling: bool,
 ) -> PyResult<Py<asgi::Bridge>> {
     init_tracing();
+    batch(batch_scheduling);
     let bridge = asgi::bridge(py, app, mounts, &event_loop, runner, state)?;
     let mut config = zergling::ZerglingConfig::new(attach);
     config.capacity = capacity.max(1);
@@ -118,6 +125,21 @@ fn serve_asgi(
         })
         .map_err(|e| PyRuntimeError::new_err(format!("zergling: cannot start the connection thread: {e}")))?;
     Ok(bridge)
+}
+
+/// `SCHED_BATCH` for the calling thread and those it starts (the connection
+/// threads, the application threads), when `on`: every request passes from the
+/// connection thread to the thread running Python and back, and under the
+/// default policy each hand-off preempts the thread that made it, two context
+/// switches a request; under `SCHED_BATCH` each thread works through all that
+/// is ready first (`zergpool_core::sched` has the figures). Failing is not
+/// fatal: the zergling serves as well, only slower.
+fn batch(on: bool) {
+    if on {
+        if let Err(e) = zergling::batch_scheduling() {
+            tracing::warn!(error = %e, "cannot switch to SCHED_BATCH; serving with the default scheduling policy");
+        }
+    }
 }
 
 /// Logs of the Rust side go to stderr, as the pool's own do (the pool prefixes

@@ -98,6 +98,7 @@ use tracing::{debug, info, warn};
 pub use zergpool_core::net::Endpoint;
 pub use zergpool_core::proto::{AlpnProtocol, ConnId, ListenerKind, Scheme, ZerglingId};
 pub use zergpool_core::stream::{ConnStream, Prefixed};
+pub use zergpool_core::sched::batch_scheduling;
 
 use zergpool_core::offload::StaticOptions;
 use zergpool_core::proto::{self, Channel, ChannelError, ConnMeta, Message, RecvBuf};

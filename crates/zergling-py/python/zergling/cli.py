@@ -126,6 +126,12 @@ def parse_args(argv):
     p.add_argument("--processes", "--workers", "-p", type=int, default=1, help="processes serving the application")
     p.add_argument("--capacity", type=int, default=1024, help="most connections held at once")
     p.add_argument("--io-threads", type=int, default=1, help="threads serving the connections (Rust), besides --threads")
+    p.add_argument(
+        "--no-batch-scheduling",
+        dest="batch_scheduling",
+        action="store_false",
+        help="keep Linux's default scheduling policy (default: SCHED_BATCH, fewer context switches per request)",
+    )
     p.add_argument("--mercy", type=float, default=60.0, help="seconds requests in flight get when draining")
     p.add_argument("--attach", default=os.environ.get("ZERGPOOL_SOCKET"), help="the pool's attach socket")
     p.add_argument("--interface", choices=["auto", "wsgi", "asgi"], default="auto", help="WSGI or ASGI (auto: an async callable is ASGI)")
@@ -244,6 +250,7 @@ def main(argv=None):
         mounts=mounts,
         tags=[f"pid={os.getpid()}"],
         io_threads=args.io_threads,
+        batch_scheduling=args.batch_scheduling,
     )
     return 0
 
@@ -286,6 +293,7 @@ def serve_asgi(app, mounts, args):
         mounts=mounts,
         tags=[f"pid={os.getpid()}"],
         io_threads=args.io_threads,
+        batch_scheduling=args.batch_scheduling,
     )
     loop.add_reader(bridge.fileno(), bridge.run_pending)
     error = loop.run_until_complete(done)
