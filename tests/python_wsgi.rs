@@ -745,9 +745,7 @@ fn zergling_threads_run_under_sched_batch_unless_told_not_to() {
     };
     let wsgi = format!("--wsgi-file {} --threads 2", python_data("wsgi_app.py"));
     let asgi = format!("--module asgi_app:app --pythonpath {}", python_data(""));
-    for (app, flag, want) in
-        [(&wsgi, "", "3"), (&asgi, "", "3"), (&wsgi, " --no-batch-scheduling", "0")]
-    {
+    for (app, flag, want) in [(&wsgi, "", "3"), (&asgi, "", "3"), (&wsgi, " --no-batch-scheduling", "0")] {
         let pool = python_pool(&venv, &format!("{app}{flag}"), &[], &[]);
         // Served (whatever the answer): every thread has started.
         assert!(get_once(pool.addr, "/").is_ok(), "{app}{flag}: no answer");

@@ -97,8 +97,8 @@ use tracing::{debug, info, warn};
 
 pub use zergpool_core::net::Endpoint;
 pub use zergpool_core::proto::{AlpnProtocol, ConnId, ListenerKind, Scheme, ZerglingId};
-pub use zergpool_core::stream::{ConnStream, Prefixed};
 pub use zergpool_core::sched::batch_scheduling;
+pub use zergpool_core::stream::{ConnStream, Prefixed};
 
 use zergpool_core::offload::StaticOptions;
 use zergpool_core::proto::{self, Channel, ChannelError, ConnMeta, Message, RecvBuf};
