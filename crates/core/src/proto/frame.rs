@@ -702,13 +702,20 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
                     (None, true) => crate::reqlog::LogFormat::Json,
                     (None, false) => crate::reqlog::LogFormat::Uwsgi,
                 };
-                crate::reqlog::LogPolicy {
+                let mut policy = crate::reqlog::LogPolicy {
                     all: flags & 1 != 0,
                     client_errors: flags & 2 != 0,
                     server_errors: flags & 4 != 0,
                     slow_ms: f.log_slow_ms.unwrap_or(0) as u32,
                     format,
+                };
+                // A policy that logs nothing has no format to speak of (the
+                // encoder sends none): the default, so that one policy has
+                // one encoding (found by fuzz/proto_frame).
+                if !policy.any() {
+                    policy.format = crate::reqlog::LogFormat::default();
                 }
+                policy
             },
         },
         kind::REFUSE => Message::Refuse { reason: need_s(f.reason, tag::REASON)? },
@@ -1033,5 +1040,17 @@ mod tests {
         let mut f = encode(&Message::Ack { conn: ConnId(9) });
         f.extend_from_slice(&[200, 3, 0, 0, 0, 1, 2, 3]);
         assert_eq!(decode(&f).unwrap(), Message::Ack { conn: ConnId(9) });
+    }
+    /// A WELCOME whose policy logs nothing but names a format decodes to the
+    /// default format, as its re-encoding does (fuzz/proto_frame's finding).
+    #[test]
+    fn a_policy_that_logs_nothing_has_one_encoding() {
+        let frame =
+            b"\x02\x01\x02\x00\x00\x00\x01\x00\x05\x08\x00\x00\x00\x07\x00\xea\x00\x2f\x20\x28\x00\x28\x00\x00\x00\x00";
+        let msg = decode(frame).expect("a WELCOME");
+        let Message::Welcome { log, .. } = &msg else { panic!("{msg:?}") };
+        assert!(!log.any());
+        assert_eq!(log.format, crate::reqlog::LogFormat::Uwsgi);
+        assert_eq!(decode(&encode(&msg)), Ok(msg.clone()));
     }
 }
