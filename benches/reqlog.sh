@@ -12,6 +12,16 @@
 # the disk (this machine's virtual disk stalls everything when the page cache
 # flushes a few hundred megabytes of lines).
 #
+# Each run starts with empty log files (truncated, as logrotate's
+# `copytruncate` does; the pools keep writing at the new end): a run writes
+# ~80 MB a file, and on these virtual machines the first write into memory
+# the guest never used costs ten times a write into memory it used before
+# (the host backs guest memory lazily: 32 KiB appends cost ~0.2 us/KiB of
+# CPU until the page cache outgrows what the machine ever touched, then
+# ~2.4 us/KiB, on ext4 and tmpfs alike, and again ~0.2 once the file is
+# truncated). Without the truncation the later rounds measured that, not
+# logging, and the ratios sank round after round.
+#
 # The machines this runs on are shared and noisy (the same setup swings by
 # 20 % from one run to the next), so each round runs the three pools one after
 # the other and the verdict is the median of the rounds' ratios, not a ratio
@@ -53,6 +63,7 @@ for r in $(seq 1 "$ROUNDS"); do
     order="off uwsgi json"
     case $((r % 3)) in 2) order="uwsgi json off" ;; 0) order="json off uwsgi" ;; esac
     for s in $order; do
+      [ $s = off ] || : >"$LOGS/$s.log"
       # shellcheck disable=SC2086
       read -r rps us _ < <(run_wrk "$s" "http://127.0.0.1:${PORT[$s]}/" $c ${PIDS[$s]})
       R[$mode,$s]+="$rps "
@@ -92,6 +103,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for mode in ${MODES:-keepalive close}; do
     c=0; [ $mode = close ] && c=1
     for s in uwsgi json; do
+      : >"$LOGS/$s.log"
       read -r uo un ro rn < <(paired $s $c)
       q=$(awk -v a="$uo" -v b="$un" 'BEGIN { printf "%.3f", a / b }')
       P[$mode,$s]+="$q "
@@ -105,4 +117,4 @@ for mode in ${MODES:-keepalive close}; do
       $mode $s "$ROUNDS" "$(tr ' ' '\n' <<<"${P[$mode,$s]}" | grep . | median)"
   done
 done
-echo "lines written: uwsgi $(wc -l <"$LOGS/uwsgi.log"), json $(wc -l <"$LOGS/json.log") (in $LOGS)"
+echo "lines in the last run: uwsgi $(wc -l <"$LOGS/uwsgi.log") ($(du -h "$LOGS/uwsgi.log" | cut -f1)), json $(wc -l <"$LOGS/json.log") ($(du -h "$LOGS/json.log" | cut -f1))"

@@ -207,13 +207,13 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
     let mut n = itoa::Buffer::new();
     match format {
         LogFormat::Uwsgi => {
-            out.push_str("[pid: ");
-            out.push_str(n.format(e.pid));
-            out.push_str("|app: 0|req: -/-] ");
-            out.push_str(e.addr);
-            out.push_str(" () {0 vars in 0 bytes} [");
-            push_ctime(out, e.at);
-            out.push_str("] ");
+            // The pieces that change once a second (or never) come whole
+            // from a per-thread cache.
+            with_pieces(e, |p| {
+                out.push_str(&p.pid_prefix);
+                out.push_str(e.addr);
+                out.push_str(&p.ctime_piece);
+            });
             out.push_str(e.method);
             out.push(' ');
             out.push_str(e.uri);
@@ -235,27 +235,30 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
             let micros = n.format(since.subsec_micros());
             out.push_str(&"000000"[micros.len()..]);
             out.push_str(micros);
-            fn key(out: &mut String, name: &str) {
-                out.push_str(",\"");
-                out.push_str(name);
-                out.push_str("\":");
-            }
-            for (name, number) in [("pid", u64::from(e.pid)), ("wid", e.wid)] {
-                key(out, name);
-                out.push_str(n.format(number));
-            }
-            for (name, text) in [("addr", e.addr), ("method", e.method), ("uri", e.uri), ("proto", e.proto)] {
-                key(out, name);
-                push_json_str(out, text);
-            }
-            for (name, number) in [("status", u64::from(e.status)), ("size", e.size), ("micros", e.micros)] {
-                key(out, name);
-                out.push_str(n.format(number));
-            }
-            for (name, text) in [("host", e.host), ("uagent", e.uagent), ("referer", e.referer)] {
-                key(out, name);
-                push_json_str(out, text);
-            }
+            out.push_str(",\"pid\":");
+            out.push_str(n.format(e.pid));
+            out.push_str(",\"wid\":");
+            out.push_str(n.format(e.wid));
+            out.push_str(",\"addr\":");
+            push_json_str(out, e.addr);
+            out.push_str(",\"method\":");
+            push_json_str(out, e.method);
+            out.push_str(",\"uri\":");
+            push_json_str(out, e.uri);
+            out.push_str(",\"proto\":");
+            push_json_str(out, e.proto);
+            out.push_str(",\"status\":");
+            out.push_str(n.format(e.status));
+            out.push_str(",\"size\":");
+            out.push_str(n.format(e.size));
+            out.push_str(",\"micros\":");
+            out.push_str(n.format(e.micros));
+            out.push_str(",\"host\":");
+            push_json_str(out, e.host);
+            out.push_str(",\"uagent\":");
+            push_json_str(out, e.uagent);
+            out.push_str(",\"referer\":");
+            push_json_str(out, e.referer);
             out.push_str("}\n");
         }
         LogFormat::Template(t) => {
@@ -297,12 +300,30 @@ pub fn pid() -> u32 {
 
 /// The text of an endpoint as a request line shows it (an IP address without
 /// its port, or the name), on the stack: IPv4 without `core::fmt`.
+#[derive(Clone, Copy)]
 pub struct AddrText {
     buf: [u8; 46],
     len: usize,
 }
 
 impl AddrText {
+    /// The text of `ip`, from a one-entry per-thread cache: the requests a
+    /// thread serves in a row mostly come from one address (a front-end, a
+    /// load balancer, a busy client).
+    pub fn cached(ip: std::net::IpAddr) -> AddrText {
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(std::net::IpAddr, AddrText)>> = const { std::cell::Cell::new(None) };
+        }
+        LAST.with(|last| match last.get() {
+            Some((at, text)) if at == ip => text,
+            _ => {
+                let text = AddrText::new(ip);
+                last.set(Some((ip, text)));
+                text
+            }
+        })
+    }
+
     /// The text of `ip`.
     pub fn new(ip: std::net::IpAddr) -> AddrText {
         let mut t = AddrText { buf: [0; 46], len: 0 };
@@ -337,6 +358,39 @@ impl AddrText {
     }
 }
 
+/// The pieces of uWSGI's line that do not change from one request to the
+/// next within a second: `[pid: N|app: 0|req: -/-] ` and
+/// ` () {0 vars in 0 bytes} [ctime] `.
+struct Pieces {
+    pid: u32,
+    pid_prefix: String,
+    secs: u64,
+    ctime_piece: String,
+}
+
+/// Runs `f` with this thread's [`Pieces`], made again when `e`'s pid or
+/// second differs from theirs.
+fn with_pieces(e: &Entry<'_>, f: impl FnOnce(&Pieces)) {
+    thread_local! {
+        static PIECES: std::cell::RefCell<Pieces> = const {
+            std::cell::RefCell::new(Pieces { pid: 0, pid_prefix: String::new(), secs: u64::MAX, ctime_piece: String::new() })
+        };
+    }
+    let secs = e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    PIECES.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.pid != e.pid || p.pid_prefix.is_empty() {
+            p.pid = e.pid;
+            p.pid_prefix = format!("[pid: {}|app: 0|req: -/-] ", e.pid);
+        }
+        if p.secs != secs {
+            p.secs = secs;
+            p.ctime_piece = format!(" () {{0 vars in 0 bytes}} [{}] ", ctime_of(secs));
+        }
+        f(&p);
+    })
+}
+
 /// Appends [`ctime`] of `t`, from a per-thread cache of the current second.
 fn push_ctime(out: &mut String, t: SystemTime) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -354,13 +408,16 @@ fn push_ctime(out: &mut String, t: SystemTime) {
 
 /// Appends a JSON string literal of `s`.
 fn push_json_str(out: &mut String, s: &str) {
+    // Bytes, not chars: every byte that needs an escape is ASCII, and the
+    // text is mostly an address, a method or a path with none.
+    fn plain(b: u8) -> bool {
+        b >= 0x20 && b != b'"' && b != b'\\'
+    }
     out.push('"');
     let mut rest = s;
-    // Runs of characters that need no escape are copied whole.
-    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || (c as u32) < 0x20) {
+    while let Some(at) = rest.bytes().position(|b| !plain(b)) {
         out.push_str(&rest[..at]);
-        let c = rest.as_bytes()[at];
-        match c {
+        match rest.as_bytes()[at] {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             c => {
@@ -468,6 +525,8 @@ mod tests {
         ] {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(AddrText::new(parsed).as_str(), parsed.to_string());
+            assert_eq!(AddrText::cached(parsed).as_str(), parsed.to_string());
+            assert_eq!(AddrText::cached(parsed).as_str(), parsed.to_string());
         }
         assert_eq!(pid(), std::process::id());
     }

@@ -125,7 +125,8 @@ pub(crate) async fn lines_full() {
 #[derive(Debug)]
 pub(crate) struct LogFields {
     method: http::Method,
-    uri: http::Uri,
+    /// The request target's path and query (all a line shows of it).
+    uri: Option<http::uri::PathAndQuery>,
     version: http::Version,
     addr: crate::Endpoint,
     wid: u64,
@@ -179,7 +180,7 @@ impl Clock {
                 let h = |name| if headers { req.headers().get(name).cloned() } else { None };
                 LogFields {
                     method: req.method().clone(),
-                    uri: req.uri().clone(),
+                    uri: req.uri().path_and_query().cloned(),
                     version: req.version(),
                     addr: info.map_or_else(|| crate::Endpoint::unix(""), |i| i.peer.clone()),
                     wid: info.map_or(0, |i| i.zergling.0),
@@ -226,9 +227,10 @@ impl Clock {
             v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
         }
         let (host, uagent, referer) = (text(&f.host), text(&f.uagent), text(&f.referer));
-        let uri = f.uri.path_and_query().map_or("/", |p| p.as_str());
-        // The client's IP without its port, formatted on the stack.
-        let ip = f.addr.ip().map(zergpool_core::reqlog::AddrText::new);
+        let uri = f.uri.as_ref().map_or("/", |p| p.as_str());
+        // The client's IP without its port, formatted on the stack (or the
+        // same as the last request's).
+        let ip = f.addr.ip().map(zergpool_core::reqlog::AddrText::cached);
         let addr = match (&ip, &f.addr) {
             (Some(t), _) => t.as_str(),
             (None, crate::Endpoint::Named(n)) => n,
