@@ -46,22 +46,25 @@ pub(super) async fn attach(
 pub(super) async fn flush_logs<S>(worker: Arc<Worker<S>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(stats::LOG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The buffer the next lines go into (see `stats::take_lines`).
+    let mut spare = String::new();
     loop {
         let stopped = tokio::select! {
             _ = tick.tick() => false,
             _ = stats::lines_full() => false,
             _ = stop.cancelled() => true,
         };
-        let lines = stats::take_lines();
-        if let Some(lines) = stats::write_to_log_file(lines) {
-            match worker.log_chan.load_full() {
+        let lines = stats::take_lines(std::mem::take(&mut spare));
+        match stats::write_to_log_file(lines) {
+            Ok(written) => spare = written,
+            Err(lines) => match worker.log_chan.load_full() {
                 Some(chan) => {
                     if let Err(e) = send_log(&chan, lines).await {
                         debug!(error = %e, "request log lines not delivered (the pool is gone)");
                     }
                 }
                 None => debug!(bytes = lines.len(), "request log lines dropped: no pool to send them to"),
-            }
+            },
         }
         if stopped {
             return;

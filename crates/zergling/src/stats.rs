@@ -62,28 +62,38 @@ fn with_policy<R>(f: impl FnOnce(&LogPolicy) -> R) -> R {
     })
 }
 
-/// Lines waiting to be sent (LOG).
+/// Lines waiting to be written (to the pool's log file, or sent in LOG).
 static LINES: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
-/// Past this many bytes of lines, the session is asked to send them at once
-/// rather than at its next tick: under load the buffer stays small (in the
-/// cache, reused by the allocator) instead of growing to megabytes every
-/// [`LOG_EVERY`].
-const SEND_AT: usize = 32 * 1024;
+/// Past this many bytes of lines, the session is asked to write them at once
+/// rather than at its next tick. Large on purpose: a write into a file costs a
+/// fixed ~25-40 us when it comes between requests (the kernel's write path is
+/// out of the caches by then; measured with `benches/logwrite.py`) on top of
+/// ~0.4 us per KiB, so 32 KiB writes cost ~110 ns per line and 256 KiB ones
+/// ~40. At 70 000 requests a second that is a write every ~35 ms; below
+/// ~20 000 the tick ([`LOG_EVERY`]) comes first.
+const SEND_AT: usize = 256 * 1024;
 
 /// Signalled when [`LINES`] passed [`SEND_AT`] (once until they are taken).
 static LINES_FULL: tokio::sync::Notify = tokio::sync::Notify::const_new();
 static FULL_SIGNALLED: AtomicBool = AtomicBool::new(false);
 
-/// The lines written since the last call (empty when none).
-pub(crate) fn take_lines() -> String {
+/// The lines written since the last call (empty when none); `spare` (emptied)
+/// takes their place, so that two buffers go round and none is allocated
+/// (and its pages faulted in) again for each batch.
+pub(crate) fn take_lines(mut spare: String) -> String {
+    spare.clear();
     let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
     FULL_SIGNALLED.store(false, Ordering::Relaxed);
     if lines.is_empty() {
-        return String::new();
+        return spare;
     }
-    let room = if lines.len() >= SEND_AT { SEND_AT + SEND_AT / 4 } else { 0 };
-    std::mem::replace(&mut *lines, String::with_capacity(room))
+    if spare.capacity() < SEND_AT && lines.capacity() >= SEND_AT {
+        // The first turn: room for a whole batch and the lines that come
+        // while the signal is on its way.
+        spare.reserve(SEND_AT + SEND_AT / 4);
+    }
+    std::mem::replace(&mut *lines, spare)
 }
 
 /// The pool's log file (LOGFILE), where lines go straight, if it gave one.
@@ -95,22 +105,22 @@ pub(crate) fn set_log_file(fd: std::os::fd::OwnedFd) {
 }
 
 /// Appends `lines` to the pool's log file in one write (the file is opened for
-/// appending: a write goes whole, never between another writer's bytes);
-/// gives them back when there is no such file or it failed (they then go in
-/// LOG). A write to a file lands in the page cache: it does not wait for the
-/// disk.
-pub(crate) fn write_to_log_file(lines: String) -> Option<String> {
+/// appending: a write goes whole, never between another writer's bytes) and
+/// gives the buffer back for reuse; gives the lines back unwritten (`Err`)
+/// when there is no such file or it failed (they then go in LOG). A write to a
+/// file lands in the page cache: it does not wait for the disk.
+pub(crate) fn write_to_log_file(lines: String) -> Result<String, String> {
     if lines.is_empty() {
-        return None;
+        return Ok(lines);
     }
     let mut file = LOG_FILE.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(f) = file.as_mut() else { return Some(lines) };
+    let Some(f) = file.as_mut() else { return Err(lines) };
     match std::io::Write::write_all(f, lines.as_bytes()) {
-        Ok(()) => None,
+        Ok(()) => Ok(lines),
         Err(e) => {
             tracing::warn!(error = %e, "cannot write request log lines to the pool's log file; sending them to the pool");
             *file = None;
-            Some(lines)
+            Err(lines)
         }
     }
 }
@@ -305,5 +315,40 @@ impl<B: Body> Body for Counted<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // nextest runs each test in a process of its own: the statics are this test's.
+    #[test]
+    fn line_buffers_take_turns_and_come_back_from_the_file() {
+        LINES.lock().unwrap().push_str("first\n");
+        let spare = String::with_capacity(4096);
+        let spare_at = spare.as_ptr();
+        let lines = take_lines(spare);
+        assert_eq!(lines, "first\n");
+        {
+            let now = LINES.lock().unwrap();
+            assert!(now.is_empty());
+            assert_eq!(now.as_ptr(), spare_at, "the spare buffer takes the lines' place");
+            assert!(now.capacity() >= 4096);
+        }
+        // Nothing written: an empty spare comes back as it is.
+        let empty = take_lines(String::with_capacity(16));
+        assert!(empty.is_empty() && empty.capacity() >= 16);
+
+        // No log file: the lines come back to be sent in LOG.
+        assert_eq!(write_to_log_file(lines.clone()), Err(lines.clone()));
+        let path = std::env::temp_dir().join(format!("zergling-stats-test-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        set_log_file(file.into());
+        let lines_at = lines.as_ptr();
+        let back = write_to_log_file(lines).expect("written to the file");
+        assert_eq!(back.as_ptr(), lines_at, "the written buffer comes back for reuse");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        std::fs::remove_file(&path).unwrap();
     }
 }
