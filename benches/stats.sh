@@ -8,6 +8,12 @@
 # Decision it informs (issue 15): watching must cost no visible throughput
 # (ratios against plain ≈ 1.0, within the machine's noise).
 #
+# The rounds one after the other swing with the machine (±20 % here); the
+# side-by-side runs at the end are the steadier figure: the watched pool and an
+# unwatched twin loaded at once (both on the server CPU, the poller and the two
+# wrk on the client CPU), their CPU per request compared, the order of the two
+# loads turning every round.
+#
 # Usage: benches/stats.sh   (DURATION=10 ROUNDS=3 CONNS=50 to change)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +29,14 @@ ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --h
 PPID_=$!; PIDS_TO_KILL+=($PPID_)
 wait_http "http://127.0.0.1:$PORT/"
 ZPID=$(curl -s "http://127.0.0.1:$PORT/pid")
+# Its twin, never watched, for the side-by-side runs at the end.
+PORT2=$(free_port); SPORT2=$(free_port); MPORT2=$(free_port)
+ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PORT2 --listen 4096 \
+  --stats 127.0.0.1:$SPORT2 --metrics 127.0.0.1:$MPORT2 \
+  --zerg-server "$TMP/zerg2.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool2.log" &
+PPID2=$!; PIDS_TO_KILL+=($PPID2)
+wait_http "http://127.0.0.1:$PORT2/"
+ZPID2=$(curl -s "http://127.0.0.1:$PORT2/pid")
 
 # poll KIND: reads the stats document (stats) or /metrics (metrics) 10 times a
 # second until killed.
@@ -69,5 +83,33 @@ for mode in keepalive close; do
   for watch in stats metrics; do
     m=$(tr ' ' '\n' <<<"${R[$mode,$watch]}" | grep . | mean)
     printf 'mean %-10s plain %8s rps  with %-8s %8s rps  ratio %s\n' $mode "$base" $watch "$m" "$(ratio "$m" "$base")"
+  done
+done
+
+echo
+echo "side by side (the watched pool and its unwatched twin loaded at once, $ROUNDS rounds of ${DURATION}s):"
+printf '%-8s %-10s %-8s %12s %12s %10s\n' round mode watch us_plain us_watched cpu_ratio
+declare -A P
+for r in $(seq 1 "$ROUNDS"); do
+  for mode in keepalive close; do
+    c=0; [ $mode = close ] && c=1
+    for watch in stats metrics; do
+      poll $watch
+      if ((r % 2)); then
+        read -r up uw _ _ < <(paired_wrk "http://127.0.0.1:$PORT2/" "$PPID2 $ZPID2" "http://127.0.0.1:$PORT/" "$PPID_ $ZPID" $c)
+      else
+        read -r uw up _ _ < <(paired_wrk "http://127.0.0.1:$PORT/" "$PPID_ $ZPID" "http://127.0.0.1:$PORT2/" "$PPID2 $ZPID2" $c)
+      fi
+      kill "$POLLER" 2>/dev/null || true; wait "$POLLER" 2>/dev/null || true
+      q=$(awk -v a="$up" -v b="$uw" 'BEGIN { printf "%.3f", a / b }')
+      P[$mode,$watch]+="$q "
+      printf '%-8s %-10s %-8s %12s %12s %10s\n' "$r" $mode $watch "$up" "$uw" "$q"
+    done
+  done
+done
+for mode in keepalive close; do
+  for watch in stats metrics; do
+    printf '%-10s %-8s CPU per request plain/watched, median of %s rounds: %s\n' \
+      $mode $watch "$ROUNDS" "$(tr ' ' '\n' <<<"${P[$mode,$watch]}" | grep . | median)"
   done
 done

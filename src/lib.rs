@@ -50,6 +50,7 @@ pub mod notify;
 pub mod pool;
 pub mod reply;
 pub mod reqlog;
+pub mod sockdiag;
 pub mod stats;
 pub mod supervise;
 

@@ -10,7 +10,7 @@
 //!
 //! | field | from |
 //! | --- | --- |
-//! | `listen_queue` | the listeners' accept queues (`/proc/net/tcp`, as `ss -lnt` shows) |
+//! | `listen_queue` | the listeners' accept queues (the kernel's socket diagnostics, as `ss -lnt` shows them: [`crate::sockdiag`]) |
 //! | `load` | connections waiting in the pool's queue plus those zerglings hold |
 //! | `sockets[].queue`/`max_queue` | that listener's accept queue, and its backlog (`listen`) |
 //! | `workers[].id` | a spawned zergling's slot (1 for the first `zergling` command, …: it stays when the process is replaced); others: the number of slots plus their id in the pool |
@@ -35,6 +35,7 @@ use tracing::info;
 use crate::dispatch::{Dispatcher, SlotState};
 use crate::listener::limit::ConnLimit;
 use crate::listener::{AnyListener, Endpoint};
+use crate::sockdiag::AcceptQueue;
 use crate::stream::ConnStream;
 
 /// A listener as the document shows it.
@@ -244,24 +245,15 @@ fn memory(pid: u32) -> (u64, u64) {
     (kb("VmRSS:"), kb("VmSize:"))
 }
 
-/// One listening TCP socket's accept queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct AcceptQueue {
-    port: u16,
-    /// Connections waiting to be accepted.
-    queue: u64,
-    /// The most that may wait (the socket's backlog).
-    backlog: u64,
-}
-
 /// The accept queues of this process's network namespace's listening TCP
-/// sockets: for a socket in LISTEN state, `/proc/net/tcp` shows the queue as
-/// `rx_queue`. The file lists every socket of the namespace (tens of thousands
-/// of TIME_WAIT ones under per-connection load), so it is read at most once a
-/// second whatever the polling rate, and callers run this off the runtime's
+/// sockets, from the kernel's socket diagnostics ([`crate::sockdiag`]); where
+/// those cannot be asked (a kernel without `inet_diag`), from `/proc/net/tcp`,
+/// which shows a listener's queue as `rx_queue` but lists every socket of the
+/// namespace. Read at most once a second whatever the polling rate (uWSGI's
+/// master looks once a second too); callers run this off the runtime's
 /// threads (`spawn_blocking`).
 ///
-/// Also returns whether the file was read now (not from the cache): the
+/// Also returns whether the queues were read now (not from the cache): the
 /// caller counts full queues once per reading (`listen_queue_errors`).
 fn accept_queues() -> (Vec<AcceptQueue>, bool) {
     static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<AcceptQueue>)>> = std::sync::Mutex::new(None);
@@ -271,12 +263,19 @@ fn accept_queues() -> (Vec<AcceptQueue>, bool) {
             return (queues.clone(), false);
         }
     }
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            out.extend(parse_proc_net_tcp(&text));
+    let out = match crate::sockdiag::listening() {
+        Ok(queues) => queues,
+        Err(e) => {
+            crate::warn_limited!(error = %e, "cannot ask the kernel's socket diagnostics for the accept queues; reading /proc/net/tcp instead");
+            let mut out = Vec::new();
+            for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                if let Ok(text) = std::fs::read_to_string(file) {
+                    out.extend(parse_proc_net_tcp(&text));
+                }
+            }
+            out
         }
-    }
+    };
     *cache = Some((std::time::Instant::now(), out.clone()));
     (out, true)
 }

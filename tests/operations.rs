@@ -65,6 +65,33 @@ fn assert_uwsgi_shape(doc: &Value) {
     }
 }
 
+/// `listen_queue` and `sockets[].queue` are the connections waiting in the
+/// kernel's accept queue: past the connection limit the pool stops accepting,
+/// and the clients that come then wait there.
+#[test]
+fn the_stats_document_shows_the_clients_waiting_in_the_accept_queue() {
+    use std::io::Write;
+    let pool = Pool::start(&["--stats", "127.0.0.1:0", "--zerg-max-connections", "2", "--listen", "64"]);
+    let stats = listening_addr(&pool.proc.log(), "stats").expect("stats listening");
+    let send = || {
+        let mut s = std::net::TcpStream::connect(pool.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s
+    };
+    // Two held by the pool (no zergling yet), then five it does not accept.
+    let held: Vec<_> = (0..2).map(|_| send()).collect();
+    assert!(wait_until(T, || pool.proc.count("queued: no zergling") == 2), "{}", pool.proc.log());
+    let waiting: Vec<_> = (0..5).map(|_| send()).collect();
+    // The queues are read at most once a second.
+    assert!(wait_until(T, || stats_tcp(stats)["listen_queue"] == 5), "{}", stats_tcp(stats));
+    let doc = stats_tcp(stats);
+    assert_eq!(doc["sockets"][0]["queue"], 5, "{doc}");
+    assert_eq!(doc["sockets"][0]["max_queue"], 64, "{doc}");
+    // From the kernel's socket diagnostics, not the /proc/net/tcp fallback.
+    assert!(!pool.proc.log().contains("socket diagnostics"), "{}", pool.proc.log());
+    drop((held, waiting));
+}
+
 #[test]
 fn the_stats_document_counts_every_zergling_s_requests_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
