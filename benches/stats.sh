@@ -22,21 +22,23 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 TMP=$(mktemp -d); trap 'cleanup; rm -rf "$TMP"' EXIT
 
-PORT=$(free_port); SPORT=$(free_port); MPORT=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PORT --listen 4096 \
-  --stats 127.0.0.1:$SPORT --metrics 127.0.0.1:$MPORT \
-  --zerg-server "$TMP/zerg.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool.log" &
-PPID_=$!; PIDS_TO_KILL+=($PPID_)
-wait_http "http://127.0.0.1:$PORT/"
-ZPID=$(curl -s "http://127.0.0.1:$PORT/pid")
+# start_pool NAME: a pool with `stats` and `metrics` and one zergling-demo;
+# prints "HTTP_PORT STATS_PORT METRICS_PORT POOL_PID ZERGLING_PID".
+start_pool() {
+  local port sport mport
+  port=$(free_port); sport=$(free_port); mport=$(free_port)
+  ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$port --listen 4096 \
+    --stats 127.0.0.1:$sport --metrics 127.0.0.1:$mport \
+    --zerg-server "$TMP/$1.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/$1.log" >/dev/null &
+  echo $! >"$TMP/$1.pid"
+  wait_http "http://127.0.0.1:$port/"
+  echo "$port $sport $mport $(cat "$TMP/$1.pid") $(curl -s "http://127.0.0.1:$port/pid")"
+}
+read -r PORT SPORT MPORT PPID_ ZPID < <(start_pool watched)
+PIDS_TO_KILL+=($PPID_)
 # Its twin, never watched, for the side-by-side runs at the end.
-PORT2=$(free_port); SPORT2=$(free_port); MPORT2=$(free_port)
-ZERGPOOL_LOG=warn taskset -c "$SERVER_CPU" "$BIN/zergpool" --disable-logging --http 127.0.0.1:$PORT2 --listen 4096 \
-  --stats 127.0.0.1:$SPORT2 --metrics 127.0.0.1:$MPORT2 \
-  --zerg-server "$TMP/zerg2.sock" --zergling "$BIN/zergling-demo" 2>"$TMP/pool2.log" &
-PPID2=$!; PIDS_TO_KILL+=($PPID2)
-wait_http "http://127.0.0.1:$PORT2/"
-ZPID2=$(curl -s "http://127.0.0.1:$PORT2/pid")
+read -r PORT2 _ _ PPID2 ZPID2 < <(start_pool plain)
+PIDS_TO_KILL+=($PPID2)
 
 # poll KIND: reads the stats document (stats) or /metrics (metrics) 10 times a
 # second until killed.
