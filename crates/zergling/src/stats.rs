@@ -68,7 +68,7 @@ static LINES: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 /// Past this many bytes of lines, the session is asked to write them at once
 /// rather than at its next tick. Large on purpose: a write into a file costs a
 /// fixed ~25-40 us when it comes between requests (the kernel's write path is
-/// out of the caches by then; measured with `benches/logwrite.py`) on top of
+/// out of the caches by then; measured with `benches/logwrite.sh`) on top of
 /// ~0.4 us per KiB, so 32 KiB writes cost ~110 ns per line and 256 KiB ones
 /// ~40. At 70 000 requests a second that is a write every ~35 ms; below
 /// ~20 000 the tick ([`LOG_EVERY`]) comes first.
