@@ -106,20 +106,19 @@ run_wrk() {
   [ "$close" = 1 ] && hdr=(-H 'Connection: close')
   taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "${hdr[@]}" "$url" >/dev/null 2>&1
   quiet_second
-  local t0; t0=$(cpu_ticks "$@")
-  local f0=0; [ -n "${FRONT_PIDS:-}" ] && f0=$(cpu_ticks $FRONT_PIDS)
+  local t0; t0=$(cpu_ns "$@")
+  local f0=0; [ -n "${FRONT_PIDS:-}" ] && f0=$(cpu_ns $FRONT_PIDS)
   local out; out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "$url" 2>&1)
-  local t1; t1=$(cpu_ticks "$@")
-  local f1=0; [ -n "${FRONT_PIDS:-}" ] && f1=$(cpu_ticks $FRONT_PIDS)
+  local t1; t1=$(cpu_ns "$@")
+  local f1=0; [ -n "${FRONT_PIDS:-}" ] && f1=$(cpu_ns $FRONT_PIDS)
   local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   local errs; errs=$(awk '/Socket errors/ {print $0}' <<<"$out")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  local hz; hz=$(getconf CLK_TCK)
   local us=0
-  [ "${reqs:-0}" -gt 0 ] && us=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  [ "${reqs:-0}" -gt 0 ] && us=$(awk -v t=$((t1 - t0)) -v n="$reqs" 'BEGIN { printf "%.2f", t / 1e3 / n }')
   local front=-
-  [ -n "${FRONT_PIDS:-}" ] && [ "${reqs:-0}" -gt 0 ] && front=$(awk -v t=$((f1 - f0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  [ -n "${FRONT_PIDS:-}" ] && [ "${reqs:-0}" -gt 0 ] && front=$(awk -v t=$((f1 - f0)) -v n="$reqs" 'BEGIN { printf "%.2f", t / 1e3 / n }')
   [ -n "$errs" ] && echo "    ($1: $errs)" >&2
   [ -n "$non2xx" ] && echo "    ($1: non-2xx $non2xx)" >&2
   echo "$rps $us $front"

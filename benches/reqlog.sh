@@ -84,8 +84,9 @@ for mode in ${MODES:-keepalive close}; do
     read -ra onu <<<"${U[$mode,$s]}"
     med=$(for i in "${!ons[@]}"; do ratio "${ons[$i]}" "${offs[$i]}"; echo; done | median)
     medu=$(for i in "${!onu[@]}"; do awk -v a="${onu[$i]}" -v b="${offu[$i]}" 'BEGIN { printf "%.2f\n", a - b }'; done | median)
-    printf '%-10s %-6s mean %8s rps (off %8s)  median of round ratios %s  median extra CPU %s us/req\n' \
-      $mode $s "$m" "$base" "$med" "$medu"
+    medc=$(for i in "${!onu[@]}"; do awk -v a="${offu[$i]}" -v b="${onu[$i]}" 'BEGIN { if (b > 0) printf "%.3f\n", a / b }'; done | median)
+    printf '%-10s %-6s mean %8s rps (off %8s)  median of round ratios %s  median extra CPU %s us/req  CPU per request off/on %s\n' \
+      $mode $s "$m" "$base" "$med" "$medu" "$medc"
   done
 done
 # Side by side: the pool without logging and one with it, loaded at the same
