@@ -80,21 +80,21 @@ cpu_ticks() { # PIDS... → utime+stime summed (clock ticks)
 # cpu_ns PIDS... → nanoseconds on a CPU, all the threads of the processes
 # summed (/proc/PID/task/*/schedstat: the scheduler's own account, exact to
 # the nanosecond, where utime+stime come in 10 ms ticks, sampled). A thread
-# that ends between two readings takes its time with it: the servers measured
-# here keep their threads while loaded. Falls back to ticks (×10^9/CLK_TCK)
-# on a kernel without schedstat.
+# that ends between two readings takes its time with it (and one that ends
+# while being read is skipped): the servers measured here keep their threads
+# while loaded. On a kernel without schedstat, ticks (×10^9/CLK_TCK).
 cpu_ns() {
+  if [ ! -r /proc/self/schedstat ]; then
+    echo $(( $(cpu_ticks "$@") * 1000000000 / $(getconf CLK_TCK) ))
+    return
+  fi
   local sum=0 p t ns
   for p in "$@"; do
     for t in /proc/$p/task/*/schedstat; do
-      if read -r ns _ <"$t" 2>/dev/null; then sum=$((sum + ns)); else sum=-1; break 2; fi
+      read -r ns _ <"$t" 2>/dev/null && sum=$((sum + ns))
     done
   done
-  if [ "$sum" -lt 0 ]; then
-    echo $(( $(cpu_ticks "$@") * 1000000000 / $(getconf CLK_TCK) ))
-  else
-    echo $sum
-  fi
+  echo $sum
 }
 
 # run_wrk NAME URL CLOSE(0/1) PIDS... → prints "rps cpu_us_per_req front_us_per_req"
@@ -131,18 +131,17 @@ run_loadgen() {
   local pids=$1; shift
   taskset -c "$CLIENT_CPU" "$LOADGEN" "$@" --duration 2 >/dev/null
   quiet_second
-  local t0 t1 out n rate errors client hz
-  t0=$(cpu_ticks $pids)
+  local t0 t1 out n rate errors client
+  t0=$(cpu_ns $pids)
   out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" "$@" --duration "$DURATION")
-  t1=$(cpu_ticks $pids)
+  t1=$(cpu_ns $pids)
   n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
   rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
   errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
   client=$(sed -n 's/.*client_cpu=\([0-9.]*\).*/\1/p' <<<"$out")
   [ "${errors:-x}" = 0 ] || echo "    (loadgen $*: ${errors:-?} errors)" >&2
-  hz=$(getconf CLK_TCK)
-  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v hz="$hz" -v c="${client:-0}" \
-    'BEGIN { if (n > 0) printf "%s %.1f %s\n", r, t * 1e6 / hz / n, c; else print "0 0 0" }'
+  awk -v n="${n:-0}" -v r="${rate:-0}" -v t=$((t1 - t0)) -v c="${client:-0}" \
+    'BEGIN { if (n > 0) printf "%s %.2f %s\n", r, t / 1e3 / n, c; else print "0 0 0" }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
