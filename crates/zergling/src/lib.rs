@@ -559,9 +559,7 @@ where
             warn!("connections still open after going away; exiting anyway");
         }
     }
-    // The last requests' log lines (a worker that served one hands them over
-    // as it goes idle, which may come just after its connection ended).
-    stats::own_lines_handed_over(Duration::from_secs(1)).await;
+    // The last requests' log lines.
     stop_logs.cancel();
     let _ = logs.await;
     let t = &worker.tally;
@@ -595,9 +593,6 @@ where
     if let Some(n) = config.io_threads {
         builder.worker_threads(n.max(1));
     }
-    // Workers gather request log lines in buffers of their own, handed over
-    // whenever they go idle (see `stats`).
-    builder.on_thread_park(stats::hand_over_own_lines);
     let runtime = builder.enable_all().build().map_err(ZerglingError::Runtime)?;
     // Spawned, not run by `block_on` itself: the attach session then runs on a
     // worker thread like the connections it spawns, instead of waking a worker

@@ -7,19 +7,18 @@
 //! the pool's log file when the pool gave its descriptor (LOGFILE), else to the
 //! pool in LOG frames.
 //!
-//! A line goes first into a buffer of the thread's own ([`OwnLines`], on the
-//! runtime's worker threads: no lock, no atomic operation per request), which
-//! is appended to the shared one ([`LINES`]) in one copy when it holds
-//! [`HAND_OVER_AT`] bytes, when its oldest line is [`LOG_EVERY`] old, and
-//! whenever the thread goes idle (the runtime's park hook, see
-//! [`hand_over_own_lines`]). Measured with `benches/reqlog.sh`: lines written
-//! one by one into the shared buffer cost 2-3 % more of a keep-alive
-//! request's CPU than lines gathered per thread and copied over 32 KiB at a
-//! time (the lines' bytes land in memory no longer in the CPU's caches; one
-//! large copy fills whole cache lines without reading them first).
+//! A line goes first into a buffer of the thread's own ([`OwnLines`]: a lock
+//! nobody else takes but the flusher, ten times a second), which is appended
+//! to the shared one ([`LINES`]) in one copy when it holds [`HAND_OVER_AT`]
+//! bytes, and at each of the flusher's turns ([`collect_own_lines`]).
+//! Measured with `benches/reqlog.sh`: lines written one by one into the
+//! shared buffer cost 2-3 % more of a keep-alive request's CPU than lines
+//! gathered per thread and copied over 16-128 KiB at a time (the lines'
+//! bytes land in memory no longer in the CPU's caches; one large copy fills
+//! whole cache lines without reading them first).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -94,91 +93,49 @@ static FULL_SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// written, none read first), small enough to stay in the CPU's caches.
 const HAND_OVER_AT: usize = 32 * 1024;
 
-/// A worker thread's own lines (see the module's documentation), with when
-/// the oldest of them was written; handed over when the thread ends, too.
+/// A thread's own lines (see the module's documentation).
+#[derive(Debug, Default)]
 struct OwnLines {
     lines: String,
-    since: Option<Instant>,
-}
-
-impl Drop for OwnLines {
-    fn drop(&mut self) {
-        self.hand_over();
-    }
 }
 
 impl OwnLines {
-    /// Appends the lines to [`LINES`] in one copy (and asks for them to be
-    /// written when they fill a batch).
-    fn hand_over(&mut self) {
-        if self.lines.is_empty() {
-            return;
-        }
-        {
-            let mut shared = LINES.lock().unwrap_or_else(|p| p.into_inner());
-            shared.push_str(&self.lines);
-            if shared.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
-                // A permit if the flusher is busy: it takes them at its next turn.
-                LINES_FULL.notify_one();
-            }
-        }
+    /// Appends the lines to `shared` in one copy.
+    fn hand_over(&mut self, shared: &mut String) {
+        shared.push_str(&self.lines);
         self.lines.clear();
-        self.since = None;
-        if OWN_PENDING.fetch_sub(1, Ordering::AcqRel) == 1 {
-            OWN_HANDED_OVER.notify_waiters();
-        }
     }
 }
 
+type Own = Arc<std::sync::Mutex<OwnLines>>;
+
+/// Every thread's own lines, for the flusher to collect at each turn; a
+/// thread that ended leaves its buffer here until then.
+static OWNERS: std::sync::Mutex<Vec<Own>> = std::sync::Mutex::new(Vec::new());
+
 thread_local! {
-    /// This thread's own lines: `None` until the thread first goes idle as a
-    /// runtime worker (threads that never park, such as the blocking pool's
-    /// or an application's own, write into [`LINES`] directly).
-    static OWN: std::cell::RefCell<Option<OwnLines>> = const { std::cell::RefCell::new(None) };
+    /// This thread's own lines (registered in [`OWNERS`] at its first line).
+    static OWN: std::cell::OnceCell<Own> = const { std::cell::OnceCell::new() };
 }
 
-/// How many threads hold lines of their own not yet handed over, and the
-/// notification that the last one did (the last flush waits for them).
-static OWN_PENDING: AtomicUsize = AtomicUsize::new(0);
-static OWN_HANDED_OVER: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// The runtime's park hook (`serve_blocking`): a worker thread about to go
-/// idle hands its lines over, so that none waits for the thread's next
-/// request; the first time, it gets a buffer of its own.
-pub(crate) fn hand_over_own_lines() {
-    OWN.with(|own| {
-        // Never inside `Clock::write_line` (a thread parks between tasks),
-        // but a hook must not panic.
-        let Ok(mut own) = own.try_borrow_mut() else { return };
-        match own.as_mut() {
-            Some(o) => o.hand_over(),
-            None => *own = Some(OwnLines { lines: String::with_capacity(HAND_OVER_AT + 8 * 1024), since: None }),
+/// Appends every thread's own lines to [`LINES`], and forgets the buffers
+/// of threads that ended (the flusher, before it takes the lines).
+pub(crate) fn collect_own_lines() {
+    let mut owners = OWNERS.lock().unwrap_or_else(|p| p.into_inner());
+    for own in owners.iter() {
+        let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
+        if !own.lines.is_empty() {
+            own.hand_over(&mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
         }
-    })
-}
-
-/// Waits (up to `limit`) until no thread holds lines of its own: a worker
-/// that served the last request hands them over as it goes idle, which may
-/// come just after the last connection ended.
-pub(crate) async fn own_lines_handed_over(limit: Duration) {
-    let _ = tokio::time::timeout(limit, async {
-        loop {
-            let handed = OWN_HANDED_OVER.notified();
-            tokio::pin!(handed);
-            handed.as_mut().enable();
-            if OWN_PENDING.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            handed.await;
-        }
-    })
-    .await;
+    }
+    owners.retain(|o| Arc::strong_count(o) > 1);
 }
 
 /// The lines written since the last call (empty when none); `spare` (emptied)
 /// takes their place, so that two buffers go round and none is allocated
 /// (and its pages faulted in) again for each batch.
 pub(crate) fn take_lines(mut spare: String) -> String {
+    collect_own_lines();
     spare.clear();
     let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
     FULL_SIGNALLED.store(false, Ordering::Relaxed);
@@ -363,31 +320,26 @@ impl Clock {
             referer,
             at: zergpool_core::reqlog::wall_clock(now),
         };
-        let kept = OWN.with(|own| {
-            let Ok(mut own) = own.try_borrow_mut() else { return false };
-            let Some(o) = own.as_mut() else { return false };
-            if o.lines.is_empty() {
-                OWN_PENDING.fetch_add(1, Ordering::AcqRel);
+        OWN.with(|own| {
+            let own = own.get_or_init(|| {
+                let own = Own::default();
+                own.lock().unwrap_or_else(|p| p.into_inner()).lines.reserve(HAND_OVER_AT + 8 * 1024);
+                OWNERS.lock().unwrap_or_else(|p| p.into_inner()).push(own.clone());
+                own
+            });
+            let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
+            zergpool_core::reqlog::write_line(&p.format, &entry, &mut own.lines);
+            if own.lines.len() >= HAND_OVER_AT {
+                let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
+                own.hand_over(&mut lines);
+                if lines.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
+                    // A permit if the flusher is busy: it takes them at its next turn.
+                    LINES_FULL.notify_one();
+                }
             }
-            zergpool_core::reqlog::write_line(&p.format, &entry, &mut o.lines);
-            let since = *o.since.get_or_insert(now);
-            if o.lines.len() >= HAND_OVER_AT || now.saturating_duration_since(since) >= LOG_EVERY {
-                o.hand_over();
-            }
-            true
         });
-        if kept {
-            return;
-        }
-        let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
-        zergpool_core::reqlog::write_line(&p.format, &entry, &mut lines);
-        if lines.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
-            // A permit if the flusher is busy: it takes them at its next turn.
-            LINES_FULL.notify_one();
-        }
     }
 }
-
 /// A response body counted as it goes out, its request done when it ends (the
 /// uwsgi path; HTTP/1 and HTTP/2 count in `http1::Tracked`).
 pub(crate) struct Counted<B> {
@@ -475,68 +427,29 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_s_own_lines_reach_the_shared_buffer_when_it_idles_fills_ages_or_ends() {
+    fn a_thread_s_own_lines_reach_the_shared_buffer_when_full_or_collected() {
         set_policy(LogPolicy { all: true, ..Default::default() });
-        // A thread that never parks writes into the shared buffer at once.
-        drop(Clock::start(&request("/direct"), None));
-        assert!(shared().contains("GET /direct => generated 0 bytes"), "{}", shared());
-        std::thread::spawn(|| {
-            hand_over_own_lines(); // the first park: a buffer of its own
-            drop(Clock::start(&request("/kept"), None));
-            assert!(!shared().contains("/kept"), "kept by the thread until it idles");
-            assert_eq!(OWN_PENDING.load(Ordering::Acquire), 1);
-            hand_over_own_lines(); // it parks
-            assert!(shared().contains("GET /kept => generated"));
-            assert_eq!(OWN_PENDING.load(Ordering::Acquire), 0);
-            hand_over_own_lines(); // nothing to hand over: nothing changes
-            assert_eq!(OWN_PENDING.load(Ordering::Acquire), 0);
+        drop(Clock::start(&request("/kept"), None));
+        assert!(!shared().contains("/kept"), "kept by the thread until collected");
+        collect_own_lines();
+        assert!(shared().contains("GET /kept => generated 0 bytes"), "{}", shared());
 
-            // Full: handed over without idling.
-            let before = shared().len();
-            while shared().len() == before {
-                drop(Clock::start(&request("/fill"), None));
-            }
-            let grown = shared().len() - before;
-            assert!((HAND_OVER_AT..HAND_OVER_AT + 300).contains(&grown), "handed over {grown} bytes");
+        // Full: handed over without waiting for the flusher.
+        let before = shared().len();
+        while shared().len() == before {
+            drop(Clock::start(&request("/fill"), None));
+        }
+        let grown = shared().len() - before;
+        assert!((HAND_OVER_AT..HAND_OVER_AT + 300).contains(&grown), "handed over {grown} bytes");
 
-            // Old: a line LOG_EVERY after the first takes both over.
-            drop(Clock::start(&request("/first"), None));
-            std::thread::sleep(LOG_EVERY + Duration::from_millis(20));
-            assert!(!shared().contains("/first"));
-            drop(Clock::start(&request("/late"), None));
-            assert!(shared().contains("GET /first =>") && shared().contains("GET /late =>"));
-
-            drop(Clock::start(&request("/last"), None));
-        })
-        .join()
-        .unwrap();
-        // The thread ended: its last line was handed over.
-        assert!(shared().contains("GET /last => generated"));
-        assert_eq!(OWN_PENDING.load(Ordering::Acquire), 0);
-        let lines = shared();
+        // Another thread's lines, collected after it ended; then its buffer
+        // is forgotten.
+        std::thread::spawn(|| drop(Clock::start(&request("/other"), None))).join().unwrap();
+        assert_eq!(OWNERS.lock().unwrap().len(), 2);
+        assert!(!shared().contains("/other"));
+        let lines = take_lines(String::new());
+        assert!(lines.contains("GET /other => generated"), "the flusher's take collects them");
+        assert_eq!(OWNERS.lock().unwrap().len(), 1, "the ended thread's buffer is forgotten");
         assert!(lines.lines().all(|l| l.starts_with("[pid: ") && l.ends_with("(1 switches on core 0)")), "whole lines");
-    }
-
-    #[tokio::test]
-    async fn the_last_flush_waits_for_a_worker_s_own_lines() {
-        set_policy(LogPolicy { all: true, ..Default::default() });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let worker = std::thread::spawn(move || {
-            hand_over_own_lines();
-            drop(Clock::start(&request("/pending"), None));
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(200));
-            hand_over_own_lines(); // it parks, later
-        });
-        rx.recv().unwrap();
-        let started = Instant::now();
-        own_lines_handed_over(Duration::from_secs(5)).await;
-        assert!(started.elapsed() >= Duration::from_millis(100), "it waited for the worker");
-        assert!(shared().contains("GET /pending => generated"));
-        worker.join().unwrap();
-        // With nothing pending it returns at once.
-        let started = Instant::now();
-        own_lines_handed_over(Duration::from_secs(5)).await;
-        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
