@@ -100,10 +100,15 @@ struct OwnLines {
 }
 
 impl OwnLines {
-    /// Appends the lines to `shared` in one copy.
+    /// Appends the lines to `shared` in one copy (and asks for them to be
+    /// written when they fill a batch).
     fn hand_over(&mut self, shared: &mut String) {
         shared.push_str(&self.lines);
         self.lines.clear();
+        if shared.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
+            // A permit if the flusher is busy: it takes them at its next turn.
+            LINES_FULL.notify_one();
+        }
     }
 }
 
@@ -284,9 +289,7 @@ impl Drop for Clock {
 }
 
 impl Clock {
-    /// Appends the request's line to this thread's own lines, or to [`LINES`]
-    /// on a thread without (and asks for them to be sent when they fill a
-    /// buffer).
+    /// Appends the request's line to this thread's own lines.
     fn write_line(&self, p: &LogPolicy, f: &LogFields, micros: u64, now: Instant) {
         fn text(v: &Option<http::HeaderValue>) -> &str {
             v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
@@ -320,7 +323,7 @@ impl Clock {
             referer,
             at: zergpool_core::reqlog::wall_clock(now),
         };
-        OWN.with(|own| {
+        let kept = OWN.try_with(|own| {
             let own = own.get_or_init(|| {
                 let own = Own::default();
                 own.lock().unwrap_or_else(|p| p.into_inner()).lines.reserve(HAND_OVER_AT + 8 * 1024);
@@ -330,16 +333,17 @@ impl Clock {
             let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
             zergpool_core::reqlog::write_line(&p.format, &entry, &mut own.lines);
             if own.lines.len() >= HAND_OVER_AT {
-                let mut lines = LINES.lock().unwrap_or_else(|p| p.into_inner());
-                own.hand_over(&mut lines);
-                if lines.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
-                    // A permit if the flusher is busy: it takes them at its next turn.
-                    LINES_FULL.notify_one();
-                }
+                own.hand_over(&mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
             }
         });
+        if kept.is_err() {
+            // The thread is ending (a request dropped by a thread-local's
+            // destructor): straight into the shared buffer.
+            zergpool_core::reqlog::write_line(&p.format, &entry, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+        }
     }
 }
+
 /// A response body counted as it goes out, its request done when it ends (the
 /// uwsgi path; HTTP/1 and HTTP/2 count in `http1::Tracked`).
 pub(crate) struct Counted<B> {
