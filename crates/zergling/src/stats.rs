@@ -7,7 +7,7 @@
 //! the pool's log file when the pool gave its descriptor (LOGFILE), else to the
 //! pool in LOG frames.
 //!
-//! A line goes first into a buffer of the thread's own ([`OwnLines`]: a lock
+//! A line goes first into a buffer of the thread's own ([`OWN`], behind a lock
 //! nobody else takes but the flusher, ten times a second), which is appended
 //! to the shared one ([`LINES`]) in one copy when it holds [`HAND_OVER_AT`]
 //! bytes, and at each of the flusher's turns ([`collect_own_lines`]).
@@ -93,26 +93,19 @@ static FULL_SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// written, none read first), small enough to stay in the CPU's caches.
 const HAND_OVER_AT: usize = 32 * 1024;
 
-/// A thread's own lines (see the module's documentation).
-#[derive(Debug, Default)]
-struct OwnLines {
-    lines: String,
-}
-
-impl OwnLines {
-    /// Appends the lines to `shared` in one copy (and asks for them to be
-    /// written when they fill a batch).
-    fn hand_over(&mut self, shared: &mut String) {
-        shared.push_str(&self.lines);
-        self.lines.clear();
-        if shared.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
-            // A permit if the flusher is busy: it takes them at its next turn.
-            LINES_FULL.notify_one();
-        }
+/// Appends a thread's own lines to `shared` in one copy (and asks for them
+/// to be written when they fill a batch).
+fn hand_over(own: &mut String, shared: &mut String) {
+    shared.push_str(own);
+    own.clear();
+    if shared.len() >= SEND_AT && !FULL_SIGNALLED.swap(true, Ordering::Relaxed) {
+        // A permit if the flusher is busy: it takes them at its next turn.
+        LINES_FULL.notify_one();
     }
 }
 
-type Own = Arc<std::sync::Mutex<OwnLines>>;
+/// A thread's own lines (see the module's documentation).
+type Own = Arc<std::sync::Mutex<String>>;
 
 /// Every thread's own lines, for the flusher to collect at each turn; a
 /// thread that ended leaves its buffer here until then.
@@ -129,8 +122,8 @@ pub(crate) fn collect_own_lines() {
     let mut owners = OWNERS.lock().unwrap_or_else(|p| p.into_inner());
     for own in owners.iter() {
         let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
-        if !own.lines.is_empty() {
-            own.hand_over(&mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+        if !own.is_empty() {
+            hand_over(&mut own, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
     owners.retain(|o| Arc::strong_count(o) > 1);
@@ -326,14 +319,14 @@ impl Clock {
         let kept = OWN.try_with(|own| {
             let own = own.get_or_init(|| {
                 let own = Own::default();
-                own.lock().unwrap_or_else(|p| p.into_inner()).lines.reserve(HAND_OVER_AT + 8 * 1024);
+                own.lock().unwrap_or_else(|p| p.into_inner()).reserve(HAND_OVER_AT + 8 * 1024);
                 OWNERS.lock().unwrap_or_else(|p| p.into_inner()).push(own.clone());
                 own
             });
             let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
-            zergpool_core::reqlog::write_line(&p.format, &entry, &mut own.lines);
-            if own.lines.len() >= HAND_OVER_AT {
-                own.hand_over(&mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+            zergpool_core::reqlog::write_line(&p.format, &entry, &mut own);
+            if own.len() >= HAND_OVER_AT {
+                hand_over(&mut own, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
             }
         });
         if kept.is_err() {
