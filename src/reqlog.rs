@@ -12,7 +12,7 @@ use std::time::Instant;
 use zergpool_core::classify::uwsgi::{UwsgiParse, UwsgiRequest};
 use zergpool_core::net::Endpoint;
 use zergpool_core::proto::{ConnMeta, ListenerKind};
-use zergpool_core::reqlog::{AddrText, Entry, LogPolicy};
+use zergpool_core::reqlog::{Entry, LogPolicy};
 
 /// The policy, set once when the pool starts (none before: nothing logged).
 static POLICY: OnceLock<LogPolicy> = OnceLock::new();
@@ -139,19 +139,10 @@ pub fn log(peer: &Endpoint, req: &Request<'_>, status: u16, size: u64, started: 
     if !policy.wants(status, micros) {
         return;
     }
-    let ip = peer.ip().map(AddrText::new);
-    let named;
-    let addr = match &ip {
-        Some(t) => t.as_str(),
-        None => {
-            named = peer.to_string();
-            named.as_str()
-        }
-    };
     let entry = Entry {
         pid: zergpool_core::reqlog::pid(),
         wid: 0,
-        addr,
+        addr: peer,
         method: req.method,
         uri: req.uri,
         proto: req.proto,
@@ -161,7 +152,7 @@ pub fn log(peer: &Endpoint, req: &Request<'_>, status: u16, size: u64, started: 
         host: req.host,
         uagent: req.uagent,
         referer: req.referer,
-        at: zergpool_core::reqlog::wall_clock(now),
+        at: now,
     };
     let mut line = String::new();
     zergpool_core::reqlog::write_line(&policy.format, &entry, &mut line);

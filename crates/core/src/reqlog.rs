@@ -6,7 +6,10 @@
 //!
 //! Pure: an [`Entry`] in, bytes appended to a buffer out.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::net::Endpoint;
 
 /// Which requests get a line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,24 +66,6 @@ impl LogFormat {
             }
         }
     }
-}
-
-/// The wall clock read from the monotonic one: `SystemTime::now()` once a
-/// second per thread, and in between the monotonic time already read for the
-/// request's duration, added to it (a request log line needs the time of
-/// day to the microsecond at most, and reading two clocks per request costs).
-pub fn wall_clock(now: std::time::Instant) -> SystemTime {
-    thread_local! {
-        static BASE: std::cell::Cell<Option<(std::time::Instant, SystemTime)>> = const { std::cell::Cell::new(None) };
-    }
-    BASE.with(|base| match base.get() {
-        Some((at, wall)) if now >= at && now - at < std::time::Duration::from_secs(1) => wall + (now - at),
-        _ => {
-            let wall = SystemTime::now();
-            base.set(Some((now, wall)));
-            wall
-        }
-    })
 }
 
 /// A `log-format` template: text with uWSGI's `%(name)` variables.
@@ -175,8 +160,8 @@ pub struct Entry<'a> {
     pub pid: u32,
     /// The zergling's id (0: the pool).
     pub wid: u64,
-    /// The client's address (IP, or a name).
-    pub addr: &'a str,
+    /// The client (a line shows its IP address without the port, or its name).
+    pub addr: &'a Endpoint,
     /// The request method.
     pub method: &'a str,
     /// The request target as sent.
@@ -195,25 +180,153 @@ pub struct Entry<'a> {
     pub uagent: &'a str,
     /// The `Referer` header (empty when absent).
     pub referer: &'a str,
-    /// When it ended.
-    pub at: SystemTime,
+    /// When it ended, on the monotonic clock (the line shows the time of day
+    /// it maps to: see [`Cache::wall_micros`]).
+    pub at: Instant,
 }
 
 /// Appends `entry`'s line (with its newline) to `out`. Written piece by piece
-/// (integers with `itoa`, the time from a per-thread cache), not through
-/// `core::fmt`: a line is written for every request, and the formatting
-/// machinery cost more than all the rest of logging it.
+/// (integers with `itoa`; the time, the address and uWSGI's head from this
+/// thread's [`Cache`]), not through `core::fmt`: a line is written for every
+/// request, and the formatting machinery cost more than all the rest of
+/// logging it. Instructions a line costs (`valgrind --tool=callgrind`, a
+/// zergling under `wrk`, on top of a request not logged): uWSGI's line ~1550
+/// and JSON ~3070 before the cache, see `docs/ARCHITECTURE.md` for after.
 pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
+    thread_local! {
+        static CACHE: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::default());
+    }
+    let written = CACHE.try_with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => write_with(&mut c, format, e, out),
+        Err(_) => write_with(&mut Cache::default(), format, e, out),
+    });
+    if written.is_err() {
+        // The thread is ending (a request dropped by a thread-local's
+        // destructor): without the cache.
+        write_with(&mut Cache::default(), format, e, out);
+    }
+}
+
+/// What a thread's lines reuse from one to the next: the wall clock's base,
+/// the text of the last client address, and uWSGI's line up to the method
+/// (the same for every request from one address within a second).
+#[derive(Default)]
+pub struct Cache {
+    /// A monotonic time and the wall clock then, in microseconds since the
+    /// Unix epoch (read at most once a second).
+    wall: Option<(Instant, u64)>,
+    /// The last IP address shown, and its text.
+    ip: Option<IpAddr>,
+    ip_text: String,
+    /// uWSGI's `[pid: N|app: 0|req: -/-] ADDR () {0 vars in 0 bytes} [CTIME] `,
+    /// and the pid, address and second it is for.
+    head: String,
+    head_for: Option<(u32, IpAddr, u64)>,
+    /// `ctime` of this second (`%(ltime)`).
+    ctime: (u64, String),
+}
+
+impl Cache {
+    /// The wall clock at `at`, in microseconds since the Unix epoch:
+    /// `SystemTime::now()` once a second, and in between the monotonic time
+    /// already read for the request's duration, added to it (a line needs the
+    /// time of day to the microsecond at most, and reading two clocks per
+    /// request costs).
+    pub fn wall_micros(&mut self, at: Instant) -> u64 {
+        if let Some((base, wall)) = self.wall {
+            if let Some(d) = at.checked_duration_since(base) {
+                if d < Duration::from_secs(1) {
+                    return wall + d.as_micros() as u64;
+                }
+            }
+        }
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        self.wall = Some((at, wall));
+        wall
+    }
+
+    /// The text of `ip` (made again when it differs from the last one's).
+    fn ip_text(&mut self, ip: IpAddr) -> &str {
+        self.refresh_ip(ip);
+        &self.ip_text
+    }
+
+    fn refresh_ip(&mut self, ip: IpAddr) {
+        if self.ip != Some(ip) {
+            self.ip = Some(ip);
+            self.ip_text.clear();
+            push_ip(&mut self.ip_text, ip);
+        }
+    }
+
+    /// `ctime` of `secs` (made again when the second changed).
+    fn ctime(&mut self, secs: u64) -> &str {
+        self.refresh_ctime(secs);
+        &self.ctime.1
+    }
+
+    fn refresh_ctime(&mut self, secs: u64) {
+        if self.ctime.0 != secs || self.ctime.1.is_empty() {
+            self.ctime = (secs, ctime_of(secs));
+        }
+    }
+
+    /// Appends uWSGI's line up to the method.
+    fn push_uwsgi_head(&mut self, pid: u32, addr: &Endpoint, secs: u64, out: &mut String) {
+        let Some(ip) = addr.ip() else {
+            let name = match addr {
+                Endpoint::Named(n) => n,
+                _ => "",
+            };
+            return push_uwsgi_head(out, pid, name, self.ctime(secs));
+        };
+        if self.head_for != Some((pid, ip, secs)) {
+            self.refresh_ip(ip);
+            self.refresh_ctime(secs);
+            self.head.clear();
+            push_uwsgi_head(&mut self.head, pid, &self.ip_text, &self.ctime.1);
+            self.head_for = Some((pid, ip, secs));
+        }
+        out.push_str(&self.head);
+    }
+}
+
+fn push_uwsgi_head(out: &mut String, pid: u32, addr: &str, ctime: &str) {
+    out.push_str("[pid: ");
+    out.push_str(itoa::Buffer::new().format(pid));
+    out.push_str("|app: 0|req: -/-] ");
+    out.push_str(addr);
+    out.push_str(" () {0 vars in 0 bytes} [");
+    out.push_str(ctime);
+    out.push_str("] ");
+}
+
+/// Appends the text of `ip` (IPv4 without `core::fmt`).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(n.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn write_with(c: &mut Cache, format: &LogFormat, e: &Entry<'_>, out: &mut String) {
     let mut n = itoa::Buffer::new();
+    let at = c.wall_micros(e.at);
+    let secs = at / 1_000_000;
     match format {
         LogFormat::Uwsgi => {
-            // The pieces that change once a second (or never) come whole
-            // from a per-thread cache.
-            with_pieces(e, |p| {
-                out.push_str(&p.pid_prefix);
-                out.push_str(e.addr);
-                out.push_str(&p.ctime_piece);
-            });
+            c.push_uwsgi_head(e.pid, e.addr, secs, out);
             out.push_str(e.method);
             out.push(' ');
             out.push_str(e.uri);
@@ -228,37 +341,43 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
             out.push_str(") 0 headers in 0 bytes (1 switches on core 0)\n");
         }
         LogFormat::Json => {
-            let since = e.at.duration_since(UNIX_EPOCH).unwrap_or_default();
             out.push_str("{\"time\":");
-            out.push_str(n.format(since.as_secs()));
+            out.push_str(n.format(secs));
             out.push('.');
-            let micros = n.format(since.subsec_micros());
+            let micros = n.format(at % 1_000_000);
             out.push_str(&"000000"[micros.len()..]);
             out.push_str(micros);
             out.push_str(",\"pid\":");
             out.push_str(n.format(e.pid));
             out.push_str(",\"wid\":");
             out.push_str(n.format(e.wid));
-            out.push_str(",\"addr\":");
-            push_json_str(out, e.addr);
-            out.push_str(",\"method\":");
-            push_json_str(out, e.method);
-            out.push_str(",\"uri\":");
-            push_json_str(out, e.uri);
-            out.push_str(",\"proto\":");
-            push_json_str(out, e.proto);
+            out.push_str(",\"addr\":\"");
+            match e.addr {
+                // An address's text needs no escape.
+                Endpoint::Tcp(_) | Endpoint::Ip(_) => {
+                    out.push_str(e.addr.ip().map_or("", |ip| c.ip_text(ip)));
+                    out.push('"');
+                }
+                Endpoint::Named(name) => push_json_rest(out, name),
+            }
+            out.push_str(",\"method\":\"");
+            push_json_rest(out, e.method);
+            out.push_str(",\"uri\":\"");
+            push_json_rest(out, e.uri);
+            out.push_str(",\"proto\":\"");
+            push_json_rest(out, e.proto);
             out.push_str(",\"status\":");
             out.push_str(n.format(e.status));
             out.push_str(",\"size\":");
             out.push_str(n.format(e.size));
             out.push_str(",\"micros\":");
             out.push_str(n.format(e.micros));
-            out.push_str(",\"host\":");
-            push_json_str(out, e.host);
-            out.push_str(",\"uagent\":");
-            push_json_str(out, e.uagent);
-            out.push_str(",\"referer\":");
-            push_json_str(out, e.referer);
+            out.push_str(",\"host\":\"");
+            push_json_rest(out, e.host);
+            out.push_str(",\"uagent\":\"");
+            push_json_rest(out, e.uagent);
+            out.push_str(",\"referer\":\"");
+            push_json_rest(out, e.referer);
             out.push_str("}\n");
         }
         LogFormat::Template(t) => {
@@ -272,17 +391,18 @@ pub fn write_line(format: &LogFormat, e: &Entry<'_>, out: &mut String) {
                         Var::Size => out.push_str(n.format(e.size)),
                         Var::Msecs => out.push_str(n.format(e.micros / 1000)),
                         Var::Micros => out.push_str(n.format(e.micros)),
-                        Var::Addr => out.push_str(e.addr),
+                        Var::Addr => match e.addr {
+                            Endpoint::Named(name) => out.push_str(name),
+                            _ => out.push_str(e.addr.ip().map_or("", |ip| c.ip_text(ip))),
+                        },
                         Var::Host => out.push_str(e.host),
                         Var::Proto => out.push_str(e.proto),
                         Var::Uagent => out.push_str(e.uagent),
                         Var::Referer => out.push_str(e.referer),
                         Var::Pid => out.push_str(n.format(e.pid)),
                         Var::Wid => out.push_str(n.format(e.wid)),
-                        Var::Ltime => push_ctime(out, e.at),
-                        Var::Epoch => {
-                            out.push_str(n.format(e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())))
-                        }
+                        Var::Ltime => out.push_str(c.ctime(secs)),
+                        Var::Epoch => out.push_str(n.format(secs)),
                     },
                 }
             }
@@ -298,122 +418,20 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// The text of an endpoint as a request line shows it (an IP address without
-/// its port, or the name), on the stack: IPv4 without `core::fmt`.
-#[derive(Clone, Copy)]
-pub struct AddrText {
-    buf: [u8; 46],
-    len: usize,
-}
-
-impl AddrText {
-    /// The text of `ip`, from a one-entry per-thread cache: the requests a
-    /// thread serves in a row mostly come from one address (a front-end, a
-    /// load balancer, a busy client).
-    pub fn cached(ip: std::net::IpAddr) -> AddrText {
-        thread_local! {
-            static LAST: std::cell::Cell<Option<(std::net::IpAddr, AddrText)>> = const { std::cell::Cell::new(None) };
-        }
-        LAST.with(|last| match last.get() {
-            Some((at, text)) if at == ip => text,
-            _ => {
-                let text = AddrText::new(ip);
-                last.set(Some((ip, text)));
-                text
-            }
-        })
-    }
-
-    /// The text of `ip`.
-    pub fn new(ip: std::net::IpAddr) -> AddrText {
-        let mut t = AddrText { buf: [0; 46], len: 0 };
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                let mut n = itoa::Buffer::new();
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.push(b".");
-                    }
-                    t.push(n.format(octet).as_bytes());
-                }
-            }
-            std::net::IpAddr::V6(v6) => {
-                use std::io::Write as _;
-                let mut w = &mut t.buf[..];
-                let _ = write!(w, "{v6}");
-                t.len = 46 - w.len();
-            }
-        }
-        t
-    }
-
-    fn push(&mut self, b: &[u8]) {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-/// The pieces of uWSGI's line that do not change from one request to the
-/// next within a second: `[pid: N|app: 0|req: -/-] ` and
-/// ` () {0 vars in 0 bytes} [ctime] `.
-struct Pieces {
-    pid: u32,
-    pid_prefix: String,
-    secs: u64,
-    ctime_piece: String,
-}
-
-/// Runs `f` with this thread's [`Pieces`], made again when `e`'s pid or
-/// second differs from theirs.
-fn with_pieces(e: &Entry<'_>, f: impl FnOnce(&Pieces)) {
-    thread_local! {
-        static PIECES: std::cell::RefCell<Pieces> = const {
-            std::cell::RefCell::new(Pieces { pid: 0, pid_prefix: String::new(), secs: u64::MAX, ctime_piece: String::new() })
-        };
-    }
-    let secs = e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    PIECES.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.pid != e.pid || p.pid_prefix.is_empty() {
-            p.pid = e.pid;
-            p.pid_prefix = format!("[pid: {}|app: 0|req: -/-] ", e.pid);
-        }
-        if p.secs != secs {
-            p.secs = secs;
-            p.ctime_piece = format!(" () {{0 vars in 0 bytes}} [{}] ", ctime_of(secs));
-        }
-        f(&p);
-    })
-}
-
-/// Appends [`ctime`] of `t`, from a per-thread cache of the current second.
-fn push_ctime(out: &mut String, t: SystemTime) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    thread_local! {
-        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != secs {
-            *last = (secs, ctime_of(secs));
-        }
-        out.push_str(&last.1);
-    })
-}
-
-/// Appends a JSON string literal of `s`.
-fn push_json_str(out: &mut String, s: &str) {
-    // Bytes, not chars: every byte that needs an escape is ASCII, and the
-    // text is mostly an address, a method or a path with none.
+/// Appends the rest of a JSON string literal of `s`, after its opening quote
+/// (which comes with the key before it).
+fn push_json_rest(out: &mut String, s: &str) {
+    // Bytes, not chars: every byte that needs an escape is ASCII. Most text
+    // (a method, a path, a host) has none: one pass that looks at every byte
+    // without stopping (the compiler does it 16 bytes at a time), then one copy.
     fn plain(b: u8) -> bool {
         b >= 0x20 && b != b'"' && b != b'\\'
     }
-    out.push('"');
+    if s.bytes().fold(true, |all, b| all & plain(b)) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut rest = s;
     while let Some(at) = rest.bytes().position(|b| !plain(b)) {
         out.push_str(&rest[..at]);
@@ -433,12 +451,9 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `Tue Dec  1 03:32:41 2026` (UTC), as uWSGI's default line shows the time;
-/// made once a second per thread.
+/// `Tue Dec  1 03:32:41 2026` (UTC), as uWSGI's default line shows the time.
 pub fn ctime(t: SystemTime) -> String {
-    let mut out = String::new();
-    push_ctime(&mut out, t);
-    out
+    ctime_of(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 fn ctime_of(secs: u64) -> String {
@@ -464,11 +479,16 @@ fn ctime_of(secs: u64) -> String {
 mod tests {
     use super::*;
 
-    fn entry() -> Entry<'static> {
+    static LOCALHOST: Endpoint = Endpoint::Ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    /// Tue Dec  1 03:32:41 2026 UTC, in microseconds.
+    const WALL: u64 = 1_796_095_961_000_000;
+
+    fn entry(at: Instant) -> Entry<'static> {
         Entry {
             pid: 42,
             wid: 3,
-            addr: "127.0.0.1",
+            addr: &LOCALHOST,
             method: "GET",
             uri: "/a?b=1",
             proto: "HTTP/1.1",
@@ -478,42 +498,80 @@ mod tests {
             host: "example.org",
             uagent: "curl/8",
             referer: "",
-            at: UNIX_EPOCH + std::time::Duration::from_secs(1_796_095_961),
+            at,
         }
+    }
+
+    /// A line, with the wall clock at `at` set to [`WALL`] plus `plus` µs.
+    fn line(format: &LogFormat, e: &Entry<'_>, plus: u64) -> String {
+        let mut cache = Cache { wall: Some((e.at, WALL + plus)), ..Cache::default() };
+        let mut out = String::new();
+        write_with(&mut cache, format, e, &mut out);
+        out
     }
 
     #[test]
     fn the_three_formats() {
-        let mut out = String::new();
-        write_line(&LogFormat::Uwsgi, &entry(), &mut out);
-        assert_eq!(
-            out,
-            "[pid: 42|app: 0|req: -/-] 127.0.0.1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026] GET /a?b=1 => generated 13 bytes in 2 msecs (HTTP/1.1 200) 0 headers in 0 bytes (1 switches on core 0)\n"
-        );
-        let mut out = String::new();
+        let now = Instant::now();
+        let uwsgi = "[pid: 42|app: 0|req: -/-] 127.0.0.1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026] GET /a?b=1 => generated 13 bytes in 2 msecs (HTTP/1.1 200) 0 headers in 0 bytes (1 switches on core 0)\n";
+        assert_eq!(line(&LogFormat::Uwsgi, &entry(now), 0), uwsgi);
         let t = Template::parse(
-            "%(addr) %(method) %(uri) %(status) %(size) %(msecs) %(micros) %(host) \"%(uagent)\" w%(wid)",
+            "%(addr) %(method) %(uri) %(status) %(size) %(msecs) %(micros) %(host) \"%(uagent)\" w%(wid) %(epoch) %(ltime)",
         )
         .unwrap();
-        write_line(&LogFormat::Template(t), &entry(), &mut out);
-        assert_eq!(out, "127.0.0.1 GET /a?b=1 200 13 2 2500 example.org \"curl/8\" w3\n");
-        let mut out = String::new();
-        write_line(&LogFormat::Json, &Entry { uri: "/\"x\"", ..entry() }, &mut out);
-        assert!(out.contains("\"uri\":\"/\\\"x\\\"\",\"proto\":\"HTTP/1.1\",\"status\":200"), "{out}");
-        let mut out = String::new();
-        let at = UNIX_EPOCH + std::time::Duration::from_micros(1_796_095_961_000_005);
-        write_line(&LogFormat::Json, &Entry { uagent: "a\\b\u{1}c\"", at, ..entry() }, &mut out);
         assert_eq!(
-            out,
+            line(&LogFormat::Template(t), &entry(now), 0),
+            "127.0.0.1 GET /a?b=1 200 13 2 2500 example.org \"curl/8\" w3 1796095961 Tue Dec  1 03:32:41 2026\n"
+        );
+        let out = line(&LogFormat::Json, &Entry { uri: "/\"x\"", ..entry(now) }, 0);
+        assert!(out.contains("\"uri\":\"/\\\"x\\\"\",\"proto\":\"HTTP/1.1\",\"status\":200"), "{out}");
+        assert_eq!(
+            line(&LogFormat::Json, &Entry { uagent: "a\\b\u{1}c\"", ..entry(now) }, 5),
             "{\"time\":1796095961.000005,\"pid\":42,\"wid\":3,\"addr\":\"127.0.0.1\",\"method\":\"GET\",\"uri\":\"/a?b=1\",\
              \"proto\":\"HTTP/1.1\",\"status\":200,\"size\":13,\"micros\":2500,\"host\":\"example.org\",\
              \"uagent\":\"a\\\\b\\u0001c\\\"\",\"referer\":\"\"}\n"
         );
+        // A named client (a Unix socket's path, nginx's `unix:`) is escaped.
+        let named = Endpoint::Named("unix:\"/run\"".into());
+        let out = line(&LogFormat::Json, &Entry { addr: &named, ..entry(now) }, 0);
+        assert!(out.contains(",\"addr\":\"unix:\\\"/run\\\"\","), "{out}");
+        let out = line(&LogFormat::Uwsgi, &Entry { addr: &named, ..entry(now) }, 0);
+        assert!(out.starts_with("[pid: 42|app: 0|req: -/-] unix:\"/run\" () {0 vars"), "{out}");
         assert!(Template::parse("%(nope)").unwrap_err().contains("unknown variable %(nope)"));
     }
 
     #[test]
+    fn the_cached_head_follows_the_address_the_second_and_the_pid() {
+        let now = Instant::now();
+        let mut cache = Cache { wall: Some((now, WALL)), ..Cache::default() };
+        let other = Endpoint::Tcp("[2001:db8::1]:443".parse().unwrap());
+        let mut out = String::new();
+        for e in [
+            entry(now),
+            Entry { addr: &other, ..entry(now) },
+            Entry { pid: 7, ..entry(now) },
+            entry(now + Duration::from_millis(999)),
+            entry(now + Duration::from_millis(1000)),
+        ] {
+            write_with(&mut cache, &LogFormat::Uwsgi, &e, &mut out);
+        }
+        let heads: Vec<&str> = out.lines().map(|l| l.split(" GET ").next().unwrap()).collect();
+        assert_eq!(
+            heads,
+            [
+                "[pid: 42|app: 0|req: -/-] 127.0.0.1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026]",
+                "[pid: 42|app: 0|req: -/-] 2001:db8::1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026]",
+                "[pid: 7|app: 0|req: -/-] 127.0.0.1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026]",
+                "[pid: 42|app: 0|req: -/-] 127.0.0.1 () {0 vars in 0 bytes} [Tue Dec  1 03:32:41 2026]",
+                // A second later the wall clock is read again: today's date.
+                &format!("[pid: 42|app: 0|req: -/-] 127.0.0.1 () {{0 vars in 0 bytes}} [{}]", ctime(SystemTime::now())),
+            ]
+        );
+    }
+
+    #[test]
     fn addresses_as_lines_show_them() {
+        let mut cache = Cache::default();
         for ip in [
             "127.0.0.1",
             "0.0.0.0",
@@ -523,27 +581,26 @@ mod tests {
             "2001:db8::ff00:42:8329",
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
         ] {
-            let parsed: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(AddrText::new(parsed).as_str(), parsed.to_string());
-            assert_eq!(AddrText::cached(parsed).as_str(), parsed.to_string());
-            assert_eq!(AddrText::cached(parsed).as_str(), parsed.to_string());
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(cache.ip_text(parsed), parsed.to_string());
+            assert_eq!(cache.ip_text(parsed), parsed.to_string());
         }
         assert_eq!(pid(), std::process::id());
     }
 
     #[test]
     fn the_wall_clock_follows_the_monotonic_one() {
-        let start = std::time::Instant::now();
-        let a = wall_clock(start);
-        let b = wall_clock(start + std::time::Duration::from_millis(300));
-        assert_eq!(b.duration_since(a).unwrap(), std::time::Duration::from_millis(300));
-        let real = SystemTime::now();
-        let diff = real.duration_since(a).unwrap_or_else(|e| e.duration());
-        assert!(diff < std::time::Duration::from_millis(100), "{diff:?}");
-        // Past a second, the wall clock is read again.
-        let later = start + std::time::Duration::from_secs(2);
-        let c = wall_clock(later);
-        assert!(c.duration_since(real).unwrap_or_else(|e| e.duration()) < std::time::Duration::from_millis(100));
+        let mut cache = Cache::default();
+        let start = Instant::now();
+        let a = cache.wall_micros(start);
+        let b = cache.wall_micros(start + Duration::from_millis(300));
+        assert_eq!(b - a, 300_000);
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+        assert!(real.abs_diff(a) < 100_000, "{a} vs {real}");
+        // Past a second, or before the base, the wall clock is read again.
+        let c = cache.wall_micros(start + Duration::from_secs(2));
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+        assert!(real.abs_diff(c) < 100_000, "{c} vs {real}");
         assert!(!LogFormat::Uwsgi.shows_headers() && LogFormat::Json.shows_headers());
         assert!(LogFormat::Template(Template::parse("%(uagent)").unwrap()).shows_headers());
         assert!(!LogFormat::Template(Template::parse("%(uri) %(status)").unwrap()).shows_headers());

@@ -7,7 +7,7 @@
 //! the pool's log file when the pool gave its descriptor (LOGFILE), else to the
 //! pool in LOG frames.
 //!
-//! A line goes first into a buffer of the thread's own ([`OWN`], behind a lock
+//! A line goes first into a buffer of the thread's own ([`Local`], behind a lock
 //! nobody else takes but the flusher, ten times a second), which is appended
 //! to the shared one ([`LINES`]) in one copy when it holds [`HAND_OVER_AT`]
 //! bytes, and at each of the flusher's turns ([`collect_own_lines`]).
@@ -53,23 +53,64 @@ pub(crate) fn set_policy(p: LogPolicy) {
     POLICY_GEN.fetch_add(1, Ordering::Release);
 }
 
-/// Runs `f` with the policy now (this thread's copy, refreshed when it changed).
-fn with_policy<R>(f: impl FnOnce(&LogPolicy) -> R) -> R {
-    thread_local! {
-        static MINE: std::cell::RefCell<(u64, Option<Arc<LogPolicy>>)> = const { std::cell::RefCell::new((0, None)) };
+/// What a thread keeps for its requests' lines: its copy of the policy (and
+/// the generation it is from), and its own lines (registered in [`OWNERS`] at
+/// its first line). One thread-local, looked at once when a request starts and
+/// once when it ends.
+#[derive(Default)]
+struct Local {
+    gen: u64,
+    policy: Option<Arc<LogPolicy>>,
+    own: Option<Own>,
+}
+
+impl Local {
+    /// The policy now (this thread's copy, refreshed when it changed), and
+    /// this thread's own lines, if it wrote one yet.
+    fn parts(&mut self) -> (&LogPolicy, &mut Option<Own>) {
+        let Local { gen, policy, own } = self;
+        let now = POLICY_GEN.load(Ordering::Acquire);
+        if *gen != now {
+            *gen = now;
+            *policy = None;
+        }
+        (policy.get_or_insert_with(current_policy), own)
     }
-    let gen = POLICY_GEN.load(Ordering::Acquire);
-    MINE.with(|mine| {
-        let mut mine = mine.borrow_mut();
-        if mine.0 != gen || mine.1.is_none() {
-            let p = POLICY.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-            *mine = (gen, Some(p));
-        }
-        match &mine.1 {
-            Some(p) => f(p),
-            None => f(&LogPolicy::default()),
-        }
-    })
+}
+
+/// A thread's own lines, new (registered in [`OWNERS`]).
+fn new_own() -> Own {
+    let own = Own::default();
+    own.lock().unwrap_or_else(|p| p.into_inner()).reserve(HAND_OVER_AT + 8 * 1024);
+    OWNERS.lock().unwrap_or_else(|p| p.into_inner()).push(own.clone());
+    own
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Local> = std::cell::RefCell::new(Local::default());
+}
+
+/// The shared policy (the default before WELCOME).
+fn current_policy() -> Arc<LogPolicy> {
+    POLICY.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+}
+
+/// Runs `f` with the policy now (this thread's copy; the shared one while the
+/// thread is ending, or inside another use of its copy).
+fn with_policy<R>(f: impl FnOnce(&LogPolicy) -> R) -> R {
+    let mut f = Some(f);
+    let mine = LOCAL.try_with(|l| {
+        let mut l = l.try_borrow_mut().ok()?;
+        let f = f.take()?;
+        Some(f(l.parts().0))
+    });
+    if let Ok(Some(r)) = mine {
+        return r;
+    }
+    match f.take() {
+        Some(f) => f(&current_policy()),
+        None => unreachable!("`f` runs once, and its result returned above"),
+    }
 }
 
 /// Lines waiting to be written (to the pool's log file, or sent in LOG).
@@ -110,11 +151,6 @@ type Own = Arc<std::sync::Mutex<String>>;
 /// Every thread's own lines, for the flusher to collect at each turn; a
 /// thread that ended leaves its buffer here until then.
 static OWNERS: std::sync::Mutex<Vec<Own>> = std::sync::Mutex::new(Vec::new());
-
-thread_local! {
-    /// This thread's own lines (registered in [`OWNERS`] at its first line).
-    static OWN: std::cell::OnceCell<Own> = const { std::cell::OnceCell::new() };
-}
 
 /// Appends every thread's own lines to [`LINES`], and forgets the buffers
 /// of threads that ended (the flusher, before it takes the lines).
@@ -272,37 +308,24 @@ impl Drop for Clock {
         }
         RUNNING_US.fetch_add(micros, Ordering::Relaxed);
         if let Some(f) = self.log.take() {
-            with_policy(|p| {
-                if p.wants(self.status, micros) {
-                    self.write_line(p, &f, micros, now);
-                }
-            });
+            self.log_line(&f, micros, now);
         }
     }
 }
 
 impl Clock {
-    /// Appends the request's line to this thread's own lines.
-    fn write_line(&self, p: &LogPolicy, f: &LogFields, micros: u64, now: Instant) {
+    /// Appends the request's line, if the policy wants it, to this thread's
+    /// own lines (to the shared ones while the thread is ending).
+    fn log_line(&self, f: &LogFields, micros: u64, now: Instant) {
         fn text(v: &Option<http::HeaderValue>) -> &str {
             v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
         }
-        let (host, uagent, referer) = (text(&f.host), text(&f.uagent), text(&f.referer));
-        let uri = f.uri.as_ref().map_or("/", |p| p.as_str());
-        // The client's IP without its port, formatted on the stack (or the
-        // same as the last request's).
-        let ip = f.addr.ip().map(zergpool_core::reqlog::AddrText::cached);
-        let addr = match (&ip, &f.addr) {
-            (Some(t), _) => t.as_str(),
-            (None, crate::Endpoint::Named(n)) => n,
-            _ => "",
-        };
         let entry = Entry {
             pid: zergpool_core::reqlog::pid(),
             wid: f.wid,
-            addr,
+            addr: &f.addr,
             method: f.method.as_str(),
-            uri,
+            uri: f.uri.as_ref().map_or("/", |p| p.as_str()),
             proto: match f.version {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2.0",
@@ -311,28 +334,32 @@ impl Clock {
             status: self.status,
             size: self.size,
             micros,
-            host,
-            uagent,
-            referer,
-            at: zergpool_core::reqlog::wall_clock(now),
+            host: text(&f.host),
+            uagent: text(&f.uagent),
+            referer: text(&f.referer),
+            at: now,
         };
-        let kept = OWN.try_with(|own| {
-            let own = own.get_or_init(|| {
-                let own = Own::default();
-                own.lock().unwrap_or_else(|p| p.into_inner()).reserve(HAND_OVER_AT + 8 * 1024);
-                OWNERS.lock().unwrap_or_else(|p| p.into_inner()).push(own.clone());
-                own
-            });
-            let mut own = own.lock().unwrap_or_else(|p| p.into_inner());
-            zergpool_core::reqlog::write_line(&p.format, &entry, &mut own);
-            if own.len() >= HAND_OVER_AT {
-                hand_over(&mut own, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+        let mine = LOCAL.try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else { return false };
+            let (p, own) = l.parts();
+            if p.wants(self.status, micros) {
+                let mut own = own.get_or_insert_with(new_own).lock().unwrap_or_else(|p| p.into_inner());
+                zergpool_core::reqlog::write_line(&p.format, &entry, &mut own);
+                if own.len() >= HAND_OVER_AT {
+                    hand_over(&mut own, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+                }
             }
+            true
         });
-        if kept.is_err() {
-            // The thread is ending (a request dropped by a thread-local's
-            // destructor): straight into the shared buffer.
-            zergpool_core::reqlog::write_line(&p.format, &entry, &mut LINES.lock().unwrap_or_else(|p| p.into_inner()));
+        if mine != Ok(true) {
+            let p = current_policy();
+            if p.wants(self.status, micros) {
+                zergpool_core::reqlog::write_line(
+                    &p.format,
+                    &entry,
+                    &mut LINES.lock().unwrap_or_else(|p| p.into_inner()),
+                );
+            }
         }
     }
 }
