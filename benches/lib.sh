@@ -175,8 +175,8 @@ paired_wrk() {
     'BEGIN { if (na == 0 || nb == 0) { print "0 0 0 0"; exit } printf "%.3f %.3f %.0f %.0f\n", ta / 1e3 / na, tb / 1e3 / nb, na / d, nb / d }'
 }
 
-# median of the numbers on stdin, one a line (two decimals)
-median() { sort -g | awk '{ v[n++] = $1 } END { if (!n) print "n/a"; else if (n % 2) printf "%.2f", v[int(n/2)]; else printf "%.2f", (v[n/2-1] + v[n/2]) / 2 }'; }
+# median of the numbers on stdin, one a line (three decimals)
+median() { sort -g | awk '{ v[n++] = $1 } END { if (!n) print "n/a"; else if (n % 2) printf "%.3f", v[int(n/2)]; else printf "%.3f", (v[n/2-1] + v[n/2]) / 2 }'; }
 
 # start_nginx PREFIX HTTP_DIRECTIVES: a private nginx (its own prefix, pid, logs and
 # temp folders under PREFIX; the Debian service stays untouched), one worker pinned
