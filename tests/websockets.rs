@@ -257,7 +257,10 @@ fn chain_reloads_under_load(venv: &Path, zerglings: &[&str], ws_path: &str, http
         closes.get("1001").and_then(Value::as_u64).unwrap_or(0) >= 50,
         "the reloads closed WebSockets with 1001: {ws}"
     );
-    assert!(ws["connects"].as_u64().unwrap_or(0) > 100, "clients reconnected: {ws}");
+    // Each of the 50 clients connected once, and again after a reload closed
+    // it (how many reloads reach a client depends on how fast the zerglings
+    // start: a FastAPI zergling under CI's load took the whole run for one).
+    assert!(ws["connects"].as_u64().unwrap_or(0) >= 100, "clients reconnected: {ws}");
 }
 
 /// Behind nginx: `uwsgi_pass` does not switch protocols (checked with the real

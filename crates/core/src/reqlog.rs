@@ -360,24 +360,20 @@ fn write_with(c: &mut Cache, format: &LogFormat, e: &Entry<'_>, out: &mut String
                 }
                 Endpoint::Named(name) => push_json_rest(out, name),
             }
-            out.push_str(",\"method\":\"");
-            push_json_rest(out, e.method);
-            out.push_str(",\"uri\":\"");
-            push_json_rest(out, e.uri);
-            out.push_str(",\"proto\":\"");
-            push_json_rest(out, e.proto);
-            out.push_str(",\"status\":");
-            out.push_str(n.format(e.status));
-            out.push_str(",\"size\":");
-            out.push_str(n.format(e.size));
-            out.push_str(",\"micros\":");
-            out.push_str(n.format(e.micros));
-            out.push_str(",\"host\":\"");
-            push_json_rest(out, e.host);
-            out.push_str(",\"uagent\":\"");
-            push_json_rest(out, e.uagent);
-            out.push_str(",\"referer\":\"");
-            push_json_rest(out, e.referer);
+            for (key, text) in [(",\"method\":\"", e.method), (",\"uri\":\"", e.uri), (",\"proto\":\"", e.proto)] {
+                out.push_str(key);
+                push_json_rest(out, text);
+            }
+            for (key, v) in [(",\"status\":", u64::from(e.status)), (",\"size\":", e.size), (",\"micros\":", e.micros)]
+            {
+                out.push_str(key);
+                out.push_str(n.format(v));
+            }
+            for (key, text) in [(",\"host\":\"", e.host), (",\"uagent\":\"", e.uagent), (",\"referer\":\"", e.referer)]
+            {
+                out.push_str(key);
+                push_json_rest(out, text);
+            }
             out.push_str("}\n");
         }
         LogFormat::Template(t) => {

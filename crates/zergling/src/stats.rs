@@ -352,6 +352,8 @@ impl Clock {
             true
         });
         if mine != Ok(true) {
+            // The thread is ending (a request dropped by a thread-local's
+            // destructor): straight into the shared buffer.
             let p = current_policy();
             if p.wants(self.status, micros) {
                 zergpool_core::reqlog::write_line(
